@@ -1,0 +1,50 @@
+"""Delivers the Rust engine's finished requests to asyncio futures.
+
+The engine pushes completions onto a queue and writes one wake-up byte to a
+socket only when the queue was empty and undrained, so one ``_drain`` call
+resolves a whole batch of futures (see ``src/engine/completion.rs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ._core import Engine, HttpSession, RawResponse
+
+
+class EngineBridge:
+    """Connects one :class:`aiotest._core.Engine` to one asyncio loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: dict[int, asyncio.Future[RawResponse]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts draining completions on ``loop``; call from inside it."""
+        self._loop = loop
+        loop.add_reader(self.engine.wakeup_fd(), self._drain)
+
+    def detach(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.engine.wakeup_fd())
+            self._drain()
+            self._loop = None
+
+    def submit(self, session: HttpSession, *args: Any) -> asyncio.Future[RawResponse]:
+        """Starts a request (see ``Engine.submit``); the future resolves to its
+        :class:`RawResponse`."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the engine is not attached to a running event loop")
+        fut: asyncio.Future[RawResponse] = loop.create_future()
+        self._pending[self.engine.submit(session, *args)] = fut
+        return fut
+
+    def _drain(self) -> None:
+        pending = self._pending
+        for request_id, raw in self.engine.drain():
+            fut = pending.pop(request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(raw)

@@ -1,0 +1,84 @@
+"""Config files: ``~/.aiotest.conf``, ``./aiotest.conf`` and
+``[tool.aiotest]`` in ``./pyproject.toml``, read in that order (later wins).
+
+``aiotest.conf`` uses Locust's ``locust.conf`` form: ``key = value`` lines,
+``#`` comments, and ``[a, b]`` for lists. Keys are option names without the
+dashes, e.g. ``spawn-rate = 10`` or ``headless = true``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from .exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+FileValue = tuple[str, str, list[str]]
+
+
+def _as_values(value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def read_conf(path: str) -> list[FileValue]:
+    """``(source, key, values)`` triples from a ``locust.conf``-style file.
+
+    Raises:
+        ConfigError: A line that is not ``key = value``.
+    """
+    out: list[FileValue] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line or line.startswith(("#", ";")) or (line.startswith("[") and "=" not in line):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ConfigError(f"{path}:{number}: expected `key = value`, got {line!r}")
+            value = value.strip()
+            if value.startswith("[") and value.endswith("]"):
+                values = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
+            else:
+                values = [value.strip("'\"")]
+            out.append((path, key.strip(), values))
+    return out
+
+
+def read_pyproject(path: str) -> list[FileValue]:
+    """``(source, key, values)`` triples from ``[tool.aiotest]``.
+
+    Raises:
+        ConfigError: The file is not valid TOML.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    section = data.get("tool", {}).get("aiotest", {})
+    source = f"{path} [tool.aiotest]"
+    return [(source, key, _as_values(value)) for key, value in section.items()]
+
+
+def config_file_values(cwd: str | None = None) -> list[FileValue]:
+    """Values from every config file present, earliest (weakest) first."""
+    cwd = cwd or os.getcwd()
+    values: list[FileValue] = []
+    home_conf = os.path.expanduser("~/.aiotest.conf")
+    for conf in (home_conf, os.path.join(cwd, "aiotest.conf")):
+        if os.path.isfile(conf):
+            values += read_conf(conf)
+    pyproject = os.path.join(cwd, "pyproject.toml")
+    if os.path.isfile(pyproject):
+        values += read_pyproject(pyproject)
+    return values

@@ -1,0 +1,115 @@
+"""The run object: one :class:`Environment` owns the user classes, the
+options, the events, the engine and the runner, so library use and CLI use
+share one path (Locust's ``Environment``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+from ._bridge import EngineBridge
+from .events import Events, events as global_events
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .runner import LocalRunner
+    from .user import TaskFn, User
+
+
+class Environment:
+    """Everything one test run needs.
+
+    Args:
+        user_classes: The user classes to run.
+        host: Overrides every class's ``host`` when given.
+        tags: Run only tasks with one of these tags (``-T``).
+        exclude_tags: Skip tasks with any of these tags (``-E``).
+        stop_timeout_s: Seconds users may take to finish their task at stop.
+        parsed_options: The command-line options, when run from the CLI.
+        events: Event hooks; the global ``aiotest.events`` by default.
+
+    Raises:
+        ConfigError: A malformed host, a user class with no host or no
+            task, or no user class left after tag filtering.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_classes: Sequence[type[User]],
+        host: str | None = None,
+        tags: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop_timeout_s: float = 0.0,
+        parsed_options: SimpleNamespace | None = None,
+        events: Events | None = None,
+    ) -> None:
+        self.events = events or global_events
+        self.parsed_options = parsed_options
+        self.tags = set(tags or ())
+        self.exclude_tags = set(exclude_tags or ())
+        self.stop_timeout_s = stop_timeout_s
+        self.host = _core.validate_host(host) if host else None
+        self._task_tables: dict[type, tuple[list[TaskFn], list[int]]] = {}
+        kept = []
+        for cls in user_classes:
+            fns, _ = self.task_table(cls)
+            if not fns:
+                if self.tags or self.exclude_tags:
+                    continue  # every task filtered out by tags: the class sits out
+                raise ConfigError(
+                    f"user class {cls.__name__} has no tasks: decorate methods with @task or set `tasks`"
+                )
+            kept.append(cls)
+        if not kept:
+            raise ConfigError("no user class has a task left after -T/--tags and -E/--exclude-tags")
+        self.user_classes: list[type[User]] = kept
+        for cls in kept:
+            if self.host:
+                cls.host = self.host
+            elif _needs_host(cls):
+                if not cls.host:
+                    raise ConfigError(
+                        f"no host for user class {cls.__name__}: set `host = \"http://...\"` "
+                        "on the class or pass -H/--host"
+                    )
+                cls.host = _core.validate_host(cls.host)
+        self.engine: _core.Engine | None = None
+        self.bridge: EngineBridge | None = None
+        self.runner: LocalRunner | None = None
+
+    def task_table(self, cls: type[User]) -> tuple[list[TaskFn], list[int]]:
+        """The class's runnable tasks after tag filtering, with cumulative
+        weights for ``random.choices``. Computed once per class."""
+        table = self._task_tables.get(cls)
+        if table is None:
+            kept = [(fn, w) for fn, w in cls.tasks if w > 0 and self._tag_ok(fn)]
+            table = ([fn for fn, _ in kept], list(itertools.accumulate(w for _, w in kept)))
+            self._task_tables[cls] = table
+        return table
+
+    def _tag_ok(self, fn: Any) -> bool:
+        fn_tags: set[str] = getattr(fn, "aiotest_tag_set", set())
+        if self.tags and not (fn_tags & self.tags):
+            return False
+        return not (fn_tags & self.exclude_tags)
+
+    def create_local_runner(self) -> LocalRunner:
+        """Starts the engine and returns the runner for this process."""
+        from .runner import LocalRunner
+
+        if self.engine is None:
+            self.engine = _core.Engine()
+            self.bridge = EngineBridge(self.engine)
+            self.events.request._engine = self.engine
+        self.runner = LocalRunner(self)
+        return self.runner
+
+
+def _needs_host(cls: type) -> bool:
+    from .user import AsyncHttpUser
+
+    return issubclass(cls, AsyncHttpUser)

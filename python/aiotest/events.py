@@ -1,0 +1,169 @@
+"""Event hooks, in Locust's habits: ``events.test_start.add_listener(fn)``
+or ``@events.test_start.add_listener``.
+
+Listeners are called with keyword arguments only; each hook documents them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._core import Engine
+
+Listener = Callable[..., Any]
+
+
+class EventHook:
+    """A list of listeners fired together."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> Listener:
+        """Adds ``listener``; returns it, so this works as a decorator."""
+        self._listeners.append(listener)
+        return listener
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def fire(self, **kwargs: Any) -> None:
+        """Calls every listener with ``kwargs``, in the order they were added."""
+        for listener in list(self._listeners):
+            listener(**kwargs)
+
+
+class RequestEvent(EventHook):
+    """Fired for every request, and used to record non-HTTP work.
+
+    Listeners get ``request_type``, ``name``, ``response_time`` (ms, float),
+    ``response_length`` (bytes), ``exception`` (None on success), plus
+    ``response`` and ``context`` when there are some, as Locust passes them.
+
+    ``fire()`` from user code records the action in the statistics and then
+    notifies listeners. HTTP requests are recorded by the engine; listeners are
+    only called for them when any are registered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._engine: Engine | None = None
+
+    def fire(  # type: ignore[override]
+        self,
+        *,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int = 0,
+        exception: BaseException | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Records one timed action and notifies listeners.
+
+        Args:
+            request_type: The first stats column, e.g. ``"redis"`` or ``"GET"``.
+            name: The stats name.
+            response_time: Milliseconds (Locust's unit).
+            response_length: Bytes.
+            exception: Makes it a failure, grouped by its text.
+
+        Raises:
+            AiotestError: When no test is running to record into.
+        """
+        if self._engine is None:
+            from .exceptions import AiotestError
+
+            raise AiotestError("events.request.fire() needs a running test to record into")
+        self._engine.record(
+            request_type,
+            name,
+            max(0, round(response_time * 1000)),
+            int(response_length),
+            failure_text(exception),
+        )
+        self.notify(
+            request_type=request_type,
+            name=name,
+            response_time=response_time,
+            response_length=response_length,
+            exception=exception,
+            **kwargs,
+        )
+
+    def notify(self, **kwargs: Any) -> None:
+        """Calls the listeners without recording anything."""
+        super().fire(**kwargs)
+
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._listeners)
+
+    @contextlib.contextmanager
+    def measure(self, request_type: str, name: str) -> Iterator[dict[str, Any]]:
+        """Times the ``with`` block and records it; an exception in the block
+        is recorded as a failure and re-raised. Set ``ctx["response_length"]``
+        inside the block to record a size in bytes.
+
+        Example::
+
+            with events.request.measure("redis", "GET session") as ctx:
+                ctx["response_length"] = len(await redis.get(key))
+        """
+        ctx: dict[str, Any] = {"response_length": 0}
+        started = time.perf_counter()
+        try:
+            yield ctx
+        except BaseException as exc:
+            self.fire(
+                request_type=request_type,
+                name=name,
+                response_time=(time.perf_counter() - started) * 1000,
+                response_length=ctx["response_length"],
+                exception=exc,
+            )
+            raise
+        self.fire(
+            request_type=request_type,
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=ctx["response_length"],
+        )
+
+
+def failure_text(exception: BaseException | str | None) -> str | None:
+    """How a failure's cause reads in the stats: ``"TypeName: message"``."""
+    if exception is None:
+        return None
+    if isinstance(exception, BaseException):
+        return f"{type(exception).__name__}: {exception}"
+    return str(exception)
+
+
+class Events:
+    """The hooks of a test run (Locust's ``locust.events``).
+
+    Attributes:
+        init: After the aiotestfile loads; ``environment``.
+        test_start: Before users spawn; ``environment``.
+        test_stop: After users stopped; ``environment``.
+        spawning_complete: When the target user count is reached; ``user_count``.
+        request: Every request; see :class:`RequestEvent`.
+        quitting: Before the process exits; ``environment``.
+    """
+
+    def __init__(self) -> None:
+        self.init = EventHook()
+        self.test_start = EventHook()
+        self.test_stop = EventHook()
+        self.spawning_complete = EventHook()
+        self.request = RequestEvent()
+        self.quitting = EventHook()
+
+
+#: The global hooks that aiotestfiles import: ``from aiotest import events``.
+events = Events()

@@ -1,0 +1,329 @@
+"""The HTTP session of :class:`aiotest.AsyncHttpUser` and its responses.
+
+Requests run in the Rust engine, which times them (issue to last body byte)
+and records them; Python only builds the request and reads the result.
+Failures follow Locust's rules: a status of 400 or more, a connection error
+or a timeout.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Generator, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from .events import failure_text
+from .exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from ._bridge import EngineBridge
+    from ._core import RawResponse
+    from .events import RequestEvent
+
+
+class Headers(Mapping[str, str]):
+    """Response headers, looked up without regard to case. Repeated headers
+    are joined with ``", "``."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._map: dict[str, str] = {}
+        for k, v in pairs:
+            k = k.lower()
+            self._map[k] = f"{self._map[k]}, {v}" if k in self._map else v
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._map!r})"
+
+
+class Response:
+    """A finished request.
+
+    Attributes:
+        status: HTTP status; 0 when no response arrived.
+        url: The final URL, after redirects.
+        response_time_us: The response time it was recorded with (µs).
+        error: The failure text, or None.
+    """
+
+    __slots__ = ("_raw", "_ctx", "_headers")
+
+    def __init__(self, raw: RawResponse, ctx: RequestContext) -> None:
+        self._raw = raw
+        self._ctx = ctx
+        self._headers: Headers | None = None
+
+    @property
+    def status(self) -> int:
+        return self._raw.status
+
+    #: requests' and Locust's name for :attr:`status`.
+    status_code = status
+
+    @property
+    def reason(self) -> str:
+        return self._raw.reason
+
+    @property
+    def ok(self) -> bool:
+        """True when the request did not fail (status below 400, no error)."""
+        return self._raw.error is None
+
+    @property
+    def url(self) -> str:
+        return self._raw.url
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._raw.headers)
+        return self._headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Cookies this response set (name to value)."""
+        return dict(self._raw.cookies)
+
+    @property
+    def response_time_us(self) -> int:
+        return self._raw.response_time_us
+
+    @property
+    def response_time(self) -> float:
+        """The response time in ms, Locust's unit."""
+        return self._raw.response_time_us / 1000
+
+    @property
+    def error(self) -> str | None:
+        return self._raw.error
+
+    @property
+    def content(self) -> bytes:
+        """The whole body."""
+        return self._raw.body
+
+    async def read(self) -> bytes:
+        """The whole body (already read by the engine)."""
+        return self._raw.body
+
+    async def text(self, encoding: str | None = None) -> str:
+        """The body decoded with ``encoding``, else the Content-Type charset,
+        else UTF-8; undecodable bytes become U+FFFD."""
+        return self._raw.body.decode(encoding or self._charset(), errors="replace")
+
+    async def json(self) -> Any:
+        """The body parsed as JSON. Raises ``json.JSONDecodeError``."""
+        return jsonlib.loads(self._raw.body)
+
+    def _charset(self) -> str:
+        ctype = self.headers.get("content-type", "")
+        for part in ctype.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                return value.strip('"')
+        return "utf-8"
+
+    def raise_for_status(self) -> None:
+        """Raises :class:`ResponseError` when the request failed."""
+        if self._raw.error is not None:
+            raise ResponseError(self._raw.error)
+
+    def success(self) -> None:
+        """With ``catch_response=True``: record this request as a success."""
+        self._ctx.set_result(None)
+
+    def failure(self, reason: BaseException | str) -> None:
+        """With ``catch_response=True``: record this request as a failure with
+        ``reason`` as its error text."""
+        self._ctx.set_result(failure_text(reason) or "failure")
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status}] {self.url}>"
+
+
+class RequestContext:
+    """What ``session.get(...)`` returns: await it for the :class:`Response`,
+    or use it with ``async with``, which ``catch_response=True`` needs."""
+
+    __slots__ = ("_session", "_args", "_catch", "_response", "_entered", "_result", "_recorded")
+
+    def __init__(self, session: HttpSession, args: tuple[Any, ...], catch_response: bool) -> None:
+        self._session = session
+        self._args = args
+        self._catch = catch_response
+        self._response: Response | None = None
+        self._entered = False
+        self._result: str | None | bool = False  # False: not decided by user code
+        self._recorded = False
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return self._send().__await__()
+
+    async def _send(self) -> Response:
+        session = self._session
+        raw = await session._bridge.submit(session._core, *self._args)
+        self._response = Response(raw, self)
+        if not self._catch:
+            session._notify(raw, raw.error)
+        return self._response
+
+    async def __aenter__(self) -> Response:
+        self._entered = True
+        return await self._send()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._catch and self._response is not None and not self._recorded:
+            self._record(self._response._raw.error if self._result is False else self._result)
+        return False
+
+    def set_result(self, error: str | None) -> None:
+        if not self._catch:
+            raise ResponseError("success() and failure() need catch_response=True")
+        self._result = error
+        if not self._entered:
+            self._record(error)
+
+    def _record(self, error: str | bool | None) -> None:
+        raw = self._response._raw if self._response is not None else None
+        if raw is None or self._recorded:
+            return
+        self._recorded = True
+        err = None if error is False or error is None else str(error)
+        self._session._bridge.engine.record(raw.method, raw.name, raw.response_time_us, raw.content_bytes, err)
+        self._session._notify(raw, err)
+
+
+class HttpSession:
+    """One user's HTTP session (``self.session``): its own cookies and
+    keep-alive connections, like Locust's per-user session.
+
+    Attributes:
+        base_url: The user's host; relative URLs are appended to it.
+        headers: Headers sent with every request of this session.
+    """
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        *,
+        base_url: str | None,
+        request_event: RequestEvent,
+        timeout_s: float,
+    ) -> None:
+        self._bridge = bridge
+        self._core = bridge.engine.new_session(base_url)
+        self._request_event = request_event
+        self.base_url = self._core.base_url
+        self.headers: dict[str, str] = {}
+        self.timeout_s = timeout_s
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        name: str | None = None,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | str | bytes | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = True,
+        catch_response: bool = False,
+    ) -> RequestContext:
+        """Builds a request; await the result or use it with ``async with``.
+
+        Args:
+            method: HTTP method.
+            url: Absolute, or relative to the user's host.
+            name: The stats name; defaults to ``url`` as given (without params).
+            params: Query parameters, appended to the URL.
+            headers: Extra headers for this request.
+            json: A value sent as a JSON body.
+            data: A form (mapping), or a str or bytes body.
+            timeout: Seconds before the request fails; the user's
+                ``network_timeout`` when None.
+            allow_redirects: Follow up to 10 redirects.
+            catch_response: Let user code decide success or failure with
+                ``resp.success()`` / ``resp.failure(reason)``.
+
+        Raises:
+            ValueError: For an unknown HTTP method (when sent).
+        """
+        target = url
+        if params:
+            query = urlencode(params, doseq=True)
+            target = f"{url}{'&' if '?' in url else '?'}{query}"
+        pairs = {**self.headers, **(headers or {})}
+        body: bytes | None = None
+        lower = {k.lower() for k in pairs}
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            if "content-type" not in lower:
+                pairs["Content-Type"] = "application/json"
+        elif data is not None:
+            if isinstance(data, Mapping):
+                body = urlencode(data, doseq=True).encode()
+                if "content-type" not in lower:
+                    pairs["Content-Type"] = "application/x-www-form-urlencoded"
+            else:
+                body = data.encode() if isinstance(data, str) else bytes(data)
+        args = (
+            method,
+            target,
+            name or url,
+            list(pairs.items()),
+            body,
+            self.timeout_s if timeout is None else float(timeout),
+            allow_redirects,
+            not catch_response,
+        )
+        return RequestContext(self, args, catch_response)
+
+    def get(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("DELETE", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("HEAD", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> RequestContext:
+        return self.request("OPTIONS", url, **kwargs)
+
+    def _notify(self, raw: RawResponse, error: str | None) -> None:
+        event = self._request_event
+        if event.has_listeners:
+            event.notify(
+                request_type=raw.method,
+                name=raw.name,
+                response_time=raw.response_time_us / 1000,
+                response_length=raw.content_bytes,
+                exception=error,
+                url=raw.url,
+            )

@@ -1,0 +1,86 @@
+"""Loading an aiotestfile and finding its user classes."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from types import ModuleType
+
+from .exceptions import AiotestFileError
+from .user import User
+
+
+def load_aiotestfile(path: str) -> ModuleType:
+    """Imports the aiotestfile at ``path`` as a module.
+
+    Its folder goes on ``sys.path`` first, so it can import its neighbours.
+
+    Raises:
+        AiotestFileError: The file is missing, or importing it failed; the
+            message names the file and line.
+    """
+    if not os.path.isfile(path):
+        hint = " (the default is aiotestfile.py in the current folder)" if path == "aiotestfile.py" else ""
+        raise AiotestFileError(f"aiotestfile '{path}' not found{hint}: pass the file with -f PATH")
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(full))[0]
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise AiotestFileError(f"aiotestfile '{path}' is not a Python module: give a .py file with -f")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        where = f"{exc.filename}:{exc.lineno}"
+        line = (exc.text or "").rstrip()
+        raise AiotestFileError(
+            f"{where}: syntax error in aiotestfile: {exc.msg}" + (f"\n    {line}" if line else "")
+        ) from None
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == full]
+        where = f"{full}:{frames[-1].lineno}" if frames else full
+        raise AiotestFileError(
+            f"{where}: importing the aiotestfile failed: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
+
+
+def user_classes_in(module: ModuleType) -> list[type[User]]:
+    """The concrete (non-abstract) user classes a module defines or imports,
+    in the order they appear."""
+    return [
+        v
+        for v in vars(module).values()
+        if inspect.isclass(v) and issubclass(v, User) and not v.abstract
+    ]
+
+
+def select_user_classes(found: list[type[User]], names: list[str], path: str) -> list[type[User]]:
+    """The classes named on the command line, or all of them.
+
+    Raises:
+        AiotestFileError: No user class in the file, or an unknown name.
+    """
+    if not found:
+        raise AiotestFileError(
+            f"{path} defines no user class: subclass aiotest.AsyncHttpUser (or User) and add @task methods"
+        )
+    if not names:
+        return found
+    by_name = {c.__name__: c for c in found}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise AiotestFileError(
+            f"unknown user class {', '.join(repr(n) for n in unknown)}: "
+            f"{path} defines {', '.join(sorted(by_name))}"
+        )
+    return [by_name[n] for n in names]

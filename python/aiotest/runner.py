@@ -1,0 +1,160 @@
+"""Runs users in this process: spawning at the spawn rate, stopping
+gracefully, and counting task runs and user errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import traceback
+from typing import TYPE_CHECKING
+
+from . import _core
+
+if TYPE_CHECKING:
+    from .env import Environment
+    from .user import User
+
+log = logging.getLogger("aiotest.runner")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# Seconds to wait for requests already sent when users stop, so that what the
+# target served is also what the statistics hold.
+_IN_FLIGHT_GRACE_S = 5.0
+
+
+class LocalRunner:
+    """Spawns and stops the users of one process.
+
+    Attributes:
+        state: ``ready``, ``spawning``, ``running``, ``stopping`` or ``stopped``.
+        task_runs: Task executions finished so far.
+    """
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.state = "ready"
+        self.task_runs = 0
+        self._users: dict[type[User], list[tuple[User, asyncio.Task[None]]]] = {
+            cls: [] for cls in environment.user_classes
+        }
+        self._next_user_index = 0
+        self._errors_logged: set[tuple[str, str]] = set()
+
+    @property
+    def user_count(self) -> int:
+        return sum(len(v) for v in self._users.values())
+
+    def user_classes_count(self) -> dict[str, int]:
+        """Running users per class name."""
+        return {cls.__name__: len(users) for cls, users in self._users.items()}
+
+    async def start(self, user_count: int, spawn_rate: float) -> None:
+        """Ramps to ``user_count`` users at ``spawn_rate`` users/s, spread over
+        the classes by weight (``fixed_count`` first), keeping the mix in
+        proportion during the ramp. Stops surplus users, newest first, when
+        the count goes down.
+
+        Raises:
+            ConfigError: For a bad class weight.
+        """
+        env = self.environment
+        classes = env.user_classes
+        target = _core.user_counts(
+            [float(c.weight) for c in classes], [int(c.fixed_count) for c in classes], user_count
+        )
+        current = [len(self._users[c]) for c in classes]
+        for cls, want, have in zip(classes, target, current):
+            for user, task in self._users[cls][want:have][::-1]:
+                self._stop_user(user, task, force=True)
+        order = _core.spawn_order([max(0, want - have) for want, have in zip(target, current)])
+        self.state = "spawning"
+        loop = asyncio.get_running_loop()
+        bridge = env.bridge
+        if bridge is not None and bridge._loop is None:
+            bridge.attach(loop)
+        started = loop.time()
+        spawned = 0
+        while spawned < len(order):
+            due = min(len(order), int((loop.time() - started) * spawn_rate) + 1)
+            while spawned < due:
+                self._spawn(classes[order[spawned]], loop)
+                spawned += 1
+            if spawned < len(order):
+                await asyncio.sleep(max(0.0, started + spawned / spawn_rate - loop.time()))
+        self.state = "running"
+        log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
+        env.events.spawning_complete.fire(user_count=self.user_count)
+
+    def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop) -> None:
+        user = cls(self.environment, user_index=self._next_user_index)
+        self._next_user_index += 1
+        task = loop.create_task(user.run(), name=f"{cls.__name__}-{user.user_index}")
+        entry = (user, task)
+        self._users[cls].append(entry)
+        task.add_done_callback(lambda t, cls=cls, entry=entry: self._user_done(cls, entry, t))
+
+    def _user_done(self, cls: type[User], entry: tuple[User, asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        try:
+            self._users[cls].remove(entry)
+        except ValueError:
+            pass
+        if not task.cancelled() and task.exception() is not None:
+            self.record_error(task.exception())  # type: ignore[arg-type]
+
+    def _stop_user(self, user: User, task: asyncio.Task[None], *, force: bool) -> None:
+        user._stop_requested = True
+        if force or user._waiting:
+            task.cancel()
+
+    async def stop(self) -> None:
+        """Stops every user: those waiting at once, those in a task after at
+        most the stop timeout. Then waits (briefly) for requests already sent,
+        so they are recorded."""
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        timeout_s = self.environment.stop_timeout_s
+        entries = [e for users in self._users.values() for e in users]
+        for user, task in entries:
+            self._stop_user(user, task, force=timeout_s <= 0)
+        tasks = [t for _, t in entries]
+        if tasks and timeout_s > 0:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+        if tasks:
+            # on_stop runs after cancellation; give it a bounded time.
+            _, pending = await asyncio.wait(tasks, timeout=max(5.0, timeout_s))
+            for t in pending:
+                t.cancel()
+        engine = self.environment.engine
+        if engine is not None and engine.in_flight():
+            await asyncio.to_thread(engine.wait_idle, _IN_FLIGHT_GRACE_S)
+        if self.environment.bridge is not None:
+            self.environment.bridge.detach()
+        self.state = "stopped"
+
+    def task_done(self) -> None:
+        """Counts one finished task execution."""
+        self.task_runs += 1
+
+    def record_error(self, exc: BaseException) -> None:
+        """Records an exception from user code with its traceback; logs each
+        distinct cause once."""
+        message = f"{type(exc).__name__}: {exc}"
+        frames = [
+            f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)
+        ]
+        tb = "".join(traceback.format_list(frames)).rstrip()
+        engine = self.environment.engine
+        if engine is not None:
+            engine.record_error(message, tb, "local")
+        key = (message, tb)
+        if key not in self._errors_logged:
+            self._errors_logged.add(key)
+            log.error("Error in user code: %s\n%s", message, tb)
+
+    def _mix_text(self) -> str:
+        return ", ".join(f"{name}: {n}" for name, n in self.user_classes_count().items())

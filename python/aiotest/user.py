@@ -1,0 +1,199 @@
+"""User classes, tasks and tags, in Locust's habits.
+
+A user class subclasses :class:`User` (or :class:`AsyncHttpUser` for HTTP)
+and declares tasks with ``@task``; each simulated user is one instance,
+running its tasks one after another with ``wait_time`` between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .exceptions import ConfigError, StopUser
+from .http import HttpSession
+from .wait_time import constant
+
+if TYPE_CHECKING:
+    from .env import Environment
+
+F = TypeVar("F", bound=Callable[..., Any])
+TaskFn = Callable[[Any], Any]
+
+
+def task(weight: int | F = 1) -> Any:
+    """Marks a method as a task: ``@task`` or ``@task(3)``, where the weight
+    makes it that many times as likely to be picked."""
+
+    def mark(fn: F, w: int) -> F:
+        if not isinstance(w, int) or w < 0:
+            raise ConfigError(f"@task weight must be a whole number of 0 or more, got {w!r}")
+        fn.aiotest_task_weight = w  # type: ignore[attr-defined]
+        return fn
+
+    if callable(weight):
+        return mark(weight, 1)
+    return lambda fn: mark(fn, weight)
+
+
+def tag(*tags: str) -> Callable[[F], F]:
+    """Tags a task, for ``-T/--tags`` and ``-E/--exclude-tags``."""
+    if not tags or not all(isinstance(t, str) for t in tags):
+        raise ConfigError("@tag takes one or more tag names as strings, e.g. @tag('checkout')")
+
+    def mark(fn: F) -> F:
+        fn.aiotest_tag_set = set(getattr(fn, "aiotest_tag_set", set())) | set(tags)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _normalise_tasks(owner: str, tasks: Any) -> list[tuple[TaskFn, int]]:
+    items: Iterable[Any]
+    if isinstance(tasks, Mapping):
+        items = tasks.items()
+    elif isinstance(tasks, (list, tuple)):
+        items = tasks
+    else:
+        raise ConfigError(f"{owner}.tasks must be a list or a dict of task functions")
+    out: list[tuple[TaskFn, int]] = []
+    for item in items:
+        fn, weight = item if isinstance(item, tuple) else (item, getattr(item, "aiotest_task_weight", 1))
+        if not callable(fn) or not isinstance(weight, int) or weight < 0:
+            raise ConfigError(f"{owner}.tasks holds {item!r}: give functions, or (function, weight) pairs")
+        out.append((fn, weight))
+    return out
+
+
+class _UserMeta(type):
+    """Collects each class's tasks: the ``tasks`` attribute if set, else the
+    ``@task`` methods (inherited ones too). Classes are concrete unless they
+    set ``abstract = True`` themselves."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _UserMeta:
+        ns.setdefault("abstract", False)
+        if "tasks" in ns:
+            ns["tasks"] = _normalise_tasks(name, ns["tasks"])
+        else:
+            inherited: dict[str, tuple[TaskFn, int]] = {}
+            for base in reversed(bases):
+                for fn, w in getattr(base, "tasks", []):
+                    inherited[getattr(fn, "__name__", repr(fn))] = (fn, w)
+            for attr, value in ns.items():
+                if callable(value) and hasattr(value, "aiotest_task_weight"):
+                    inherited[attr] = (value, value.aiotest_task_weight)
+            ns["tasks"] = list(inherited.values())
+        return super().__new__(mcs, name, bases, ns)
+
+
+class User(metaclass=_UserMeta):
+    """A simulated user. Subclass it, add tasks, and set:
+
+    Attributes:
+        host: Base URL of the target; ``-H`` overrides it.
+        weight: Relative share of the users (Locust's ``weight``).
+        fixed_count: Exactly this many users of the class, taken first.
+        abstract: True for base classes that must not run themselves.
+        wait_time: Seconds between tasks, e.g. ``between(1, 3)``.
+        tasks: ``@task`` methods, or a list or dict of functions.
+
+    Each instance knows ``environment`` and ``user_index`` (0-based, in spawn
+    order). Tasks may be ``async def`` or plain functions.
+    """
+
+    abstract = True
+    host: str | None = None
+    weight: float = 1
+    fixed_count: int = 0
+    wait_time: Callable[[Any], float] = constant(0)
+    tasks: list[tuple[TaskFn, int]] = []
+
+    def __init__(self, environment: Environment, *, user_index: int = 0) -> None:
+        self.environment = environment
+        self.user_index = user_index
+        self._stop_requested = False
+        self._waiting = False
+        self._task_started_at: float | None = None
+        self._task_fns, self._task_cum_weights = environment.task_table(type(self))
+
+    async def on_start(self) -> None:
+        """Runs once when the user starts, before its first task."""
+
+    async def on_stop(self) -> None:
+        """Runs once when the user stops, even when stopped by force."""
+
+    def pick_task(self) -> TaskFn:
+        """A task chosen at random by weight."""
+        return random.choices(self._task_fns, cum_weights=self._task_cum_weights)[0]
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+
+    async def run(self) -> None:
+        """The user's life: ``on_start``, then tasks and waits until stopped,
+        then ``on_stop``. Exceptions in user code are recorded as errors and
+        the user goes on; :class:`StopUser` ends this user."""
+        runner = self.environment.runner
+        try:
+            try:
+                await self._call(self.on_start)
+            except StopUser:
+                return
+            except Exception as exc:  # user code: record and go on
+                runner.record_error(exc)
+            while not self._stop_requested:
+                fn = self.pick_task()
+                self._task_started_at = time.monotonic()
+                try:
+                    await self._call(fn, self)
+                except StopUser:
+                    return
+                except Exception as exc:
+                    runner.record_error(exc)
+                runner.task_done()
+                if self._stop_requested:
+                    return
+                self._waiting = True
+                try:
+                    await asyncio.sleep(self.wait_time())
+                finally:
+                    self._waiting = False
+        finally:
+            try:
+                await self._call(self.on_stop)
+            except (Exception, StopUser) as exc:
+                if not isinstance(exc, StopUser):
+                    runner.record_error(exc)
+
+
+class AsyncHttpUser(User):
+    """A user with an HTTP session: ``self.session.get(...)`` and friends.
+
+    Attributes:
+        network_timeout: Seconds before a request fails (Locust
+            FastHttpUser's name and 60 s default); a request's ``timeout=``
+            overrides it.
+    """
+
+    abstract = True
+    network_timeout: float = 60.0
+
+    def __init__(self, environment: Environment, *, user_index: int = 0) -> None:
+        super().__init__(environment, user_index=user_index)
+        self.session = HttpSession(
+            environment.bridge,
+            base_url=self.host,
+            request_event=environment.events.request,
+            timeout_s=self.network_timeout,
+        )
+
+    # Locust's HttpUser calls it `client`; keep that name working.
+    @property
+    def client(self) -> HttpSession:
+        return self.session

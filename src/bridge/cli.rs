@@ -1,0 +1,40 @@
+//! `parse_options`: the command line, parsed in Rust by clap.
+
+use pyo3::prelude::*;
+
+use super::errors::config_error;
+use crate::config::{self, ParseOutcome};
+
+/// Parses the command line (program name first) with config-file values.
+///
+/// Returns `("run", options_json, 0)` or, for `--help` and `--version`,
+/// `("exit", text, 0)`. Raises `aiotest.exceptions.ConfigError` (with
+/// `exit_code` 2) for bad usage. Never exits the process.
+#[pyfunction]
+fn parse_options(
+    py: Python<'_>,
+    argv: Vec<String>,
+    file_values: Vec<(String, String, Vec<String>)>,
+) -> PyResult<(String, String, i32)> {
+    match config::parse_options(&argv, &file_values) {
+        Ok(ParseOutcome::Run(cli)) => {
+            let json = serde_json::to_string(&*cli).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+            Ok(("run".into(), json, 0))
+        }
+        Ok(ParseOutcome::Exit { text, exit_code }) => Ok(("exit".into(), text, exit_code)),
+        Err(e) => Err(config_error(py, e)),
+    }
+}
+
+/// Parses a duration such as `300s`, `20m` or `1h30m` into seconds.
+/// Raises `ConfigError` for anything else.
+#[pyfunction]
+fn parse_duration_s(py: Python<'_>, text: &str) -> PyResult<f64> {
+    config::parse_duration_s(text).map_err(|message| config_error(py, config::ConfigError::Usage { message, exit_code: 2 }))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(parse_options, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_duration_s, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! The engine, sessions, responses and stats snapshots, as Python classes.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::errors::{dispatch_error, engine_error};
+use crate::dispatch::{self, ClassSpec};
+use crate::engine::{Engine, HttpOutcome, HttpSession, RequestSpec};
+use crate::stats::{console, unix_now_s, RequestSample, StatsSnapshot};
+
+/// The process's HTTP engine (`aiotest._core.Engine`). See `_core.pyi`.
+#[pyclass(name = "Engine", module = "aiotest._core", frozen)]
+pub struct PyEngine {
+    inner: Arc<Engine>,
+}
+
+/// One user's session: its own cookies and connections.
+#[pyclass(name = "HttpSession", module = "aiotest._core", frozen)]
+pub struct PySession {
+    inner: HttpSession,
+}
+
+/// A finished request as the engine saw it.
+#[pyclass(name = "RawResponse", module = "aiotest._core", frozen)]
+pub struct PyRawResponse {
+    outcome: HttpOutcome,
+}
+
+/// Frozen statistics of the run.
+#[pyclass(name = "StatsSnapshot", module = "aiotest._core", frozen)]
+pub struct PyStatsSnapshot {
+    inner: StatsSnapshot,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (*, worker_threads = None))]
+    fn new(py: Python<'_>, worker_threads: Option<usize>) -> PyResult<Self> {
+        let threads = worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let engine = Engine::start(threads).map_err(|e| engine_error(py, e))?;
+        Ok(Self { inner: Arc::new(engine) })
+    }
+
+    /// The descriptor that turns readable when completions wait in `drain()`.
+    fn wakeup_fd(&self) -> i32 {
+        self.inner.completions().wakeup_fd()
+    }
+
+    #[pyo3(signature = (base_url = None))]
+    fn new_session(&self, py: Python<'_>, base_url: Option<&str>) -> PyResult<PySession> {
+        let inner = self.inner.new_session(base_url).map_err(|e| engine_error(py, e))?;
+        Ok(PySession { inner })
+    }
+
+    /// Starts a request; returns its id. The result comes from `drain()`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (session, method, url, name, headers, body, timeout_s, allow_redirects, record))]
+    fn submit(
+        &self,
+        session: &PySession,
+        method: &str,
+        url: String,
+        name: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        timeout_s: Option<f64>,
+        allow_redirects: bool,
+        record: bool,
+    ) -> PyResult<u64> {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))?;
+        let spec = RequestSpec { method, url, name, headers, body, timeout_s, allow_redirects, record };
+        Ok(self.inner.submit(&session.inner, spec))
+    }
+
+    /// Every finished request since the last call, as `(id, RawResponse)`.
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
+        self.inner
+            .completions()
+            .drain()
+            .into_iter()
+            .map(|c| Ok((c.id, Py::new(py, PyRawResponse { outcome: c.outcome })?)))
+            .collect()
+    }
+
+    /// Records one timed action (µs, bytes); `error` makes it a failure.
+    #[pyo3(signature = (method, name, response_time_us, content_bytes, error = None))]
+    fn record(&self, method: String, name: String, response_time_us: u64, content_bytes: u64, error: Option<String>) {
+        self.inner.recorder().record(RequestSample {
+            method,
+            name,
+            response_time_us,
+            content_bytes,
+            error,
+            at_s: unix_now_s(),
+        });
+    }
+
+    /// Records one exception from user code.
+    fn record_error(&self, message: String, traceback: String, node: String) {
+        self.inner.recorder().record_error(message, traceback, node);
+    }
+
+    /// The statistics as of now, including everything recorded before.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<PyStatsSnapshot> {
+        let recorder = self.inner.recorder();
+        py.detach(move || recorder.snapshot())
+            .map(|inner| PyStatsSnapshot { inner })
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped"))
+    }
+
+    fn reset_stats(&self) {
+        self.inner.recorder().reset();
+    }
+
+    /// Requests started and not yet finished.
+    fn in_flight(&self) -> u64 {
+        self.inner.in_flight()
+    }
+
+    /// Blocks (without the GIL) until no request is in flight or the timeout
+    /// passes; returns whether all finished.
+    fn wait_idle(&self, py: Python<'_>, timeout_s: f64) -> bool {
+        let engine = self.inner.clone();
+        py.detach(move || engine.wait_idle(timeout_s))
+    }
+}
+
+#[pymethods]
+impl PySession {
+    /// The user's host without a trailing slash, or None.
+    #[getter]
+    fn base_url(&self) -> Option<String> {
+        self.inner.base_url.clone()
+    }
+}
+
+#[pymethods]
+impl PyRawResponse {
+    /// HTTP status; 0 when no response arrived.
+    #[getter]
+    fn status(&self) -> u16 {
+        self.outcome.status
+    }
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.outcome.reason
+    }
+    #[getter]
+    fn url(&self) -> &str {
+        &self.outcome.url
+    }
+    #[getter]
+    fn method(&self) -> &str {
+        &self.outcome.method
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.outcome.name
+    }
+    #[getter]
+    fn response_time_us(&self) -> u64 {
+        self.outcome.response_time_us
+    }
+    #[getter]
+    fn content_bytes(&self) -> u64 {
+        self.outcome.body.len() as u64
+    }
+    #[getter]
+    fn error(&self) -> Option<&str> {
+        self.outcome.error.as_deref()
+    }
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.outcome.body)
+    }
+    /// Response headers as (name, value) pairs, names lower-case.
+    #[getter]
+    fn headers(&self) -> Vec<(String, String)> {
+        self.outcome
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect()
+    }
+    /// Cookies this response set, as (name, value) pairs.
+    #[getter]
+    fn cookies(&self) -> Vec<(String, String)> {
+        self.outcome.cookies.clone()
+    }
+}
+
+#[pymethods]
+impl PyStatsSnapshot {
+    /// The snapshot as JSON (times µs, rates per second); see docs/json.md.
+    fn to_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
+    /// Locust's request table; `current` uses last-10-s rates.
+    #[pyo3(signature = (current = false))]
+    fn stats_table(&self, current: bool) -> String {
+        console::stats_table(&self.inner, current)
+    }
+    fn percentile_table(&self) -> String {
+        console::percentile_table(&self.inner)
+    }
+    fn failures_and_errors(&self) -> String {
+        console::failures_and_errors(&self.inner)
+    }
+    #[getter]
+    fn num_requests(&self) -> u64 {
+        self.inner.total.num_requests
+    }
+    #[getter]
+    fn num_failures(&self) -> u64 {
+        self.inner.total.num_failures
+    }
+    /// Exceptions raised in user code, counted with repeats.
+    #[getter]
+    fn num_errors(&self) -> u64 {
+        self.inner.errors.iter().map(|e| e.count).sum()
+    }
+}
+
+/// Users per class for `total` users: fixed counts first, then by weight
+/// (largest remainder). Raises `ConfigError` for a bad weight.
+#[pyfunction]
+fn user_counts(py: Python<'_>, weights: Vec<f64>, fixed_counts: Vec<u64>, total: u64) -> PyResult<Vec<u64>> {
+    let specs: Vec<ClassSpec> = weights
+        .iter()
+        .zip(fixed_counts.iter().chain(std::iter::repeat(&0)))
+        .map(|(&weight, &fixed_count)| ClassSpec { weight, fixed_count })
+        .collect();
+    dispatch::user_counts(&specs, total).map_err(|e| dispatch_error(py, e))
+}
+
+/// The spawn order (class indexes) that keeps every prefix in proportion.
+#[pyfunction]
+fn spawn_order(counts: Vec<u64>) -> Vec<usize> {
+    dispatch::spawn_order(&counts)
+}
+
+/// Checks a host URL; returns it without a trailing slash or raises ConfigError.
+#[pyfunction]
+fn validate_host(py: Python<'_>, url: &str) -> PyResult<String> {
+    crate::engine::validate_base_url(url).map_err(|e| engine_error(py, e))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PySession>()?;
+    m.add_class::<PyRawResponse>()?;
+    m.add_class::<PyStatsSnapshot>()?;
+    m.add_function(wrap_pyfunction!(user_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn_order, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_host, m)?)?;
+    Ok(())
+}

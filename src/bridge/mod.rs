@@ -1,0 +1,18 @@
+//! The PyO3 layer: the only code that touches Python. Each file wraps one
+//! part of the core and registers it on `aiotest._core`.
+
+mod cli;
+mod engine;
+mod errors;
+mod target;
+
+use pyo3::prelude::*;
+
+/// Adds every class and function of the extension to `m`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    cli::register(m)?;
+    engine::register(m)?;
+    target::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The `aiotest` command line, parsed with clap. Flag names and defaults
+//! follow Locust's (`-f`, `-H`, `-u`, `-r`, `-t`, `--headless`, ...).
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
+
+use super::duration::parse_duration_s;
+use super::ConfigError;
+
+/// `aiotest`: load tests scripted in Python, driven by a Rust engine.
+#[derive(Debug, Parser, Serialize)]
+#[command(
+    name = "aiotest",
+    version,
+    about = "Load tests scripted in Python (Locust-style user classes), run on a Rust HTTP engine.",
+    args_override_self = true,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Commands other than running a test.
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum Command {
+    /// Serve the built-in demo target (the endpoints examples/aiotestfile.py uses).
+    DemoTarget(DemoTargetOptions),
+}
+
+/// Options of `aiotest demo-target`.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct DemoTargetOptions {
+    /// Address to listen on. Loopback by default.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Port to listen on; 0 picks a free one (printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+}
+
+/// Options of a test run.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct RunOptions {
+    /// Python module that defines the user classes.
+    #[arg(short = 'f', long, env = "AIOTEST_AIOTESTFILE", default_value = "aiotestfile.py", value_name = "FILE")]
+    pub aiotestfile: String,
+
+    /// Host to load test, e.g. http://127.0.0.1:8080. Overrides the classes' `host`.
+    #[arg(short = 'H', long, env = "AIOTEST_HOST", value_name = "URL")]
+    pub host: Option<String>,
+
+    /// Peak number of concurrent users.
+    #[arg(short = 'u', long, env = "AIOTEST_USERS", default_value = "1", value_parser = parse_users, value_name = "N")]
+    pub users: u64,
+
+    /// Users started per second during ramp-up.
+    #[arg(short = 'r', long, env = "AIOTEST_SPAWN_RATE", default_value = "1", value_parser = parse_rate, value_name = "PER_S")]
+    pub spawn_rate: f64,
+
+    /// Stop after this time, e.g. 300s, 20m, 1h30m. Runs until Ctrl-C when absent.
+    #[arg(short = 't', long = "run-time", env = "AIOTEST_RUN_TIME", value_parser = parse_duration_s, value_name = "TIME")]
+    pub run_time_s: Option<f64>,
+
+    /// Run without the web UI and start the test at once.
+    #[arg(long, env = "AIOTEST_HEADLESS")]
+    pub headless: bool,
+
+    /// Seconds users may take to finish their current task at stop, e.g. 10s.
+    #[arg(short = 's', long = "stop-timeout", env = "AIOTEST_STOP_TIMEOUT", default_value = "0", value_parser = parse_duration_s, value_name = "TIME")]
+    pub stop_timeout_s: f64,
+
+    /// Run only tasks with one of these tags.
+    #[arg(short = 'T', long, env = "AIOTEST_TAGS", num_args = 0.., value_delimiter = ',', value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Skip tasks with any of these tags.
+    #[arg(short = 'E', long, env = "AIOTEST_EXCLUDE_TAGS", num_args = 0.., value_delimiter = ',', value_name = "TAG")]
+    pub exclude_tags: Vec<String>,
+
+    /// List the user classes and exit.
+    #[arg(short = 'l', long)]
+    pub list: bool,
+
+    /// Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    #[arg(short = 'L', long, env = "AIOTEST_LOGLEVEL", default_value = "INFO", value_parser = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], ignore_case = true)]
+    pub loglevel: String,
+
+    /// Also write the log to this file.
+    #[arg(long, env = "AIOTEST_LOGFILE", value_name = "FILE")]
+    pub logfile: Option<String>,
+
+    /// Exit code when the run had failures or user errors.
+    #[arg(long, env = "AIOTEST_EXIT_CODE_ON_ERROR", default_value_t = 1, value_name = "CODE")]
+    pub exit_code_on_error: i32,
+
+    /// Print the final statistics as JSON on stdout.
+    #[arg(long, env = "AIOTEST_JSON")]
+    pub json: bool,
+
+    /// Write the final statistics as JSON to this file.
+    #[arg(long, env = "AIOTEST_JSON_FILE", value_name = "FILE")]
+    pub json_file: Option<String>,
+
+    /// Print only the final summary, not the live table.
+    #[arg(long, env = "AIOTEST_ONLY_SUMMARY")]
+    pub only_summary: bool,
+
+    /// User classes to run (all of them when none are named).
+    #[arg(value_name = "USER_CLASS")]
+    pub user_classes: Vec<String>,
+}
+
+fn parse_users(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n as u64),
+        _ => Err(format!("'{text}' is not a user count: give a whole number of 0 or more, e.g. -u 100")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{text}' is not a spawn rate: give users per second above 0, e.g. -r 10")),
+    }
+}
+
+/// What parsing the command line led to.
+#[derive(Debug)]
+pub enum ParseOutcome {
+    /// Options to run with.
+    Run(Box<Cli>),
+    /// Text to print and an exit code, for `--help` and `--version` (code 0).
+    Exit { text: String, exit_code: i32 },
+}
+
+/// Parses `argv` (program name first) with values from config files.
+///
+/// `file_values` holds `(source, key, values)` triples read from config files,
+/// earliest file first. A key is an option's long name (`spawn-rate` or
+/// `spawn_rate`); a flag takes one value, true or false. File values count
+/// only where neither the command line nor an `AIOTEST_*` variable set the
+/// option.
+///
+/// # Errors
+/// [`ConfigError::Usage`] with clap's message (naming the flag and the fix)
+/// and exit code 2; [`ConfigError::UnknownFileOption`] for a file key that
+/// names no option.
+pub fn parse_options(
+    argv: &[String],
+    file_values: &[(String, String, Vec<String>)],
+) -> Result<ParseOutcome, ConfigError> {
+    let command = Cli::command();
+    let mut full: Vec<String> = argv.iter().take(1).cloned().collect();
+    if full.is_empty() {
+        full.push("aiotest".into());
+    }
+    for (source, key, values) in file_values {
+        let long = key.replace('_', "-");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .ok_or_else(|| ConfigError::UnknownFileOption {
+                key: key.clone(),
+                source_name: source.clone(),
+            })?;
+        let env_set = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if env_set {
+            continue;
+        }
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            let on = values.first().is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+            });
+            if on {
+                full.push(format!("--{long}"));
+            }
+        } else {
+            full.push(format!("--{long}"));
+            full.extend(values.iter().cloned());
+        }
+    }
+    full.extend(argv.iter().skip(1).cloned());
+    match command.try_get_matches_from(&full) {
+        Ok(matches) => {
+            let cli = Cli::from_arg_matches(&matches).map_err(|e| usage(&e))?;
+            Ok(ParseOutcome::Run(Box::new(cli)))
+        }
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Ok(ParseOutcome::Exit { text: e.render().to_string(), exit_code: 0 })
+            }
+            _ => Err(usage(&e)),
+        },
+    }
+}
+
+fn usage(e: &clap::Error) -> ConfigError {
+    ConfigError::Usage { message: e.render().to_string(), exit_code: 2 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(items: &[&str]) -> Vec<String> {
+        std::iter::once("aiotest").chain(items.iter().copied()).map(String::from).collect()
+    }
+
+    fn run(items: &[&str], file: &[(String, String, Vec<String>)]) -> Cli {
+        match parse_options(&argv(items), file).unwrap() {
+            ParseOutcome::Run(cli) => *cli,
+            ParseOutcome::Exit { text, .. } => panic!("exit: {text}"),
+        }
+    }
+
+    #[test]
+    fn locust_flags_parse() {
+        let cli = run(&["-f", "x.py", "-H", "http://h", "-u", "100", "-r", "50", "-t", "1h30m", "--headless", "A", "B"], &[]);
+        assert_eq!(cli.run.aiotestfile, "x.py");
+        assert_eq!(cli.run.users, 100);
+        assert_eq!(cli.run.spawn_rate, 50.0);
+        assert_eq!(cli.run.run_time_s, Some(5400.0));
+        assert!(cli.run.headless);
+        assert_eq!(cli.run.user_classes, ["A", "B"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, needle) in [(&["-t", "10x"][..], "--run-time"), (&["-u", "-3"][..], "--users")] {
+            let err = parse_options(&argv(args), &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(needle), "{text}");
+            assert!(matches!(err, ConfigError::Usage { exit_code: 2, .. }));
+        }
+    }
+
+    #[test]
+    fn command_line_beats_config_file() {
+        let file = vec![
+            ("aiotest.conf".to_string(), "users".to_string(), vec!["7".to_string()]),
+            ("aiotest.conf".to_string(), "headless".to_string(), vec!["true".to_string()]),
+            ("aiotest.conf".to_string(), "spawn_rate".to_string(), vec!["3".to_string()]),
+        ];
+        let cli = run(&["-u", "9"], &file);
+        assert_eq!(cli.run.users, 9);
+        assert_eq!(cli.run.spawn_rate, 3.0);
+        assert!(cli.run.headless);
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let file = vec![("aiotest.conf".to_string(), "userz".to_string(), vec!["1".to_string()])];
+        let err = parse_options(&argv(&[]), &file).unwrap_err();
+        assert!(err.to_string().contains("'userz'"));
+    }
+
+    #[test]
+    fn version_and_help_exit_zero() {
+        for flag in ["--version", "--help"] {
+            match parse_options(&argv(&[flag]), &[]).unwrap() {
+                ParseOutcome::Exit { exit_code, text } => {
+                    assert_eq!(exit_code, 0);
+                    assert!(text.contains("aiotest"));
+                }
+                ParseOutcome::Run(_) => panic!("{flag} should exit"),
+            }
+        }
+    }
+
+    #[test]
+    fn demo_target_subcommand() {
+        let cli = run(&["demo-target", "--port", "0"], &[]);
+        assert!(matches!(cli.command, Some(Command::DemoTarget(DemoTargetOptions { port: 0, .. }))));
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP engine: a tokio runtime that runs requests for every user of
+//! the process, times them, records them, and hands results back through a
+//! [`CompletionQueue`].
+//!
+//! A request's response time runs from issuing it to reading its last body
+//! byte, measured here in Rust; Python never times requests.
+
+mod completion;
+mod request;
+mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::stats::{Aggregator, Recorder};
+
+pub use completion::CompletionQueue;
+pub use request::{describe_error, status_failure, HttpOutcome, RequestSpec};
+pub use session::{validate_base_url, HttpSession, USER_AGENT};
+
+/// Errors of the engine itself (not of requests: those are recorded data).
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("invalid host URL '{url}': {detail}")]
+    BadUrl { url: String, detail: String },
+    #[error("relative URL '{0}' needs a host: set `host` on the user class or pass -H/--host")]
+    NoHost(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("cannot start the engine: {0}")]
+    Start(String),
+}
+
+/// A finished request, tagged with the id [`Engine::submit`] returned.
+pub struct Completion {
+    pub id: u64,
+    pub outcome: HttpOutcome,
+}
+
+/// The process-wide engine: one tokio runtime, one TLS configuration, one
+/// stats aggregator and one completion queue, shared by every user.
+pub struct Engine {
+    runtime: tokio::runtime::Runtime,
+    aggregator: Aggregator,
+    completions: Arc<CompletionQueue<Completion>>,
+    tls: Arc<rustls::ClientConfig>,
+    next_id: AtomicU64,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Engine {
+    /// Starts the runtime with `worker_threads` threads (at least 1).
+    ///
+    /// # Errors
+    /// [`EngineError::Start`] when threads, sockets or the TLS roots cannot
+    /// be set up.
+    pub fn start(worker_threads: usize) -> Result<Self, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads.max(1))
+            .thread_name("aiotest-engine")
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Start(e.to_string()))?;
+        Ok(Self {
+            runtime,
+            aggregator: Aggregator::start(),
+            completions: Arc::new(CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?),
+            tls: Arc::new(tls_config()?),
+            next_id: AtomicU64::new(1),
+            in_flight: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A handle to this engine's statistics.
+    pub fn recorder(&self) -> Recorder {
+        self.aggregator.recorder()
+    }
+
+    pub fn completions(&self) -> &CompletionQueue<Completion> {
+        &self.completions
+    }
+
+    /// A new session for one user, with its own cookies and connections.
+    ///
+    /// # Errors
+    /// [`EngineError::BadUrl`] for a malformed host.
+    pub fn new_session(&self, base_url: Option<&str>) -> Result<HttpSession, EngineError> {
+        let _guard = self.runtime.enter();
+        HttpSession::new(base_url, self.tls.clone())
+    }
+
+    /// Starts one request and returns its id at once. Its [`Completion`]
+    /// arrives on the completion queue; when `spec.record` is set it is also
+    /// recorded in the statistics before that.
+    pub fn submit(&self, session: &HttpSession, spec: RequestSpec) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let prepared = session
+            .resolve(&spec.url)
+            .and_then(|url| Ok((url, session.client(spec.allow_redirects)?)));
+        let recorder = self.recorder();
+        let completions = self.completions.clone();
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        self.runtime.spawn(async move {
+            let outcome = match prepared {
+                Ok((url, client)) => request::execute(&client, url, &spec).await,
+                Err(e) => HttpOutcome::failed_before_sending(&spec, e.to_string()),
+            };
+            if spec.record {
+                recorder.record(outcome.sample());
+            }
+            completions.push(Completion { id, outcome });
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+        id
+    }
+
+    /// Requests started and not yet completed.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits (blocking) until no request is in flight or `timeout_s` passes.
+    /// Returns whether the engine went idle.
+    pub fn wait_idle(&self, timeout_s: f64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout_s.max(0.0));
+        while self.in_flight() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+}
+
+/// One rustls configuration for the whole process: ring for crypto, the
+/// platform's trust store for verification.
+fn tls_config() -> Result<rustls::ClientConfig, EngineError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EngineError::Start(format!("TLS setup: {e}")))?
+        .with_platform_verifier()
+        .map_err(|e| EngineError::Start(format!("TLS trust store: {e}")))
+        .map(|b| b.with_no_client_auth())
+}

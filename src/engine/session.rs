@@ -1,0 +1,123 @@
+//! One virtual user's HTTP session: its own cookie jar and connection pool,
+//! sharing the process-wide TLS configuration.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::cookie::Jar;
+use reqwest::redirect::Policy;
+use reqwest::Client;
+
+use super::EngineError;
+
+/// User-Agent sent unless the request sets its own.
+pub const USER_AGENT: &str = concat!("aiotest/", env!("CARGO_PKG_VERSION"));
+
+/// A user's session: keeps cookies and keep-alive connections for that user
+/// only, like Locust's per-user `HttpSession`.
+pub struct HttpSession {
+    /// The user's host, with no trailing slash; relative URLs join it.
+    pub base_url: Option<String>,
+    pub(crate) client: Client,
+    no_redirect: OnceLock<Client>,
+    jar: Arc<Jar>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl HttpSession {
+    pub(crate) fn new(
+        base_url: Option<&str>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, EngineError> {
+        let base_url = match base_url {
+            Some(b) => Some(validate_base_url(b)?),
+            None => None,
+        };
+        let jar = Arc::new(Jar::default());
+        let client = build_client(&tls, &jar, true)?;
+        Ok(Self { base_url, client, no_redirect: OnceLock::new(), jar, tls })
+    }
+
+    /// The client for this request: the shared one, or (for
+    /// `allow_redirects=False`) a second one built on first use that shares
+    /// the cookie jar.
+    pub(crate) fn client(&self, allow_redirects: bool) -> Result<Client, EngineError> {
+        if allow_redirects {
+            return Ok(self.client.clone());
+        }
+        if let Some(c) = self.no_redirect.get() {
+            return Ok(c.clone());
+        }
+        let c = build_client(&self.tls, &self.jar, false)?;
+        Ok(self.no_redirect.get_or_init(|| c).clone())
+    }
+
+    /// Resolves `url` against the user's host. Absolute http(s) URLs pass
+    /// through; anything else is appended to the host, as Locust does.
+    ///
+    /// # Errors
+    /// [`EngineError::NoHost`] for a relative URL without a host, and
+    /// [`EngineError::BadUrl`] for a result that is not a URL.
+    pub fn resolve(&self, url: &str) -> Result<reqwest::Url, EngineError> {
+        let full = if url.starts_with("http://") || url.starts_with("https://") {
+            url.to_owned()
+        } else {
+            let base = self.base_url.as_deref().ok_or_else(|| EngineError::NoHost(url.to_owned()))?;
+            if url.starts_with('/') || url.is_empty() {
+                format!("{base}{url}")
+            } else {
+                format!("{base}/{url}")
+            }
+        };
+        reqwest::Url::parse(&full).map_err(|e| EngineError::BadUrl { url: full, detail: e.to_string() })
+    }
+}
+
+fn build_client(tls: &rustls::ClientConfig, jar: &Arc<Jar>, redirects: bool) -> Result<Client, EngineError> {
+    Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .cookie_provider(jar.clone())
+        .redirect(if redirects { Policy::limited(10) } else { Policy::none() })
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|e| EngineError::Client(e.to_string()))
+}
+
+/// Checks a host URL: http or https, with a host name, no query or fragment.
+/// Returns it without a trailing slash.
+///
+/// # Errors
+/// [`EngineError::BadUrl`] naming what is wrong and the form expected.
+pub fn validate_base_url(url: &str) -> Result<String, EngineError> {
+    let bad = |detail: &str| EngineError::BadUrl {
+        url: url.to_owned(),
+        detail: format!("{detail}; give it as scheme://host[:port][/path], e.g. http://127.0.0.1:8080"),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(&format!("scheme '{}' is not http or https", parsed.scheme())));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host name"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("it has a query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(validate_base_url("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(validate_base_url("https://example.test/api").unwrap(), "https://example.test/api");
+        for bad in ["localhost:8080", "ftp://x", "http://", "not a url", "http://h/?q=1"] {
+            assert!(validate_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

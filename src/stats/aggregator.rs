@@ -1,0 +1,136 @@
+//! The one thread that owns a run's [`Stats`]. Everything else talks to it
+//! through a [`Recorder`] handle.
+
+use std::sync::mpsc;
+use std::thread;
+
+use super::registry::{RequestSample, Stats, StatsSnapshot};
+use super::unix_now_s;
+
+enum Message {
+    Sample(RequestSample),
+    Error { message: String, traceback: String, node: String },
+    Snapshot(mpsc::Sender<StatsSnapshot>),
+    Reset,
+    Shutdown,
+}
+
+/// A cheap, clonable handle that sends samples to the aggregator thread.
+///
+/// Sends never block: the channel is unbounded, and messages from one handle
+/// are applied in the order they were sent, so a snapshot asked for after a
+/// sample always includes it.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Recorder {
+    /// Records one finished request.
+    pub fn record(&self, sample: RequestSample) {
+        // A closed channel means the run is over; late samples have no reader.
+        let _ = self.tx.send(Message::Sample(sample));
+    }
+
+    /// Records one exception raised in user code.
+    pub fn record_error(&self, message: String, traceback: String, node: String) {
+        let _ = self.tx.send(Message::Error { message, traceback, node });
+    }
+
+    /// The statistics as of every message sent before this call. Blocks until
+    /// the aggregator answers; `None` once it has shut down.
+    pub fn snapshot(&self) -> Option<StatsSnapshot> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Message::Snapshot(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Clears every statistic and restarts the clock (Locust's reset stats).
+    pub fn reset(&self) {
+        let _ = self.tx.send(Message::Reset);
+    }
+}
+
+/// Owns the aggregator thread; stops it when dropped.
+pub struct Aggregator {
+    recorder: Recorder,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Aggregator {
+    /// Starts the aggregator thread with empty statistics.
+    ///
+    /// # Panics
+    /// If the OS refuses to start a thread.
+    pub fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<Message>();
+        let thread = thread::Builder::new()
+            .name("aiotest-stats".into())
+            .spawn(move || {
+                let mut stats = Stats::new(unix_now_s());
+                while let Ok(message) = rx.recv() {
+                    match message {
+                        Message::Sample(s) => stats.record(&s),
+                        Message::Error { message, traceback, node } => {
+                            stats.record_error(&message, &traceback, &node)
+                        }
+                        Message::Snapshot(reply) => {
+                            let _ = reply.send(stats.snapshot(unix_now_s()));
+                        }
+                        Message::Reset => stats = Stats::new(unix_now_s()),
+                        Message::Shutdown => break,
+                    }
+                }
+            })
+            .expect("start the stats aggregator thread");
+        Self { recorder: Recorder { tx }, thread: Some(thread) }
+    }
+
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.recorder.tx.send(Message::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sees_every_sample_sent_before_it() {
+        let agg = Aggregator::start();
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let r = agg.recorder();
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        r.record(RequestSample {
+                            method: "GET".into(),
+                            name: format!("/{t}"),
+                            response_time_us: i + 1,
+                            content_bytes: 1,
+                            error: None,
+                            at_s: unix_now_s(),
+                        });
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let snap = agg.recorder().snapshot().unwrap();
+        assert_eq!(snap.total.num_requests, 4000);
+        assert_eq!(snap.entries.len(), 4);
+        agg.recorder().reset();
+        assert_eq!(agg.recorder().snapshot().unwrap().total.num_requests, 0);
+    }
+}

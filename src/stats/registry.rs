@@ -1,0 +1,250 @@
+//! All the statistics of a run: request entries, failures and user errors.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::entry::{EntrySnapshot, StatsEntry};
+
+/// Name of the row that sums every entry, as in Locust.
+pub const AGGREGATED_NAME: &str = "Aggregated";
+
+/// One finished request (or any timed action reported through
+/// `events.request.fire`). Produced by the engine, consumed by [`Stats`].
+#[derive(Debug, Clone)]
+pub struct RequestSample {
+    /// The request type: an HTTP method, or any label for non-HTTP work.
+    pub method: String,
+    /// The stats name: the `name=` argument, else the URL as given.
+    pub name: String,
+    /// From issuing the request to its last body byte, in µs.
+    pub response_time_us: u64,
+    pub content_bytes: u64,
+    /// `Some(text)` makes this a failure, grouped by that text.
+    pub error: Option<String>,
+    /// Unix time (s) when the request ended.
+    pub at_s: f64,
+}
+
+/// Occurrences of one failure: (method, name, error text).
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureEntry {
+    pub method: String,
+    pub name: String,
+    pub error: String,
+    pub occurrences: u64,
+    pub first_seen_s: f64,
+    pub last_seen_s: f64,
+}
+
+/// Occurrences of one distinct exception raised in user code.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorEntry {
+    pub message: String,
+    pub traceback: String,
+    pub count: u64,
+    /// Where it happened: "local", or worker ids in distributed mode.
+    pub nodes: Vec<String>,
+}
+
+/// The statistics of one run (or, on a worker, of one report interval).
+///
+/// Fed by [`Stats::record`] and [`Stats::record_error`]; combined across
+/// workers by [`Stats::merge`]. Plain data: the aggregator thread owns it.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    entries: HashMap<(String, String), StatsEntry>,
+    total: StatsEntry,
+    failures: HashMap<(String, String, String), FailureEntry>,
+    errors: HashMap<(String, String), ErrorEntry>,
+    /// Unix time (s) the statistics started (run start, or last reset).
+    pub start_s: f64,
+}
+
+impl Stats {
+    pub fn new(start_s: f64) -> Self {
+        Self {
+            entries: HashMap::new(),
+            total: StatsEntry::new("", AGGREGATED_NAME),
+            failures: HashMap::new(),
+            errors: HashMap::new(),
+            start_s,
+        }
+    }
+
+    pub fn record(&mut self, s: &RequestSample) {
+        let failed = s.error.is_some();
+        let entry = self
+            .entries
+            .entry((s.method.clone(), s.name.clone()))
+            .or_insert_with(|| StatsEntry::new(&s.method, &s.name));
+        entry.record(s.response_time_us, s.content_bytes, failed, s.at_s);
+        self.total
+            .record(s.response_time_us, s.content_bytes, failed, s.at_s);
+        if let Some(error) = &s.error {
+            let f = self
+                .failures
+                .entry((s.method.clone(), s.name.clone(), error.clone()))
+                .or_insert_with(|| FailureEntry {
+                    method: s.method.clone(),
+                    name: s.name.clone(),
+                    error: error.clone(),
+                    occurrences: 0,
+                    first_seen_s: s.at_s,
+                    last_seen_s: s.at_s,
+                });
+            f.occurrences += 1;
+            f.first_seen_s = f.first_seen_s.min(s.at_s);
+            f.last_seen_s = f.last_seen_s.max(s.at_s);
+        }
+    }
+
+    /// Counts one exception from user code; equal (message, traceback) pairs
+    /// are one error with a count, so each distinct cause is shown once.
+    pub fn record_error(&mut self, message: &str, traceback: &str, node: &str) {
+        let e = self
+            .errors
+            .entry((message.to_owned(), traceback.to_owned()))
+            .or_insert_with(|| ErrorEntry {
+                message: message.to_owned(),
+                traceback: traceback.to_owned(),
+                count: 0,
+                nodes: Vec::new(),
+            });
+        e.count += 1;
+        if !e.nodes.iter().any(|n| n == node) {
+            e.nodes.push(node.to_owned());
+        }
+    }
+
+    /// Adds everything in `other` (for example one worker's report) to `self`.
+    pub fn merge(&mut self, other: &Stats) {
+        for (key, entry) in &other.entries {
+            self.entries
+                .entry(key.clone())
+                .or_insert_with(|| StatsEntry::new(&entry.method, &entry.name))
+                .merge(entry);
+        }
+        self.total.merge(&other.total);
+        for (key, f) in &other.failures {
+            match self.failures.get_mut(key) {
+                Some(mine) => {
+                    mine.occurrences += f.occurrences;
+                    mine.first_seen_s = mine.first_seen_s.min(f.first_seen_s);
+                    mine.last_seen_s = mine.last_seen_s.max(f.last_seen_s);
+                }
+                None => {
+                    self.failures.insert(key.clone(), f.clone());
+                }
+            }
+        }
+        for (key, e) in &other.errors {
+            let mine = self.errors.entry(key.clone()).or_insert_with(|| ErrorEntry {
+                nodes: Vec::new(),
+                count: 0,
+                ..e.clone()
+            });
+            mine.count += e.count;
+            for node in &e.nodes {
+                if !mine.nodes.contains(node) {
+                    mine.nodes.push(node.clone());
+                }
+            }
+        }
+    }
+
+    /// The sum of all entries (Locust's "Aggregated" row).
+    pub fn total(&self) -> &StatsEntry {
+        &self.total
+    }
+
+    pub fn entry(&self, method: &str, name: &str) -> Option<&StatsEntry> {
+        self.entries.get(&(method.to_owned(), name.to_owned()))
+    }
+
+    /// Freezes everything into a snapshot, with entries sorted by (name, method)
+    /// and failures and errors by occurrences, most first.
+    pub fn snapshot(&self, now_s: f64) -> StatsSnapshot {
+        let mut entries: Vec<EntrySnapshot> = self
+            .entries
+            .values()
+            .map(|e| e.snapshot(self.start_s, now_s))
+            .collect();
+        entries.sort_by(|a, b| (&a.name, &a.method).cmp(&(&b.name, &b.method)));
+        let mut failures: Vec<FailureEntry> = self.failures.values().cloned().collect();
+        failures.sort_by(|a, b| {
+            b.occurrences
+                .cmp(&a.occurrences)
+                .then_with(|| (&a.method, &a.name, &a.error).cmp(&(&b.method, &b.name, &b.error)))
+        });
+        let mut errors: Vec<ErrorEntry> = self.errors.values().cloned().collect();
+        errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.message.cmp(&b.message)));
+        StatsSnapshot {
+            start_s: self.start_s,
+            now_s,
+            entries,
+            total: self.total.snapshot(self.start_s, now_s),
+            failures,
+            errors,
+        }
+    }
+}
+
+/// A frozen view of all statistics: what the console, the reports and the
+/// Python API read. Times are µs, rates per second, timestamps unix seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    pub start_s: f64,
+    pub now_s: f64,
+    pub entries: Vec<EntrySnapshot>,
+    pub total: EntrySnapshot,
+    pub failures: Vec<FailureEntry>,
+    pub errors: Vec<ErrorEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, rt: u64, error: Option<&str>) -> RequestSample {
+        RequestSample {
+            method: "GET".into(),
+            name: name.into(),
+            response_time_us: rt,
+            content_bytes: 100,
+            error: error.map(str::to_owned),
+            at_s: 10.0,
+        }
+    }
+
+    #[test]
+    fn failures_group_by_method_name_and_error() {
+        let mut s = Stats::new(0.0);
+        s.record(&sample("/a", 10, Some("500 Server Error")));
+        s.record(&sample("/a", 10, Some("500 Server Error")));
+        s.record(&sample("/a", 10, Some("timeout")));
+        s.record(&sample("/b", 10, None));
+        let snap = s.snapshot(20.0);
+        assert_eq!(snap.total.num_requests, 4);
+        assert_eq!(snap.total.num_failures, 3);
+        assert_eq!(snap.failures.len(), 2);
+        assert_eq!(snap.failures[0].occurrences, 2);
+        assert_eq!(snap.entries.len(), 2);
+        assert_eq!(snap.entries[0].name, "/a");
+    }
+
+    #[test]
+    fn errors_count_once_per_distinct_cause_and_merge_nodes() {
+        let mut a = Stats::new(0.0);
+        a.record_error("ValueError: x", "tb1", "w0");
+        a.record_error("ValueError: x", "tb1", "w0");
+        let mut b = Stats::new(0.0);
+        b.record_error("ValueError: x", "tb1", "w1");
+        b.record_error("KeyError: y", "tb2", "w1");
+        a.merge(&b);
+        let snap = a.snapshot(1.0);
+        assert_eq!(snap.errors.len(), 2);
+        assert_eq!(snap.errors[0].count, 3);
+        assert_eq!(snap.errors[0].nodes, ["w0", "w1"]);
+    }
+}
