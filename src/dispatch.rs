@@ -36,7 +36,10 @@ pub fn user_counts(classes: &[ClassSpec], total: u64) -> Result<Vec<u64>, Dispat
     if classes.is_empty() {
         return Err(DispatchError::NoClasses);
     }
-    if let Some(c) = classes.iter().find(|c| !(c.weight.is_finite() && c.weight >= 0.0)) {
+    if let Some(c) = classes
+        .iter()
+        .find(|c| !(c.weight.is_finite() && c.weight >= 0.0))
+    {
         return Err(DispatchError::BadWeight(c.weight));
     }
     let mut counts = vec![0u64; classes.len()];
@@ -140,13 +143,19 @@ mod tests {
     use super::*;
 
     fn w(weight: f64) -> ClassSpec {
-        ClassSpec { weight, fixed_count: 0 }
+        ClassSpec {
+            weight,
+            fixed_count: 0,
+        }
     }
 
     #[test]
     fn counts_follow_weights_and_sum_exactly() {
         assert_eq!(user_counts(&[w(3.0), w(1.0)], 40).unwrap(), [30, 10]);
-        assert_eq!(user_counts(&[w(1.0), w(1.0), w(1.0)], 10).unwrap(), [4, 3, 3]);
+        assert_eq!(
+            user_counts(&[w(1.0), w(1.0), w(1.0)], 10).unwrap(),
+            [4, 3, 3]
+        );
         for total in 0..200 {
             let c = user_counts(&[w(5.0), w(2.0), w(0.5)], total).unwrap();
             assert_eq!(c.iter().sum::<u64>(), total);
@@ -155,7 +164,14 @@ mod tests {
 
     #[test]
     fn fixed_counts_come_first() {
-        let classes = [ClassSpec { weight: 1.0, fixed_count: 2 }, w(1.0), w(3.0)];
+        let classes = [
+            ClassSpec {
+                weight: 1.0,
+                fixed_count: 2,
+            },
+            w(1.0),
+            w(3.0),
+        ];
         assert_eq!(user_counts(&classes, 10).unwrap(), [2, 2, 6]);
         assert_eq!(user_counts(&classes, 1).unwrap(), [1, 0, 0]);
     }
@@ -163,7 +179,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         assert_eq!(user_counts(&[], 3), Err(DispatchError::NoClasses));
-        assert!(matches!(user_counts(&[w(-1.0)], 3), Err(DispatchError::BadWeight(_))));
+        assert!(matches!(
+            user_counts(&[w(-1.0)], 3),
+            Err(DispatchError::BadWeight(_))
+        ));
     }
 
     #[test]

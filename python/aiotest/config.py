@@ -40,7 +40,11 @@ def read_conf(path: str) -> list[FileValue]:
     with open(path, encoding="utf-8") as fh:
         for number, raw in enumerate(fh, 1):
             line = raw.strip()
-            if not line or line.startswith(("#", ";")) or (line.startswith("[") and "=" not in line):
+            if (
+                not line
+                or line.startswith(("#", ";"))
+                or (line.startswith("[") and "=" not in line)
+            ):
                 continue
             key, sep, value = line.partition("=")
             if not sep:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._bridge import EngineBridge
-from .events import Events, events as global_events
+from .events import Events
+from .events import events as global_events
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class Environment:
             elif _needs_host(cls):
                 if not cls.host:
                     raise ConfigError(
-                        f"no host for user class {cls.__name__}: set `host = \"http://...\"` "
+                        f'no host for user class {cls.__name__}: set `host = "http://..."` '
                         "on the class or pass -H/--host"
                     )
                 cls.host = _core.validate_host(cls.host)

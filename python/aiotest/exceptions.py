@@ -24,7 +24,7 @@ class AiotestFileError(ConfigError):
     """The aiotestfile is missing, does not import, or defines no user class."""
 
 
-class StopUser(Exception):  # noqa: N818 - Locust's name, kept for its users
+class StopUser(Exception):
     """Raise in a task or ``on_start`` to stop this one user (Locust's ``StopUser``).
 
     The user's ``on_stop`` still runs; the other users go on.

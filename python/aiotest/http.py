@@ -56,7 +56,7 @@ class Response:
         error: The failure text, or None.
     """
 
-    __slots__ = ("_raw", "_ctx", "_headers")
+    __slots__ = ("_ctx", "_headers", "_raw")
 
     def __init__(self, raw: RawResponse, ctx: RequestContext) -> None:
         self._raw = raw
@@ -155,7 +155,7 @@ class RequestContext:
     """What ``session.get(...)`` returns: await it for the :class:`Response`,
     or use it with ``async with``, which ``catch_response=True`` needs."""
 
-    __slots__ = ("_session", "_args", "_catch", "_response", "_entered", "_result", "_recorded")
+    __slots__ = ("_args", "_catch", "_entered", "_recorded", "_response", "_result", "_session")
 
     def __init__(self, session: HttpSession, args: tuple[Any, ...], catch_response: bool) -> None:
         self._session = session
@@ -163,7 +163,7 @@ class RequestContext:
         self._catch = catch_response
         self._response: Response | None = None
         self._entered = False
-        self._result: str | None | bool = False  # False: not decided by user code
+        self._result: str | bool | None = False  # False: not decided by user code
         self._recorded = False
 
     def __await__(self) -> Generator[Any, None, Response]:
@@ -204,7 +204,9 @@ class RequestContext:
             return
         self._recorded = True
         err = None if error is False or error is None else str(error)
-        self._session._bridge.engine.record(raw.method, raw.name, raw.response_time_us, raw.content_bytes, err)
+        self._session._bridge.engine.record(
+            raw.method, raw.name, raw.response_time_us, raw.content_bytes, err
+        )
         self._session._notify(raw, err)
 
 

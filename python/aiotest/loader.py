@@ -23,7 +23,11 @@ def load_aiotestfile(path: str) -> ModuleType:
             message names the file and line.
     """
     if not os.path.isfile(path):
-        hint = " (the default is aiotestfile.py in the current folder)" if path == "aiotestfile.py" else ""
+        hint = (
+            " (the default is aiotestfile.py in the current folder)"
+            if path == "aiotestfile.py"
+            else ""
+        )
         raise AiotestFileError(f"aiotestfile '{path}' not found{hint}: pass the file with -f PATH")
     full = os.path.abspath(path)
     folder = os.path.dirname(full)
@@ -32,7 +36,9 @@ def load_aiotestfile(path: str) -> ModuleType:
     name = os.path.splitext(os.path.basename(full))[0]
     spec = importlib.util.spec_from_file_location(name, full)
     if spec is None or spec.loader is None:
-        raise AiotestFileError(f"aiotestfile '{path}' is not a Python module: give a .py file with -f")
+        raise AiotestFileError(
+            f"aiotestfile '{path}' is not a Python module: give a .py file with -f"
+        )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

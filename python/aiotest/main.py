@@ -53,7 +53,9 @@ def run_cli(argv: list[str]) -> int:
     if env is None:
         return 0
     if not opts.headless:
-        log.warning("the web UI is not available yet: running headless (pass --headless to silence this)")
+        log.warning(
+            "the web UI is not available yet: running headless (pass --headless to silence this)"
+        )
     return asyncio.run(run_headless(env, opts))
 
 

@@ -65,10 +65,12 @@ class LocalRunner:
             [float(c.weight) for c in classes], [int(c.fixed_count) for c in classes], user_count
         )
         current = [len(self._users[c]) for c in classes]
-        for cls, want, have in zip(classes, target, current):
+        for cls, want, have in zip(classes, target, current, strict=True):
             for user, task in self._users[cls][want:have][::-1]:
                 self._stop_user(user, task, force=True)
-        order = _core.spawn_order([max(0, want - have) for want, have in zip(target, current)])
+        order = _core.spawn_order(
+            [max(0, want - have) for want, have in zip(target, current, strict=True)]
+        )
         self.state = "spawning"
         loop = asyncio.get_running_loop()
         bridge = env.bridge
@@ -95,7 +97,9 @@ class LocalRunner:
         self._users[cls].append(entry)
         task.add_done_callback(lambda t, cls=cls, entry=entry: self._user_done(cls, entry, t))
 
-    def _user_done(self, cls: type[User], entry: tuple[User, asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    def _user_done(
+        self, cls: type[User], entry: tuple[User, asyncio.Task[None]], task: asyncio.Task[None]
+    ) -> None:
         try:
             self._users[cls].remove(entry)
         except ValueError:
@@ -145,7 +149,9 @@ class LocalRunner:
         distinct cause once."""
         message = f"{type(exc).__name__}: {exc}"
         frames = [
-            f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if not f.filename.startswith(_PACKAGE_DIR)
         ]
         tb = "".join(traceback.format_list(frames)).rstrip()
         engine = self.environment.engine

@@ -62,9 +62,13 @@ def _normalise_tasks(owner: str, tasks: Any) -> list[tuple[TaskFn, int]]:
         raise ConfigError(f"{owner}.tasks must be a list or a dict of task functions")
     out: list[tuple[TaskFn, int]] = []
     for item in items:
-        fn, weight = item if isinstance(item, tuple) else (item, getattr(item, "aiotest_task_weight", 1))
+        fn, weight = (
+            item if isinstance(item, tuple) else (item, getattr(item, "aiotest_task_weight", 1))
+        )
         if not callable(fn) or not isinstance(weight, int) or weight < 0:
-            raise ConfigError(f"{owner}.tasks holds {item!r}: give functions, or (function, weight) pairs")
+            raise ConfigError(
+                f"{owner}.tasks holds {item!r}: give functions, or (function, weight) pairs"
+            )
         out.append((fn, weight))
     return out
 

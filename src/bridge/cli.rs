@@ -18,7 +18,8 @@ fn parse_options(
 ) -> PyResult<(String, String, i32)> {
     match config::parse_options(&argv, &file_values) {
         Ok(ParseOutcome::Run(cli)) => {
-            let json = serde_json::to_string(&*cli).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+            let json = serde_json::to_string(&*cli)
+                .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
             Ok(("run".into(), json, 0))
         }
         Ok(ParseOutcome::Exit { text, exit_code }) => Ok(("exit".into(), text, exit_code)),
@@ -30,7 +31,15 @@ fn parse_options(
 /// Raises `ConfigError` for anything else.
 #[pyfunction]
 fn parse_duration_s(py: Python<'_>, text: &str) -> PyResult<f64> {
-    config::parse_duration_s(text).map_err(|message| config_error(py, config::ConfigError::Usage { message, exit_code: 2 }))
+    config::parse_duration_s(text).map_err(|message| {
+        config_error(
+            py,
+            config::ConfigError::Usage {
+                message,
+                exit_code: 2,
+            },
+        )
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

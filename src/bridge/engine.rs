@@ -40,9 +40,12 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (*, worker_threads = None))]
     fn new(py: Python<'_>, worker_threads: Option<usize>) -> PyResult<Self> {
-        let threads = worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let engine = Engine::start(threads).map_err(|e| engine_error(py, e))?;
-        Ok(Self { inner: Arc::new(engine) })
+        Ok(Self {
+            inner: Arc::new(engine),
+        })
     }
 
     /// The descriptor that turns readable when completions wait in `drain()`.
@@ -52,7 +55,10 @@ impl PyEngine {
 
     #[pyo3(signature = (base_url = None))]
     fn new_session(&self, py: Python<'_>, base_url: Option<&str>) -> PyResult<PySession> {
-        let inner = self.inner.new_session(base_url).map_err(|e| engine_error(py, e))?;
+        let inner = self
+            .inner
+            .new_session(base_url)
+            .map_err(|e| engine_error(py, e))?;
         Ok(PySession { inner })
     }
 
@@ -73,7 +79,16 @@ impl PyEngine {
     ) -> PyResult<u64> {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))?;
-        let spec = RequestSpec { method, url, name, headers, body, timeout_s, allow_redirects, record };
+        let spec = RequestSpec {
+            method,
+            url,
+            name,
+            headers,
+            body,
+            timeout_s,
+            allow_redirects,
+            record,
+        };
         Ok(self.inner.submit(&session.inner, spec))
     }
 
@@ -89,7 +104,14 @@ impl PyEngine {
 
     /// Records one timed action (µs, bytes); `error` makes it a failure.
     #[pyo3(signature = (method, name, response_time_us, content_bytes, error = None))]
-    fn record(&self, method: String, name: String, response_time_us: u64, content_bytes: u64, error: Option<String>) {
+    fn record(
+        &self,
+        method: String,
+        name: String,
+        response_time_us: u64,
+        content_bytes: u64,
+        error: Option<String>,
+    ) {
         self.inner.recorder().record(RequestSample {
             method,
             name,
@@ -110,7 +132,9 @@ impl PyEngine {
         let recorder = self.inner.recorder();
         py.detach(move || recorder.snapshot())
             .map(|inner| PyStatsSnapshot { inner })
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped"))
+            .ok_or_else(|| {
+                pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped")
+            })
     }
 
     fn reset_stats(&self) {
@@ -184,7 +208,12 @@ impl PyRawResponse {
         self.outcome
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect()
     }
     /// Cookies this response set, as (name, value) pairs.
@@ -198,7 +227,8 @@ impl PyRawResponse {
 impl PyStatsSnapshot {
     /// The snapshot as JSON (times µs, rates per second); see docs/json.md.
     fn to_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(&self.inner)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
     /// Locust's request table; `current` uses last-10-s rates.
     #[pyo3(signature = (current = false))]
@@ -229,11 +259,19 @@ impl PyStatsSnapshot {
 /// Users per class for `total` users: fixed counts first, then by weight
 /// (largest remainder). Raises `ConfigError` for a bad weight.
 #[pyfunction]
-fn user_counts(py: Python<'_>, weights: Vec<f64>, fixed_counts: Vec<u64>, total: u64) -> PyResult<Vec<u64>> {
+fn user_counts(
+    py: Python<'_>,
+    weights: Vec<f64>,
+    fixed_counts: Vec<u64>,
+    total: u64,
+) -> PyResult<Vec<u64>> {
     let specs: Vec<ClassSpec> = weights
         .iter()
         .zip(fixed_counts.iter().chain(std::iter::repeat(&0)))
-        .map(|(&weight, &fixed_count)| ClassSpec { weight, fixed_count })
+        .map(|(&weight, &fixed_count)| ClassSpec {
+            weight,
+            fixed_count,
+        })
         .collect();
     dispatch::user_counts(&specs, total).map_err(|e| dispatch_error(py, e))
 }

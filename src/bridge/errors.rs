@@ -10,7 +10,12 @@ use crate::engine::EngineError;
 
 /// An instance of `aiotest.exceptions.<class_name>(message)`, with
 /// `exit_code` set when given.
-fn aiotest_exception(py: Python<'_>, class_name: &str, message: String, exit_code: Option<i32>) -> PyErr {
+fn aiotest_exception(
+    py: Python<'_>,
+    class_name: &str,
+    message: String,
+    exit_code: Option<i32>,
+) -> PyErr {
     let made = (|| -> PyResult<PyErr> {
         let cls = py.import("aiotest.exceptions")?.getattr(class_name)?;
         let cls = cls.cast_into::<PyType>()?;
@@ -28,7 +33,12 @@ pub fn config_error(py: Python<'_>, e: ConfigError) -> PyErr {
         ConfigError::Usage { exit_code, .. } => *exit_code,
         ConfigError::UnknownFileOption { .. } => 2,
     };
-    aiotest_exception(py, "ConfigError", e.to_string().trim_end().to_owned(), Some(code))
+    aiotest_exception(
+        py,
+        "ConfigError",
+        e.to_string().trim_end().to_owned(),
+        Some(code),
+    )
 }
 
 pub fn engine_error(py: Python<'_>, e: EngineError) -> PyErr {

@@ -22,7 +22,11 @@ impl PyDemoTarget {
     fn new(bind: String, port: u16) -> PyResult<Self> {
         let inner = DemoTarget::start(&bind, port)?;
         let port = inner.addr.port();
-        Ok(Self { inner: Some(inner), host: bind, port })
+        Ok(Self {
+            inner: Some(inner),
+            host: bind,
+            port,
+        })
     }
 
     #[getter]
@@ -38,7 +42,10 @@ impl PyDemoTarget {
 
     /// `{"total": n, "requests": {"GET /path": n}}` as JSON text.
     fn counts_json(&self) -> String {
-        self.inner.as_ref().map(|t| t.state.counts_json().to_string()).unwrap_or_else(|| "{}".into())
+        self.inner
+            .as_ref()
+            .map(|t| t.state.counts_json().to_string())
+            .unwrap_or_else(|| "{}".into())
     }
 
     /// Stops serving; idempotent.

@@ -48,7 +48,13 @@ pub struct DemoTargetOptions {
 #[derive(Debug, clap::Args, Serialize)]
 pub struct RunOptions {
     /// Python module that defines the user classes.
-    #[arg(short = 'f', long, env = "AIOTEST_AIOTESTFILE", default_value = "aiotestfile.py", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long,
+        env = "AIOTEST_AIOTESTFILE",
+        default_value = "aiotestfile.py",
+        value_name = "FILE"
+    )]
     pub aiotestfile: String,
 
     /// Host to load test, e.g. http://127.0.0.1:8080. Overrides the classes' `host`.
@@ -96,7 +102,12 @@ pub struct RunOptions {
     pub logfile: Option<String>,
 
     /// Exit code when the run had failures or user errors.
-    #[arg(long, env = "AIOTEST_EXIT_CODE_ON_ERROR", default_value_t = 1, value_name = "CODE")]
+    #[arg(
+        long,
+        env = "AIOTEST_EXIT_CODE_ON_ERROR",
+        default_value_t = 1,
+        value_name = "CODE"
+    )]
     pub exit_code_on_error: i32,
 
     /// Print the final statistics as JSON on stdout.
@@ -119,14 +130,18 @@ pub struct RunOptions {
 fn parse_users(text: &str) -> Result<u64, String> {
     match text.trim().parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n as u64),
-        _ => Err(format!("'{text}' is not a user count: give a whole number of 0 or more, e.g. -u 100")),
+        _ => Err(format!(
+            "'{text}' is not a user count: give a whole number of 0 or more, e.g. -u 100"
+        )),
     }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{text}' is not a spawn rate: give users per second above 0, e.g. -r 10")),
+        _ => Err(format!(
+            "'{text}' is not a spawn rate: give users per second above 0, e.g. -r 10"
+        )),
     }
 }
 
@@ -195,7 +210,10 @@ pub fn parse_options(
         }
         Err(e) => match e.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                Ok(ParseOutcome::Exit { text: e.render().to_string(), exit_code: 0 })
+                Ok(ParseOutcome::Exit {
+                    text: e.render().to_string(),
+                    exit_code: 0,
+                })
             }
             _ => Err(usage(&e)),
         },
@@ -203,7 +221,10 @@ pub fn parse_options(
 }
 
 fn usage(e: &clap::Error) -> ConfigError {
-    ConfigError::Usage { message: e.render().to_string(), exit_code: 2 }
+    ConfigError::Usage {
+        message: e.render().to_string(),
+        exit_code: 2,
+    }
 }
 
 #[cfg(test)]
@@ -211,7 +232,10 @@ mod tests {
     use super::*;
 
     fn argv(items: &[&str]) -> Vec<String> {
-        std::iter::once("aiotest").chain(items.iter().copied()).map(String::from).collect()
+        std::iter::once("aiotest")
+            .chain(items.iter().copied())
+            .map(String::from)
+            .collect()
     }
 
     fn run(items: &[&str], file: &[(String, String, Vec<String>)]) -> Cli {
@@ -223,7 +247,24 @@ mod tests {
 
     #[test]
     fn locust_flags_parse() {
-        let cli = run(&["-f", "x.py", "-H", "http://h", "-u", "100", "-r", "50", "-t", "1h30m", "--headless", "A", "B"], &[]);
+        let cli = run(
+            &[
+                "-f",
+                "x.py",
+                "-H",
+                "http://h",
+                "-u",
+                "100",
+                "-r",
+                "50",
+                "-t",
+                "1h30m",
+                "--headless",
+                "A",
+                "B",
+            ],
+            &[],
+        );
         assert_eq!(cli.run.aiotestfile, "x.py");
         assert_eq!(cli.run.users, 100);
         assert_eq!(cli.run.spawn_rate, 50.0);
@@ -234,7 +275,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        for (args, needle) in [(&["-t", "10x"][..], "--run-time"), (&["-u", "-3"][..], "--users")] {
+        for (args, needle) in [
+            (&["-t", "10x"][..], "--run-time"),
+            (&["-u", "-3"][..], "--users"),
+        ] {
             let err = parse_options(&argv(args), &[]).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(needle), "{text}");
@@ -245,9 +289,21 @@ mod tests {
     #[test]
     fn command_line_beats_config_file() {
         let file = vec![
-            ("aiotest.conf".to_string(), "users".to_string(), vec!["7".to_string()]),
-            ("aiotest.conf".to_string(), "headless".to_string(), vec!["true".to_string()]),
-            ("aiotest.conf".to_string(), "spawn_rate".to_string(), vec!["3".to_string()]),
+            (
+                "aiotest.conf".to_string(),
+                "users".to_string(),
+                vec!["7".to_string()],
+            ),
+            (
+                "aiotest.conf".to_string(),
+                "headless".to_string(),
+                vec!["true".to_string()],
+            ),
+            (
+                "aiotest.conf".to_string(),
+                "spawn_rate".to_string(),
+                vec!["3".to_string()],
+            ),
         ];
         let cli = run(&["-u", "9"], &file);
         assert_eq!(cli.run.users, 9);
@@ -257,7 +313,11 @@ mod tests {
 
     #[test]
     fn unknown_file_key_is_an_error() {
-        let file = vec![("aiotest.conf".to_string(), "userz".to_string(), vec!["1".to_string()])];
+        let file = vec![(
+            "aiotest.conf".to_string(),
+            "userz".to_string(),
+            vec!["1".to_string()],
+        )];
         let err = parse_options(&argv(&[]), &file).unwrap_err();
         assert!(err.to_string().contains("'userz'"));
     }
@@ -278,6 +338,9 @@ mod tests {
     #[test]
     fn demo_target_subcommand() {
         let cli = run(&["demo-target", "--port", "0"], &[]);
-        assert!(matches!(cli.command, Some(Command::DemoTarget(DemoTargetOptions { port: 0, .. }))));
+        assert!(matches!(
+            cli.command,
+            Some(Command::DemoTarget(DemoTargetOptions { port: 0, .. }))
+        ));
     }
 }

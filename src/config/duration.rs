@@ -14,7 +14,11 @@ pub fn parse_duration_s(text: &str) -> Result<f64, String> {
         return Err(bad());
     }
     if let Ok(v) = t.parse::<f64>() {
-        return if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(bad()) };
+        return if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(bad())
+        };
     }
     let mut total = 0.0;
     let mut number = String::new();

@@ -32,7 +32,14 @@ impl<T> CompletionQueue<T> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        Ok(Self { state: Mutex::new(State { items: Vec::new(), armed: false }), wake_tx, wake_rx })
+        Ok(Self {
+            state: Mutex::new(State {
+                items: Vec::new(),
+                armed: false,
+            }),
+            wake_tx,
+            wake_rx,
+        })
     }
 
     /// The descriptor that becomes readable when items are waiting.

@@ -67,7 +67,9 @@ impl Engine {
         Ok(Self {
             runtime,
             aggregator: Aggregator::start(),
-            completions: Arc::new(CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?),
+            completions: Arc::new(
+                CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?,
+            ),
             tls: Arc::new(tls_config()?),
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicU64::new(0)),

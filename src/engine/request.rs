@@ -88,15 +88,22 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
     out.url = url.to_string();
     let mut builder = client
         .request(spec.method.clone(), url)
-        .timeout(Duration::from_secs_f64(spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001)));
+        .timeout(Duration::from_secs_f64(
+            spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001),
+        ));
     let mut headers = HeaderMap::with_capacity(spec.headers.len());
     for (k, v) in &spec.headers {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             (Ok(k), Ok(v)) => {
                 headers.append(k, v);
             }
             _ => {
-                out.error = Some(format!("InvalidHeader: '{k}' cannot be sent as an HTTP header"));
+                out.error = Some(format!(
+                    "InvalidHeader: '{k}' cannot be sent as an HTTP header"
+                ));
                 return out;
             }
         }
@@ -112,7 +119,10 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
             out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
             out.url = resp.url().to_string();
             if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
-                out.cookies = resp.cookies().map(|c| (c.name().to_owned(), c.value().to_owned())).collect();
+                out.cookies = resp
+                    .cookies()
+                    .map(|c| (c.name().to_owned(), c.value().to_owned()))
+                    .collect();
             }
             out.headers = resp.headers().clone();
             resp.bytes().await
@@ -177,7 +187,10 @@ mod tests {
     fn status_failures_follow_locust_rules() {
         assert_eq!(status_failure(200, "OK"), None);
         assert_eq!(status_failure(302, "Found"), None);
-        assert_eq!(status_failure(404, "Not Found").unwrap(), "HTTPError: 404 Client Error: Not Found");
+        assert_eq!(
+            status_failure(404, "Not Found").unwrap(),
+            "HTTPError: 404 Client Error: Not Found"
+        );
         assert_eq!(
             status_failure(500, "Internal Server Error").unwrap(),
             "HTTPError: 500 Server Error: Internal Server Error"

@@ -35,7 +35,13 @@ impl HttpSession {
         };
         let jar = Arc::new(Jar::default());
         let client = build_client(&tls, &jar, true)?;
-        Ok(Self { base_url, client, no_redirect: OnceLock::new(), jar, tls })
+        Ok(Self {
+            base_url,
+            client,
+            no_redirect: OnceLock::new(),
+            jar,
+            tls,
+        })
     }
 
     /// The client for this request: the shared one, or (for
@@ -62,22 +68,36 @@ impl HttpSession {
         let full = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_owned()
         } else {
-            let base = self.base_url.as_deref().ok_or_else(|| EngineError::NoHost(url.to_owned()))?;
+            let base = self
+                .base_url
+                .as_deref()
+                .ok_or_else(|| EngineError::NoHost(url.to_owned()))?;
             if url.starts_with('/') || url.is_empty() {
                 format!("{base}{url}")
             } else {
                 format!("{base}/{url}")
             }
         };
-        reqwest::Url::parse(&full).map_err(|e| EngineError::BadUrl { url: full, detail: e.to_string() })
+        reqwest::Url::parse(&full).map_err(|e| EngineError::BadUrl {
+            url: full,
+            detail: e.to_string(),
+        })
     }
 }
 
-fn build_client(tls: &rustls::ClientConfig, jar: &Arc<Jar>, redirects: bool) -> Result<Client, EngineError> {
+fn build_client(
+    tls: &rustls::ClientConfig,
+    jar: &Arc<Jar>,
+    redirects: bool,
+) -> Result<Client, EngineError> {
     Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .cookie_provider(jar.clone())
-        .redirect(if redirects { Policy::limited(10) } else { Policy::none() })
+        .redirect(if redirects {
+            Policy::limited(10)
+        } else {
+            Policy::none()
+        })
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(USER_AGENT)
@@ -93,11 +113,16 @@ fn build_client(tls: &rustls::ClientConfig, jar: &Arc<Jar>, redirects: bool) -> 
 pub fn validate_base_url(url: &str) -> Result<String, EngineError> {
     let bad = |detail: &str| EngineError::BadUrl {
         url: url.to_owned(),
-        detail: format!("{detail}; give it as scheme://host[:port][/path], e.g. http://127.0.0.1:8080"),
+        detail: format!(
+            "{detail}; give it as scheme://host[:port][/path], e.g. http://127.0.0.1:8080"
+        ),
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(&format!("scheme '{}' is not http or https", parsed.scheme())));
+        return Err(bad(&format!(
+            "scheme '{}' is not http or https",
+            parsed.scheme()
+        )));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host name"));
@@ -114,9 +139,21 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert_eq!(validate_base_url("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(validate_base_url("https://example.test/api").unwrap(), "https://example.test/api");
-        for bad in ["localhost:8080", "ftp://x", "http://", "not a url", "http://h/?q=1"] {
+        assert_eq!(
+            validate_base_url("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            validate_base_url("https://example.test/api").unwrap(),
+            "https://example.test/api"
+        );
+        for bad in [
+            "localhost:8080",
+            "ftp://x",
+            "http://",
+            "not a url",
+            "http://h/?q=1",
+        ] {
             assert!(validate_base_url(bad).is_err(), "{bad}");
         }
     }

@@ -9,7 +9,11 @@ use super::unix_now_s;
 
 enum Message {
     Sample(RequestSample),
-    Error { message: String, traceback: String, node: String },
+    Error {
+        message: String,
+        traceback: String,
+        node: String,
+    },
     Snapshot(mpsc::Sender<StatsSnapshot>),
     Reset,
     Shutdown,
@@ -34,7 +38,11 @@ impl Recorder {
 
     /// Records one exception raised in user code.
     pub fn record_error(&self, message: String, traceback: String, node: String) {
-        let _ = self.tx.send(Message::Error { message, traceback, node });
+        let _ = self.tx.send(Message::Error {
+            message,
+            traceback,
+            node,
+        });
     }
 
     /// The statistics as of every message sent before this call. Blocks until
@@ -71,9 +79,11 @@ impl Aggregator {
                 while let Ok(message) = rx.recv() {
                     match message {
                         Message::Sample(s) => stats.record(&s),
-                        Message::Error { message, traceback, node } => {
-                            stats.record_error(&message, &traceback, &node)
-                        }
+                        Message::Error {
+                            message,
+                            traceback,
+                            node,
+                        } => stats.record_error(&message, &traceback, &node),
                         Message::Snapshot(reply) => {
                             let _ = reply.send(stats.snapshot(unix_now_s()));
                         }
@@ -83,7 +93,10 @@ impl Aggregator {
                 }
             })
             .expect("start the stats aggregator thread");
-        Self { recorder: Recorder { tx }, thread: Some(thread) }
+        Self {
+            recorder: Recorder { tx },
+            thread: Some(thread),
+        }
     }
 
     pub fn recorder(&self) -> Recorder {

@@ -40,13 +40,26 @@ pub fn stats_table(snap: &StatsSnapshot, current: bool) -> String {
     let _ = writeln!(
         out,
         "{:<8} {:<w$} {:>9} {:>15} | {:>7} {:>7} {:>7} {:>7} | {:>8} {:>11}",
-        "Type", "Name", "# reqs", "# fails", "Avg", "Min", "Max", "Med", "req/s", "failures/s",
+        "Type",
+        "Name",
+        "# reqs",
+        "# fails",
+        "Avg",
+        "Min",
+        "Max",
+        "Med",
+        "req/s",
+        "failures/s",
         w = NAME_WIDTH + 1
     );
     let sep = format!("{}\n", "-".repeat(out.trim_end().len()));
     out.push_str(&sep);
     let row = |out: &mut String, e: &EntrySnapshot| {
-        let (rps, fps) = if current { (e.current_rps, e.current_fail_per_s) } else { (e.rps, e.fail_per_s) };
+        let (rps, fps) = if current {
+            (e.current_rps, e.current_fail_per_s)
+        } else {
+            (e.rps, e.fail_per_s)
+        };
         let fails = format!("{}({:.2}%)", e.num_failures, e.fail_ratio * 100.0);
         let _ = writeln!(
             out,
@@ -85,7 +98,13 @@ pub fn percentile_table(snap: &StatsSnapshot) -> String {
     let sep = format!("{}\n", "-".repeat(header.trim_end().len()));
     out.push_str(&sep);
     let row = |out: &mut String, e: &EntrySnapshot| {
-        let _ = write!(out, "{:<8} {:<w$}", e.method, fit(&e.name, NAME_WIDTH), w = NAME_WIDTH + 1);
+        let _ = write!(
+            out,
+            "{:<8} {:<w$}",
+            e.method,
+            fit(&e.name, NAME_WIDTH),
+            w = NAME_WIDTH + 1
+        );
         for (_, v) in &e.percentiles_us {
             let _ = write!(out, " {:>7}", ms_text(ms(*v)));
         }
@@ -105,16 +124,20 @@ pub fn failures_and_errors(snap: &StatsSnapshot) -> String {
     let mut out = String::new();
     if !snap.failures.is_empty() {
         out.push_str("Failures\n");
-        let _ = writeln!(out, "{:>13}  {}", "# occurrences", "Error");
+        let _ = writeln!(out, "{:>13}  Error", "# occurrences");
         let _ = writeln!(out, "{}", "-".repeat(100));
         for f in &snap.failures {
-            let _ = writeln!(out, "{:>13}  {} {}: {}", f.occurrences, f.method, f.name, f.error);
+            let _ = writeln!(
+                out,
+                "{:>13}  {} {}: {}",
+                f.occurrences, f.method, f.name, f.error
+            );
         }
         out.push('\n');
     }
     if !snap.errors.is_empty() {
         out.push_str("Errors in user code\n");
-        let _ = writeln!(out, "{:>13}  {}", "# occurrences", "Error");
+        let _ = writeln!(out, "{:>13}  Error", "# occurrences");
         let _ = writeln!(out, "{}", "-".repeat(100));
         for e in &snap.errors {
             let _ = writeln!(out, "{:>13}  {}", e.count, e.message);

@@ -161,17 +161,29 @@ impl StatsEntry {
             name: self.name.clone(),
             num_requests: n,
             num_failures: self.num_failures,
-            avg_response_time_us: if n == 0 { 0.0 } else { self.total_response_time_us as f64 / n as f64 },
+            avg_response_time_us: if n == 0 {
+                0.0
+            } else {
+                self.total_response_time_us as f64 / n as f64
+            },
             min_response_time_us: self.min_response_time_us.unwrap_or(0),
             max_response_time_us: self.max_response_time_us,
             median_response_time_us: self.response_time_at_quantile_us(0.5),
-            avg_content_bytes: if n == 0 { 0.0 } else { self.total_content_bytes as f64 / n as f64 },
+            avg_content_bytes: if n == 0 {
+                0.0
+            } else {
+                self.total_content_bytes as f64 / n as f64
+            },
             total_content_bytes: self.total_content_bytes,
             rps: n as f64 / elapsed_s,
             fail_per_s: self.num_failures as f64 / elapsed_s,
             current_rps,
             current_fail_per_s,
-            fail_ratio: if n == 0 { 0.0 } else { self.num_failures as f64 / n as f64 },
+            fail_ratio: if n == 0 {
+                0.0
+            } else {
+                self.num_failures as f64 / n as f64
+            },
             percentiles_us: PERCENTILES
                 .iter()
                 .map(|&q| (format_quantile(q), self.response_time_at_quantile_us(q)))
@@ -187,7 +199,10 @@ impl StatsEntry {
         let start = end.saturating_sub(10);
         let span = (end - start).max(1) as f64;
         let sum = |m: &BTreeMap<u64, u64>| m.range(start..end).map(|(_, n)| *n).sum::<u64>() as f64;
-        (sum(&self.requests_per_s) / span, sum(&self.failures_per_s) / span)
+        (
+            sum(&self.requests_per_s) / span,
+            sum(&self.failures_per_s) / span,
+        )
     }
 }
 
@@ -299,7 +314,11 @@ mod tests {
             }
         }
         let snap = e.snapshot(1000.0, 1030.5);
-        assert!((snap.current_rps - 5.0).abs() < 1e-9, "{}", snap.current_rps);
+        assert!(
+            (snap.current_rps - 5.0).abs() < 1e-9,
+            "{}",
+            snap.current_rps
+        );
         assert!(e.requests_per_s.len() <= 21);
     }
 }

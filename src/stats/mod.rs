@@ -12,7 +12,9 @@ mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
 pub use entry::{format_quantile, EntrySnapshot, StatsEntry, PERCENTILES};
-pub use registry::{ErrorEntry, FailureEntry, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME};
+pub use registry::{
+    ErrorEntry, FailureEntry, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME,
+};
 
 /// The current unix time in seconds.
 pub fn unix_now_s() -> f64 {

@@ -139,11 +139,14 @@ impl Stats {
             }
         }
         for (key, e) in &other.errors {
-            let mine = self.errors.entry(key.clone()).or_insert_with(|| ErrorEntry {
-                nodes: Vec::new(),
-                count: 0,
-                ..e.clone()
-            });
+            let mine = self
+                .errors
+                .entry(key.clone())
+                .or_insert_with(|| ErrorEntry {
+                    nodes: Vec::new(),
+                    count: 0,
+                    ..e.clone()
+                });
             mine.count += e.count;
             for node in &e.nodes {
                 if !mine.nodes.contains(node) {
@@ -178,7 +181,11 @@ impl Stats {
                 .then_with(|| (&a.method, &a.name, &a.error).cmp(&(&b.method, &b.name, &b.error)))
         });
         let mut errors: Vec<ErrorEntry> = self.errors.values().cloned().collect();
-        errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.message.cmp(&b.message)));
+        errors.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.message.cmp(&b.message))
+        });
         StatsSnapshot {
             start_s: self.start_s,
             now_s,

@@ -48,7 +48,10 @@ impl TargetState {
 
     fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
-        self.by_route.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.by_route
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -64,8 +67,14 @@ pub fn router(state: Arc<TargetState>) -> Router {
         .route("/slow", get(slow))
         .route("/delay/{ms}", get(delay))
         .route("/status/{code}", get(status))
-        .route("/error", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n") }))
-        .route("/__stats", get(|State(s): State<Arc<TargetState>>| async move { Json(s.counts_json()) }))
+        .route(
+            "/error",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n") }),
+        )
+        .route(
+            "/__stats",
+            get(|State(s): State<Arc<TargetState>>| async move { Json(s.counts_json()) }),
+        )
         .route(
             "/__reset",
             post(|State(s): State<Arc<TargetState>>| async move {
@@ -82,7 +91,11 @@ async fn count(State(s): State<Arc<TargetState>>, req: Request, next: Next) -> R
     if !path.starts_with("/__") {
         let key = format!("{} {}", req.method(), path);
         s.total.fetch_add(1, Ordering::SeqCst);
-        *s.by_route.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+        *s.by_route
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
     }
     next.run(req).await
 }
@@ -106,20 +119,39 @@ async fn login(State(s): State<Arc<TargetState>>, headers: HeaderMap, body: Byte
         serde_urlencoded_form(&body)
     };
     let Some(creds) = creds.filter(|c| !c.username.is_empty()) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "send username and password"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "send username and password"})),
+        )
+            .into_response();
     };
     if creds.password == "wrong" {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad password"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bad password"})),
+        )
+            .into_response();
     }
-    let token = format!("{}-{}", creds.username, s.next_session.fetch_add(1, Ordering::Relaxed));
+    let token = format!(
+        "{}-{}",
+        creds.username,
+        s.next_session.fetch_add(1, Ordering::Relaxed)
+    );
     let cookie = format!("session={token}; Path=/; HttpOnly");
-    ([(header::SET_COOKIE, cookie)], Json(json!({"user": creds.username, "token": token}))).into_response()
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({"user": creds.username, "token": token})),
+    )
+        .into_response()
 }
 
 /// Parses `a=b&c=d` bodies for the two fields the login reads.
 fn serde_urlencoded_form(body: &[u8]) -> Option<Credentials> {
     let text = std::str::from_utf8(body).ok()?;
-    let mut creds = Credentials { username: String::new(), password: String::new() };
+    let mut creds = Credentials {
+        username: String::new(),
+        password: String::new(),
+    };
     for pair in text.split('&') {
         let (k, v) = pair.split_once('=')?;
         let v = v.replace('+', " ");
@@ -141,7 +173,11 @@ fn logged_in(headers: &HeaderMap) -> bool {
 }
 
 fn login_first() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"error": "log in first: POST /login"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "log in first: POST /login"})),
+    )
+        .into_response()
 }
 
 fn item_json(id: u64) -> Value {
@@ -160,7 +196,11 @@ async fn item(headers: HeaderMap, Path(id): Path<u64>) -> Response {
         return login_first();
     }
     if id >= 1000 {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such item"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such item"})),
+        )
+            .into_response();
     }
     Json(item_json(id)).into_response()
 }
@@ -169,9 +209,16 @@ async fn cart(headers: HeaderMap, body: Bytes) -> Response {
     if !logged_in(&headers) {
         return login_first();
     }
-    match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("item_id").and_then(Value::as_u64)) {
+    match serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("item_id").and_then(Value::as_u64))
+    {
         Some(id) => Json(json!({"ok": true, "item_id": id})).into_response(),
-        None => (StatusCode::BAD_REQUEST, Json(json!({"error": "send {\"item_id\": n}"}))).into_response(),
+        None => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "send {\"item_id\": n}"})),
+        )
+            .into_response(),
     }
 }
 
@@ -228,7 +275,12 @@ impl DemoTarget {
                 })
                 .await;
         });
-        Ok(Self { addr, state, shutdown: Some(tx), runtime: Some(runtime) })
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            runtime: Some(runtime),
+        })
     }
 }
 

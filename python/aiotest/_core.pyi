@@ -1,0 +1,148 @@
+"""Type stubs and user docs for ``aiotest._core``, the Rust extension."""
+
+__version__: str
+
+def parse_options(
+    argv: list[str], file_values: list[tuple[str, str, list[str]]]
+) -> tuple[str, str, int]:
+    """Parses the command line (program name first) with clap.
+
+    Args:
+        argv: ``sys.argv``.
+        file_values: ``(source, key, values)`` from config files, weakest
+            first; they count only where neither the command line nor an
+            ``AIOTEST_*`` variable sets the option.
+
+    Returns:
+        ``("run", options_json, 0)``, or ``("exit", text, 0)`` for ``--help``
+        and ``--version``.
+
+    Raises:
+        aiotest.ConfigError: Bad usage; ``exit_code`` is 2.
+    """
+
+def parse_duration_s(text: str) -> float:
+    """``"1h30m"`` -> 5400.0. Raises ConfigError for anything else."""
+
+def validate_host(url: str) -> str:
+    """Checks an http(s) base URL; returns it without a trailing slash.
+    Raises ConfigError naming the problem."""
+
+def user_counts(weights: list[float], fixed_counts: list[int], total: int) -> list[int]:
+    """Users per class: fixed counts first, then by weight (largest
+    remainder); sums to ``total``. Raises ConfigError for a bad weight."""
+
+def spawn_order(counts: list[int]) -> list[int]:
+    """Class indexes in spawn order, every prefix in proportion."""
+
+class HttpSession:
+    """One user's session: own cookie jar and connection pool."""
+
+    @property
+    def base_url(self) -> str | None: ...
+
+class RawResponse:
+    """A finished request as the engine measured it."""
+
+    @property
+    def status(self) -> int:
+        """HTTP status; 0 when no response arrived."""
+    @property
+    def reason(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def response_time_us(self) -> int:
+        """Issue to last body byte, µs."""
+    @property
+    def content_bytes(self) -> int: ...
+    @property
+    def error(self) -> str | None:
+        """Failure text (Locust's rules), or None."""
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def cookies(self) -> list[tuple[str, str]]: ...
+
+class StatsSnapshot:
+    """Frozen statistics. Times µs, rates per second."""
+
+    def to_json(self) -> str:
+        """See docs/json.md."""
+    def stats_table(self, current: bool = False) -> str: ...
+    def percentile_table(self) -> str: ...
+    def failures_and_errors(self) -> str: ...
+    @property
+    def num_requests(self) -> int: ...
+    @property
+    def num_failures(self) -> int: ...
+    @property
+    def num_errors(self) -> int: ...
+
+class Engine:
+    """The process's HTTP engine: a tokio runtime, the stats aggregator and
+    the completion queue.
+
+    Args:
+        worker_threads: tokio threads; the number of cores by default.
+
+    Raises:
+        aiotest.AiotestError: The runtime or TLS setup failed.
+    """
+
+    def __init__(self, *, worker_threads: int | None = None) -> None: ...
+    def wakeup_fd(self) -> int:
+        """Readable when ``drain()`` has completions."""
+    def new_session(self, base_url: str | None = None) -> HttpSession:
+        """Raises ConfigError for a malformed base URL."""
+    def submit(
+        self,
+        session: HttpSession,
+        method: str,
+        url: str,
+        name: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeout_s: float | None,
+        allow_redirects: bool,
+        record: bool,
+    ) -> int:
+        """Starts a request and returns its id. Raises ValueError for an
+        unknown method."""
+    def drain(self) -> list[tuple[int, RawResponse]]:
+        """Finished requests since the last call."""
+    def record(
+        self,
+        method: str,
+        name: str,
+        response_time_us: int,
+        content_bytes: int,
+        error: str | None = None,
+    ) -> None: ...
+    def record_error(self, message: str, traceback: str, node: str) -> None: ...
+    def snapshot(self) -> StatsSnapshot: ...
+    def reset_stats(self) -> None: ...
+    def in_flight(self) -> int: ...
+    def wait_idle(self, timeout_s: float) -> bool: ...
+
+class DemoTarget:
+    """The built-in demo HTTP server (see ``aiotest demo-target``).
+
+    Raises:
+        OSError: The address cannot be bound.
+    """
+
+    def __init__(self, *, bind: str = "127.0.0.1", port: int = 0) -> None: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    def counts_json(self) -> str:
+        """``{"total": n, "requests": {"GET /path": n}}``."""
+    def stop(self) -> None: ...

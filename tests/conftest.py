@@ -1,0 +1,214 @@
+"""Fixtures: real servers on 127.0.0.1 and the real `aiotest` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AIOTEST = shutil.which("aiotest", path=os.path.dirname(sys.executable)) or shutil.which("aiotest")
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    """Returns once 127.0.0.1:port accepts a connection."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Run:
+    """A finished `aiotest` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    json: dict[str, Any] | None
+
+    @property
+    def total(self) -> dict[str, Any]:
+        assert self.json is not None, self.stderr
+        return self.json["stats"]["total"]
+
+    def entry(self, method: str, name: str) -> dict[str, Any]:
+        assert self.json is not None, self.stderr
+        for e in self.json["stats"]["entries"]:
+            if e["method"] == method and e["name"] == name:
+                return e
+        raise AssertionError(f"no stats entry {method} {name}: {self.json['stats']['entries']}")
+
+
+def run_aiotest(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout_s: float = 45
+) -> Run:
+    """Runs the real `aiotest` command; collects JSON when --json-file is not given."""
+    assert AIOTEST, "the aiotest command is not installed: pip install ."
+    cwd = cwd or ROOT
+    json_path = None
+    argv = [AIOTEST, *args]
+    if (not args or args[0] != "demo-target") and "--json-file" not in args:
+        json_path = Path(cwd) / f".aiotest-result-{os.getpid()}-{time.monotonic_ns()}.json"
+        argv += ["--json-file", str(json_path)]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIOTEST_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+    data = None
+    if json_path is not None and json_path.exists():
+        data = json.loads(json_path.read_text())
+        json_path.unlink()
+    return Run(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+@dataclass
+class DemoTarget:
+    url: str
+    port: int
+
+    def counts(self) -> dict[str, Any]:
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(b"GET /__stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    def reset(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(
+                b"POST /__reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            while s.recv(65536):
+                pass
+
+
+@pytest.fixture(scope="session")
+def demo_target_process() -> Iterator[DemoTarget]:
+    """`aiotest demo-target --port 0` as a real process."""
+    assert AIOTEST
+    proc = subprocess.Popen(
+        [AIOTEST, "demo-target", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert "listening on" in line, line + proc.stderr.read()  # type: ignore[union-attr]
+        url = line.strip().rsplit(" ", 1)[1]
+        port = int(url.rsplit(":", 1)[1])
+        wait_for_port(port)
+        yield DemoTarget(url, port)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def demo_target(demo_target_process: DemoTarget) -> DemoTarget:
+    """The shared demo target, with its counts zeroed."""
+    demo_target_process.reset()
+    return demo_target_process
+
+
+class _CountingHandler(BaseHTTPRequestHandler):
+    """Python's own HTTP server (not ours): counts requests by "METHOD path";
+    /status/NNN answers NNN, anything else 200 with a small body."""
+
+    protocol_version = "HTTP/1.1"
+    server: CountingServer
+
+    def _answer(self) -> None:
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with self.server.lock:
+            self.server.counts[f"{self.command} {path}"] += 1
+        status = 200
+        if path.startswith("/status/"):
+            status = int(path.rsplit("/", 1)[1])
+        body = b"ok\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CountingHandler)
+        self.counts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+
+@pytest.fixture
+def http_server() -> Iterator[CountingServer]:
+    server = CountingServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    wait_for_port(server.server_address[1])
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def write_file(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Writes a file under tmp_path and returns its path."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,0 +1,126 @@
+"""Problems at the target are failures in the statistics, not crashes."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, run_aiotest
+
+USER = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Prober(AsyncHttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    async def probe(self):
+        resp = await self.session.get("/probe", timeout=1)
+        assert resp.status in (0, 200)
+"""
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers every connection with `reply`
+    (raw bytes) and then resets it, counting connections."""
+
+    def __init__(self, reply: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.reply = reply
+        self.connections = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                self.reply(conn)
+                # SO_LINGER 0: close with a reset, not a clean FIN.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(reply: Callable[[socket.socket], None]) -> RawServer:
+        servers.append(RawServer(reply))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def run_against(url: str, write_file, tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = write_file("probe.py", USER)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-r", "10", "-t", "2s", "-H", url, cwd=tmp_path
+    )
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "panicked" not in run.stderr
+    assert run.json["stats"]["errors"] == []  # target problems are failures, not user errors
+    total = run.total
+    assert total["num_requests"] == total["num_failures"] > 0
+    return run
+
+
+def test_connection_refused(write_file, tmp_path: Path) -> None:
+    run = run_against(f"http://127.0.0.1:{free_port()}", write_file, tmp_path)
+    (failure,) = run.json["stats"]["failures"]
+    assert failure["error"].startswith("ConnectionError:")
+    assert "refused" in failure["error"].lower()
+
+
+def test_reset_mid_body(raw_server, write_file, tmp_path: Path) -> None:
+    server = raw_server(
+        lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly a part")
+    )
+    run = run_against(server.url, write_file, tmp_path)
+    assert run.total["num_requests"] == server.connections
+    errors = {f["error"] for f in run.json["stats"]["failures"]}
+    assert all(e.startswith(("ResponseError:", "RequestError:")) for e in errors), errors
+
+
+def test_invalid_http(raw_server, write_file, tmp_path: Path) -> None:
+    server = raw_server(lambda c: c.sendall(b"this is not HTTP at all\r\n\r\n"))
+    run = run_against(server.url, write_file, tmp_path)
+    assert run.total["num_requests"] == server.connections
+    (failure,) = run.json["stats"]["failures"]
+    assert failure["error"].startswith("RequestError:"), failure
+
+
+def test_timeout_is_a_failure(raw_server, write_file, tmp_path: Path) -> None:
+    server = raw_server(lambda c: c.recv(1))  # reads, never answers
+    run = run_against(server.url, write_file, tmp_path)
+    (failure,) = run.json["stats"]["failures"]
+    assert failure["error"] == "Timeout: request timed out"
+    # The 1 s timeout is what the response time shows.
+    assert 950_000 <= run.total["min_response_time_us"] <= 1_500_000
