@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_aiotest
+from conftest import AIOTEST, free_port, run_aiotest
 
 USER = """
 from aiotest import AsyncHttpUser, task, constant
@@ -124,3 +126,52 @@ def test_timeout_is_a_failure(raw_server, write_file, tmp_path: Path) -> None:
     assert failure["error"] == "Timeout: request timed out"
     # The 1 s timeout is what the response time shows.
     assert 950_000 <= run.total["min_response_time_us"] <= 1_500_000
+
+
+def _can_unshare_network() -> bool:
+    try:
+        return (
+            subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(
+    not _can_unshare_network(), reason="needs `unshare -n` (root or user namespaces)"
+)
+def test_dns_failure(write_file, tmp_path: Path) -> None:
+    # Inside a fresh network namespace (only a down loopback) the lookup fails
+    # on this machine: no DNS query leaves it.
+    path = write_file("probe.py", USER)
+    result = tmp_path / "dns.json"
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            AIOTEST,
+            "-f",
+            str(path),
+            "--headless",
+            "-u",
+            "1",
+            "-t",
+            "1s",
+            "-H",
+            "http://no-such-host.invalid",
+            "--json-file",
+            str(result),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    failures = json.loads(result.read_text())["stats"]["failures"]
+    assert len(failures) == 1
+    assert failures[0]["error"].startswith("ConnectionError:")
+    assert "lookup" in failures[0]["error"]

@@ -18,7 +18,8 @@ class EngineBridge:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._pending: dict[int, asyncio.Future[RawResponse]] = {}
+        # id -> (future, recorded by the engine?)
+        self._pending: dict[int, tuple[asyncio.Future[RawResponse], bool]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -33,18 +34,24 @@ class EngineBridge:
             self._loop = None
 
     def submit(self, session: HttpSession, *args: Any) -> asyncio.Future[RawResponse]:
-        """Starts a request (see ``Engine.submit``); the future resolves to its
+        """Starts a request (see ``Engine.submit``, whose last argument says
+        whether the engine records it); the future resolves to its
         :class:`RawResponse`."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the engine is not attached to a running event loop")
         fut: asyncio.Future[RawResponse] = loop.create_future()
-        self._pending[self.engine.submit(session, *args)] = fut
+        self._pending[self.engine.submit(session, *args)] = (fut, bool(args[-1]))
         return fut
 
     def _drain(self) -> None:
         pending = self._pending
         for request_id, raw in self.engine.drain():
-            fut = pending.pop(request_id, None)
-            if fut is not None and not fut.done():
+            fut, recorded = pending.pop(request_id)
+            if not fut.done():
                 fut.set_result(raw)
+            elif not recorded:
+                # A catch_response request whose user was cancelled before it
+                # could decide: the server saw it, so record it by the
+                # default rule rather than lose it.
+                self.engine.record(raw.method, raw.name, raw.response_time_us, raw.content_bytes, raw.error)

@@ -1,0 +1,127 @@
+"""Stopping: run time, Ctrl-C, stop timeout, and requests in flight at stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import AIOTEST, DemoTarget, run_aiotest
+
+SLOW_USER = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Slow(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def slow(self):
+        await self.session.get("/slow?ms=1500", name="plain", catch_response=CATCH)
+        await self.session.get("/hello")
+"""
+
+
+def test_requests_in_flight_at_stop_are_recorded(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    for catch in (False, True):
+        demo_target.reset()
+        path = write_file("slow.py", SLOW_USER.replace("CATCH", str(catch)))
+        run = run_aiotest(
+            "-f",
+            str(path),
+            "--headless",
+            "-u",
+            "3",
+            "-r",
+            "100",
+            "-t",
+            "0.5s",
+            "-H",
+            demo_target.url,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+        seen = demo_target.counts()
+        # Users were cancelled mid-request; the requests still count.
+        assert seen["requests"] == {"GET /slow": 3}
+        assert run.entry("GET", "plain")["num_requests"] == 3, catch
+
+
+def test_stop_timeout_lets_tasks_finish(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    path = write_file("slow.py", SLOW_USER.replace("CATCH", "False"))
+    run = run_aiotest(
+        "-f",
+        str(path),
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "100",
+        "-t",
+        "0.5s",
+        "-s",
+        "5s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    # With a stop timeout, each user finished its task: the /hello after the
+    # slow request ran too, and no user started another task.
+    assert demo_target.counts()["requests"] == {"GET /slow": 2, "GET /hello": 2}
+    assert run.total["num_requests"] == 4
+
+
+def test_ctrl_c_stops_gracefully_and_reports(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    path = write_file(
+        "forever.py",
+        """
+from aiotest import AsyncHttpUser, task, constant
+
+class Forever(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+""",
+    )
+    result = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        [
+            AIOTEST,
+            "-f",
+            str(path),
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "100",
+            "-H",
+            demo_target.url,
+            "--json-file",
+            str(result),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "All users spawned" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Final statistics" in stdout
+    data = json.loads(result.read_text())
+    assert data["stats"]["total"]["num_requests"] == demo_target.counts()["total"] > 0
