@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod engine;
+pub mod report;
 pub mod stats;
 pub mod target;
 

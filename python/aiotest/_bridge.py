@@ -54,4 +54,6 @@ class EngineBridge:
                 # A catch_response request whose user was cancelled before it
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
-                self.engine.record(raw.method, raw.name, raw.response_time_us, raw.content_bytes, raw.error)
+                self.engine.record(
+                    raw.method, raw.name, raw.response_time_us, raw.content_bytes, raw.error
+                )

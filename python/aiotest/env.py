@@ -98,15 +98,19 @@ class Environment:
             return False
         return not (fn_tags & self.exclude_tags)
 
-    def create_local_runner(self) -> LocalRunner:
-        """Starts the engine and returns the runner for this process."""
+    def create_local_runner(self, *, iterations: int | None = None) -> LocalRunner:
+        """Starts the engine and returns the runner for this process.
+
+        Args:
+            iterations: Total task executions before the run ends (``-i``).
+        """
         from .runner import LocalRunner
 
         if self.engine is None:
             self.engine = _core.Engine()
             self.bridge = EngineBridge(self.engine)
             self.events.request._engine = self.engine
-        self.runner = LocalRunner(self)
+        self.runner = LocalRunner(self, iterations=iterations)
         return self.runner
 
 

@@ -20,8 +20,8 @@ from .exceptions import AiotestError, ConfigError
 
 log = logging.getLogger("aiotest.main")
 
-#: Seconds between live statistics tables, as in Locust's console.
-LIVE_STATS_INTERVAL_S = 2.0
+#: Exit code when a --check fails, as locust-plugins uses.
+CHECK_FAILED_EXIT_CODE = 3
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,6 +46,8 @@ def run_cli(argv: list[str]) -> int:
     if command and command["name"] == "demo-target":
         return _serve_demo_target(command["bind"], command["port"])
     try:
+        checks = collect_checks(opts)
+        _check_output_paths(opts)
         env = _prepare(opts)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -56,7 +58,7 @@ def run_cli(argv: list[str]) -> int:
         log.warning(
             "the web UI is not available yet: running headless (pass --headless to silence this)"
         )
-    return asyncio.run(run_headless(env, opts))
+    return asyncio.run(run_headless(env, opts, checks))
 
 
 def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
@@ -83,54 +85,63 @@ def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
     return env
 
 
-async def run_headless(env, opts: SimpleNamespace) -> int:  # type: ignore[no-untyped-def]
-    """Runs one test to its end (run time, Ctrl-C or SIGTERM), then prints
-    the final tables and writes the JSON. Returns the exit code."""
-    runner = env.create_local_runner()
+async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Runs one test to its end (run time, iterations, Ctrl-C or SIGTERM),
+    then prints the final tables and writes every report. Returns the exit
+    code: 3 for a failed check, else ``--exit-code-on-error`` for failures or
+    user errors, else 0."""
+    from .run import execute
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out: TextIO = sys.stderr if opts.json else sys.stdout
-    env.events.test_start.fire(environment=env)
     log.info("Starting %d users at %g users/s against %s", opts.users, opts.spawn_rate, _hosts(env))
-    spawn = asyncio.create_task(runner.start(opts.users, opts.spawn_rate))
-    spawn.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
-    printer = None if opts.only_summary else asyncio.create_task(_print_live(env, out))
+
+    def live() -> None:
+        runner = env.runner
+        print(f"{runner.state}: {runner.user_count} users ({runner._mix_text()})", file=out)
+        print(env.engine.snapshot().stats_table(current=True), file=out, flush=True)
+
     try:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=opts.run_time_s)
-            log.info("Stopping: interrupted")
-        except asyncio.TimeoutError:
-            log.info("Run time limit reached (%gs): stopping", opts.run_time_s)
+        outcome = await execute(
+            env,
+            users=opts.users,
+            spawn_rate=opts.spawn_rate,
+            run_time_s=opts.run_time_s,
+            iterations=opts.iterations,
+            reset_stats=opts.reset_stats,
+            full_history=opts.csv_full_history,
+            stop=stop,
+            live=None if opts.only_summary else live,
+        )
     finally:
-        spawn.cancel()
-        await runner.stop()
-        if printer is not None:
-            printer.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        env.events.test_stop.fire(environment=env)
-        snapshot = env.engine.snapshot()
-        _print_final(snapshot, out)
-        _write_json(env, snapshot, opts)
-        env.events.quitting.fire(environment=env)
-    if not spawn.cancelled() and spawn.done() and spawn.exception() is not None:
-        exc = spawn.exception()
+    log.info(
+        "Stopped: %s",
+        {
+            "run time": f"run time limit ({opts.run_time_s}s) reached",
+            "iterations": f"{opts.iterations} iterations done",
+        }.get(outcome.reason, outcome.reason),
+    )
+    snapshot = outcome.snapshot
+    _print_final(snapshot, out)
+    _write_reports(env, snapshot, opts)
+    env.events.quitting.fire(environment=env)
+    if outcome.spawn_error is not None:
+        exc = outcome.spawn_error
         print(f"error: spawning users failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, AiotestError) else 1
+    if checks:
+        table, results = snapshot.evaluate_checks(checks)
+        print(table, file=out, flush=True)
+        if not all(passed for _, passed, _ in results):
+            return CHECK_FAILED_EXIT_CODE
     if snapshot.num_failures or snapshot.num_errors:
         return opts.exit_code_on_error
     return 0
-
-
-async def _print_live(env, out: TextIO) -> None:  # type: ignore[no-untyped-def]
-    runner = env.runner
-    while True:
-        await asyncio.sleep(LIVE_STATS_INTERVAL_S)
-        snap = env.engine.snapshot()
-        print(f"{runner.state}: {runner.user_count} users ({runner._mix_text()})", file=out)
-        print(snap.stats_table(current=True), file=out, flush=True)
 
 
 def _print_final(snapshot: _core.StatsSnapshot, out: TextIO) -> None:
@@ -143,23 +154,72 @@ def _print_final(snapshot: _core.StatsSnapshot, out: TextIO) -> None:
     out.flush()
 
 
-def _write_json(env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace) -> None:  # type: ignore[no-untyped-def]
-    if not (opts.json or opts.json_file):
-        return
-    doc = {
-        "aiotest_version": _core.__version__,
-        "host": _hosts(env),
-        "user_classes": [c.__name__ for c in env.user_classes],
-        "user_count": opts.users,
-        "task_runs": env.runner.task_runs,
-        "stats": json.loads(snapshot.to_json()),
-    }
-    text = json.dumps(doc, indent=2)
-    if opts.json:
-        print(text, flush=True)
-    if opts.json_file:
-        with open(opts.json_file, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+def _write_reports(env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace) -> None:  # type: ignore[no-untyped-def]
+    """Writes every report asked for; one that cannot be written is logged
+    and the others are still written."""
+    files: list[tuple[str, str]] = []
+    if opts.csv_prefix:
+        p = opts.csv_prefix
+        files += [
+            (f"{p}_stats.csv", snapshot.csv_stats()),
+            (f"{p}_stats_history.csv", snapshot.csv_history()),
+            (f"{p}_failures.csv", snapshot.csv_failures()),
+            (f"{p}_exceptions.csv", snapshot.csv_exceptions()),
+        ]
+    if opts.json or opts.json_file:
+        doc = {
+            "aiotest_version": _core.__version__,
+            "host": _hosts(env),
+            "user_classes": [c.__name__ for c in env.user_classes],
+            "user_count": opts.users,
+            "task_runs": env.runner.task_runs,
+            "stats": json.loads(snapshot.to_json()),
+        }
+        text = json.dumps(doc, indent=2)
+        if opts.json:
+            print(text, flush=True)
+        if opts.json_file:
+            files.append((opts.json_file, text + "\n"))
+    for path, text in files:
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        except OSError as exc:
+            log.error("could not write %s: %s", path, exc)
+
+
+def _check_output_paths(opts: SimpleNamespace) -> None:
+    """Fails before the run, not after it, when a report cannot be written."""
+    import os
+
+    for flag, path in (
+        ("--csv", opts.csv_prefix),
+        ("--html", opts.html_file),
+        ("--json-file", opts.json_file),
+    ):
+        if path:
+            folder = os.path.dirname(path) or "."
+            if not os.path.isdir(folder):
+                raise ConfigError(
+                    f"{flag} {path}: folder '{folder}' does not exist: create it or pick another path"
+                )
+
+
+def collect_checks(opts: SimpleNamespace) -> list[str]:
+    """``--check`` values plus locust-plugins' ``--check-*`` flags as checks.
+
+    Raises:
+        ConfigError: A check that does not parse.
+    """
+    checks = list(opts.checks)
+    if opts.check_fail_ratio is not None:
+        checks.append(f"fail_ratio <= {opts.check_fail_ratio}")
+    if opts.check_rps is not None:
+        checks.append(f"rps >= {opts.check_rps}")
+    if opts.check_avg_response_time is not None:
+        checks.append(f"avg <= {opts.check_avg_response_time}ms")
+    _core.validate_checks(checks)
+    return checks
 
 
 def _hosts(env) -> str:  # type: ignore[no-untyped-def]

@@ -27,15 +27,24 @@ _IN_FLIGHT_GRACE_S = 5.0
 class LocalRunner:
     """Spawns and stops the users of one process.
 
+    Args:
+        environment: The run object.
+        iterations: Stop after exactly this many task executions in total
+            (``-i``); None for no limit.
+
     Attributes:
         state: ``ready``, ``spawning``, ``running``, ``stopping`` or ``stopped``.
-        task_runs: Task executions finished so far.
+        task_runs: Task executions finished so far (however they ended).
+        iterations_done: Set when ``iterations`` task executions finished.
     """
 
-    def __init__(self, environment: Environment) -> None:
+    def __init__(self, environment: Environment, *, iterations: int | None = None) -> None:
         self.environment = environment
         self.state = "ready"
         self.task_runs = 0
+        self.iterations = iterations
+        self._iterations_claimed = 0
+        self.iterations_done = asyncio.Event()
         self._users: dict[type[User], list[tuple[User, asyncio.Task[None]]]] = {
             cls: [] for cls in environment.user_classes
         }
@@ -140,9 +149,21 @@ class LocalRunner:
             self.environment.bridge.detach()
         self.state = "stopped"
 
+    def claim_iteration(self) -> bool:
+        """Reserves one task execution; False once ``iterations`` are all
+        reserved, which tells the user to stop."""
+        if self.iterations is None:
+            return True
+        if self._iterations_claimed >= self.iterations:
+            return False
+        self._iterations_claimed += 1
+        return True
+
     def task_done(self) -> None:
         """Counts one finished task execution."""
         self.task_runs += 1
+        if self.iterations is not None and self.task_runs >= self.iterations:
+            self.iterations_done.set()
 
     def record_error(self, exc: BaseException) -> None:
         """Records an exception from user code with its traceback; logs each

@@ -152,6 +152,8 @@ class User(metaclass=_UserMeta):
             except Exception as exc:  # user code: record and go on
                 runner.record_error(exc)
             while not self._stop_requested:
+                if not runner.claim_iteration():
+                    return
                 fn = self.pick_task()
                 self._task_started_at = time.monotonic()
                 try:
@@ -160,7 +162,8 @@ class User(metaclass=_UserMeta):
                     return
                 except Exception as exc:
                     runner.record_error(exc)
-                runner.task_done()
+                finally:
+                    runner.task_done()
                 if self._stop_requested:
                     return
                 self._waiting = True

@@ -6,9 +6,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::errors::{dispatch_error, engine_error};
+use super::errors::{config_error, dispatch_error, engine_error};
+use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
 use crate::engine::{Engine, HttpOutcome, HttpSession, RequestSpec};
+use crate::report;
 use crate::stats::{console, unix_now_s, RequestSample, StatsSnapshot};
 
 /// The process's HTTP engine (`aiotest._core.Engine`). See `_core.pyi`.
@@ -127,14 +129,28 @@ impl PyEngine {
         self.inner.recorder().record_error(message, traceback, node);
     }
 
-    /// The statistics as of now, including everything recorded before.
-    fn snapshot(&self, py: Python<'_>) -> PyResult<PyStatsSnapshot> {
+    /// The statistics as of now, including everything recorded before;
+    /// with `with_history`, also every history row (for the final reports).
+    #[pyo3(signature = (*, with_history = false))]
+    fn snapshot(&self, py: Python<'_>, with_history: bool) -> PyResult<PyStatsSnapshot> {
         let recorder = self.inner.recorder();
-        py.detach(move || recorder.snapshot())
-            .map(|inner| PyStatsSnapshot { inner })
-            .ok_or_else(|| {
-                pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped")
-            })
+        py.detach(move || {
+            if with_history {
+                recorder.snapshot_with_history()
+            } else {
+                recorder.snapshot()
+            }
+        })
+        .map(|inner| PyStatsSnapshot { inner })
+        .ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped")
+        })
+    }
+
+    /// Closes the stats window: appends a history row with `user_count`.
+    #[pyo3(signature = (user_count, *, full_history = false))]
+    fn tick(&self, user_count: u64, full_history: bool) {
+        self.inner.recorder().tick(user_count, full_history);
     }
 
     fn reset_stats(&self) {
@@ -241,6 +257,39 @@ impl PyStatsSnapshot {
     fn failures_and_errors(&self) -> String {
         console::failures_and_errors(&self.inner)
     }
+    /// `PREFIX_stats.csv` text, Locust's columns (ms).
+    fn csv_stats(&self) -> String {
+        report::csv::stats_csv(&self.inner)
+    }
+    /// `PREFIX_stats_history.csv` text (needs `with_history`).
+    fn csv_history(&self) -> String {
+        report::csv::history_csv(&self.inner.history)
+    }
+    fn csv_failures(&self) -> String {
+        report::csv::failures_csv(&self.inner)
+    }
+    fn csv_exceptions(&self) -> String {
+        report::csv::exceptions_csv(&self.inner)
+    }
+    /// Evaluates checks such as `"p95 < 200ms"`; returns the printed table
+    /// and `(check, passed, actual)` per check. Raises ConfigError for a
+    /// check that does not parse.
+    fn evaluate_checks(
+        &self,
+        py: Python<'_>,
+        checks: Vec<String>,
+    ) -> PyResult<(String, Vec<(String, bool, String)>)> {
+        let parsed = parse_checks(py, &checks)?;
+        let results = report::checks::evaluate(&parsed, &self.inner);
+        let table = report::checks::results_table(&results);
+        Ok((
+            table,
+            results
+                .into_iter()
+                .map(|r| (r.check, r.passed, r.actual))
+                .collect(),
+        ))
+    }
     #[getter]
     fn num_requests(&self) -> u64 {
         self.inner.total.num_requests
@@ -282,6 +331,29 @@ fn spawn_order(counts: Vec<u64>) -> Vec<usize> {
     dispatch::spawn_order(&counts)
 }
 
+fn parse_checks(py: Python<'_>, checks: &[String]) -> PyResult<Vec<report::checks::Check>> {
+    checks
+        .iter()
+        .map(|c| {
+            report::checks::parse_check(c).map_err(|e| {
+                config_error(
+                    py,
+                    ConfigError::Usage {
+                        message: e.to_string(),
+                        exit_code: 2,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Checks that every check parses; raises ConfigError naming the first bad one.
+#[pyfunction]
+fn validate_checks(py: Python<'_>, checks: Vec<String>) -> PyResult<()> {
+    parse_checks(py, &checks).map(|_| ())
+}
+
 /// Checks a host URL; returns it without a trailing slash or raises ConfigError.
 #[pyfunction]
 fn validate_host(py: Python<'_>, url: &str) -> PyResult<String> {
@@ -296,5 +368,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(user_counts, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_order, m)?)?;
     m.add_function(wrap_pyfunction!(validate_host, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_checks, m)?)?;
     Ok(())
 }

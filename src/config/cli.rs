@@ -122,6 +122,46 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_ONLY_SUMMARY")]
     pub only_summary: bool,
 
+    /// Print the live table (the default when headless).
+    #[arg(long, env = "AIOTEST_PRINT_STATS")]
+    pub print_stats: bool,
+
+    /// Reset the statistics once all users have spawned (drops the ramp-up).
+    #[arg(long, env = "AIOTEST_RESET_STATS")]
+    pub reset_stats: bool,
+
+    /// Write PREFIX_stats.csv, PREFIX_stats_history.csv, PREFIX_failures.csv and PREFIX_exceptions.csv.
+    #[arg(long = "csv", env = "AIOTEST_CSV", value_name = "PREFIX")]
+    pub csv_prefix: Option<String>,
+
+    /// Add a history row per endpoint to PREFIX_stats_history.csv, not only Aggregated.
+    #[arg(long, env = "AIOTEST_CSV_FULL_HISTORY")]
+    pub csv_full_history: bool,
+
+    /// Write a self-contained HTML report (opens with no network).
+    #[arg(long = "html", env = "AIOTEST_HTML", value_name = "FILE")]
+    pub html_file: Option<String>,
+
+    /// Stop after exactly N task executions in total.
+    #[arg(short = 'i', long, env = "AIOTEST_ITERATIONS", value_parser = parse_iterations, value_name = "N")]
+    pub iterations: Option<u64>,
+
+    /// A pass/fail check on the final statistics, e.g. "p95 < 200ms" or "GET /items: p99 < 500ms"; repeatable. A breach exits with code 3.
+    #[arg(long = "check", env = "AIOTEST_CHECK", value_name = "CHECK", value_delimiter = ';')]
+    pub checks: Vec<String>,
+
+    /// Exit code 3 if the failure ratio is above R (locust-plugins' flag).
+    #[arg(long, env = "AIOTEST_CHECK_FAIL_RATIO", value_name = "R")]
+    pub check_fail_ratio: Option<f64>,
+
+    /// Exit code 3 if the average requests/s is below N (locust-plugins' flag).
+    #[arg(long, env = "AIOTEST_CHECK_RPS", value_name = "N")]
+    pub check_rps: Option<f64>,
+
+    /// Exit code 3 if the average response time is above MS milliseconds (locust-plugins' flag).
+    #[arg(long, env = "AIOTEST_CHECK_AVG_RESPONSE_TIME", value_name = "MS")]
+    pub check_avg_response_time: Option<f64>,
+
     /// User classes to run (all of them when none are named).
     #[arg(value_name = "USER_CLASS")]
     pub user_classes: Vec<String>,
@@ -133,6 +173,13 @@ fn parse_users(text: &str) -> Result<u64, String> {
         _ => Err(format!(
             "'{text}' is not a user count: give a whole number of 0 or more, e.g. -u 100"
         )),
+    }
+}
+
+fn parse_iterations(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n as u64),
+        _ => Err(format!("'{text}' is not an iteration count: give a whole number above 0, e.g. -i 1000")),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use super::registry::{RequestSample, Stats, StatsSnapshot};
+use super::registry::{HistoryRow, RequestSample, Stats, StatsSnapshot};
 use super::unix_now_s;
 
 enum Message {
@@ -14,7 +14,14 @@ enum Message {
         traceback: String,
         node: String,
     },
-    Snapshot(mpsc::Sender<StatsSnapshot>),
+    Snapshot {
+        reply: mpsc::Sender<StatsSnapshot>,
+        with_history: bool,
+    },
+    Tick {
+        user_count: u64,
+        full_history: bool,
+    },
     Reset,
     Shutdown,
 }
@@ -48,12 +55,37 @@ impl Recorder {
     /// The statistics as of every message sent before this call. Blocks until
     /// the aggregator answers; `None` once it has shut down.
     pub fn snapshot(&self) -> Option<StatsSnapshot> {
-        let (tx, rx) = mpsc::channel();
-        self.tx.send(Message::Snapshot(tx)).ok()?;
+        self.ask_snapshot(false)
+    }
+
+    /// [`Recorder::snapshot`] with every history row attached: the input of
+    /// the final reports, so that all of them show the same figures.
+    pub fn snapshot_with_history(&self) -> Option<StatsSnapshot> {
+        self.ask_snapshot(true)
+    }
+
+    fn ask_snapshot(&self, with_history: bool) -> Option<StatsSnapshot> {
+        let (reply, rx) = mpsc::channel();
+        self.tx
+            .send(Message::Snapshot {
+                reply,
+                with_history,
+            })
+            .ok()?;
         rx.recv().ok()
     }
 
+    /// Closes the current stats window and appends its history row. Call it
+    /// every stats interval with the user count of that moment.
+    pub fn tick(&self, user_count: u64, full_history: bool) {
+        let _ = self.tx.send(Message::Tick {
+            user_count,
+            full_history,
+        });
+    }
+
     /// Clears every statistic and restarts the clock (Locust's reset stats).
+    /// The history rows already taken stay.
     pub fn reset(&self) {
         let _ = self.tx.send(Message::Reset);
     }
@@ -76,6 +108,7 @@ impl Aggregator {
             .name("aiotest-stats".into())
             .spawn(move || {
                 let mut stats = Stats::new(unix_now_s());
+                let mut history: Vec<HistoryRow> = Vec::new();
                 while let Ok(message) = rx.recv() {
                     match message {
                         Message::Sample(s) => stats.record(&s),
@@ -84,8 +117,21 @@ impl Aggregator {
                             traceback,
                             node,
                         } => stats.record_error(&message, &traceback, &node),
-                        Message::Snapshot(reply) => {
-                            let _ = reply.send(stats.snapshot(unix_now_s()));
+                        Message::Snapshot {
+                            reply,
+                            with_history,
+                        } => {
+                            let mut snap = stats.snapshot(unix_now_s());
+                            if with_history {
+                                snap.history = history.clone();
+                            }
+                            let _ = reply.send(snap);
+                        }
+                        Message::Tick {
+                            user_count,
+                            full_history,
+                        } => {
+                            history.push(stats.tick(unix_now_s(), user_count, full_history));
                         }
                         Message::Reset => stats = Stats::new(unix_now_s()),
                         Message::Shutdown => break,

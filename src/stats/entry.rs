@@ -45,6 +45,30 @@ pub struct StatsEntry {
     /// Unix time (s) of the first and last request recorded here.
     pub first_request_s: Option<f64>,
     pub last_request_s: Option<f64>,
+    /// What arrived since the last history tick (see [`StatsEntry::take_window`]).
+    pub window: Window,
+}
+
+/// Samples since the last history tick: the source of the per-window
+/// requests/s and percentiles in `_stats_history.csv` and the report charts.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub histogram: Histogram<u64>,
+    pub requests: u64,
+    pub failures: u64,
+    /// The exact largest response time in the window (µs).
+    pub max_us: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            histogram: new_histogram(),
+            requests: 0,
+            failures: 0,
+            max_us: 0,
+        }
+    }
 }
 
 impl StatsEntry {
@@ -63,6 +87,7 @@ impl StatsEntry {
             failures_per_s: BTreeMap::new(),
             first_request_s: None,
             last_request_s: None,
+            window: Window::default(),
         }
     }
 
@@ -88,6 +113,12 @@ impl StatsEntry {
         }
         self.first_request_s = Some(self.first_request_s.map_or(at_s, |t| t.min(at_s)));
         self.last_request_s = Some(self.last_request_s.map_or(at_s, |t| t.max(at_s)));
+        if self.window.histogram.record(response_time_us).is_err() {
+            self.window.histogram.saturating_record(response_time_us);
+        }
+        self.window.requests += 1;
+        self.window.failures += u64::from(failed);
+        self.window.max_us = self.window.max_us.max(response_time_us);
         self.trim_rates(second);
     }
 
@@ -116,6 +147,56 @@ impl StatsEntry {
         self.last_request_s = max_opt(self.last_request_s, other.last_request_s);
         if let Some(&newest) = self.requests_per_s.keys().next_back() {
             self.trim_rates(newest);
+        }
+        // Everything merged in arrived since this entry's last tick (a
+        // worker's report holds one interval), so it joins the window whole.
+        self.window
+            .histogram
+            .add(&other.histogram)
+            .expect("auto-resizing histograms accept any other histogram");
+        self.window.requests += other.num_requests;
+        self.window.failures += other.num_failures;
+        self.window.max_us = self.window.max_us.max(other.max_response_time_us);
+    }
+
+    /// Ends the current window: returns its history row (`window_s` long,
+    /// ending at `now_s`) and starts a new, empty window.
+    pub fn take_window(&mut self, window_s: f64) -> HistoryEntry {
+        let w = std::mem::take(&mut self.window);
+        let span = window_s.max(1e-3);
+        let n = self.num_requests;
+        let at = |q: f64| -> u64 {
+            if w.histogram.is_empty() {
+                0
+            } else {
+                w.histogram.value_at_quantile(q).min(w.max_us)
+            }
+        };
+        HistoryEntry {
+            method: self.method.clone(),
+            name: self.name.clone(),
+            rps: w.requests as f64 / span,
+            fail_per_s: w.failures as f64 / span,
+            window_requests: w.requests,
+            percentiles_us: PERCENTILES
+                .iter()
+                .map(|&q| (format_quantile(q), at(q)))
+                .collect(),
+            total_requests: n,
+            total_failures: self.num_failures,
+            total_median_us: self.response_time_at_quantile_us(0.5),
+            total_avg_us: if n == 0 {
+                0.0
+            } else {
+                self.total_response_time_us as f64 / n as f64
+            },
+            total_min_us: self.min_response_time_us.unwrap_or(0),
+            total_max_us: self.max_response_time_us,
+            total_avg_content_bytes: if n == 0 {
+                0.0
+            } else {
+                self.total_content_bytes as f64 / n as f64
+            },
         }
     }
 
@@ -220,6 +301,27 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// One entry of one history row: rates and percentiles over the last window
+/// (µs), next to the whole-run totals at that moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub method: String,
+    pub name: String,
+    /// Requests and failures per second over the window.
+    pub rps: f64,
+    pub fail_per_s: f64,
+    pub window_requests: u64,
+    /// `("50%", µs)` pairs over the window only; 0 for an empty window.
+    pub percentiles_us: Vec<(String, u64)>,
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub total_median_us: u64,
+    pub total_avg_us: f64,
+    pub total_min_us: u64,
+    pub total_max_us: u64,
+    pub total_avg_content_bytes: f64,
+}
+
 /// "0.5" -> "50%", "0.999" -> "99.9%": the labels of Locust's CSV columns.
 pub fn format_quantile(q: f64) -> String {
     let pct = q * 100.0;
@@ -303,6 +405,27 @@ mod tests {
         assert_eq!(merged.num_requests, 5000);
         assert_eq!(merged.num_failures, 500);
         assert_eq!(merged.requests_per_s, whole.requests_per_s);
+    }
+
+    #[test]
+    fn windows_hold_only_what_came_since_the_last_tick() {
+        let mut e = StatsEntry::new("GET", "/");
+        for v in [1000, 2000, 3000] {
+            e.record(v, 1, false, 1.0);
+        }
+        let first = e.take_window(1.0);
+        assert_eq!(first.window_requests, 3);
+        assert_eq!(first.percentiles_us.last().unwrap().1, 3000);
+        e.record(500_000, 1, true, 2.0);
+        let second = e.take_window(2.0);
+        assert_eq!(
+            (second.window_requests, second.rps, second.fail_per_s),
+            (1, 0.5, 0.5)
+        );
+        // The window's p50 is the one new sample; the totals cover all four.
+        assert!((second.percentiles_us[0].1 as f64 - 500_000.0).abs() <= 500.0);
+        assert_eq!((second.total_requests, second.total_max_us), (4, 500_000));
+        assert_eq!(e.take_window(1.0).window_requests, 0);
     }
 
     #[test]

@@ -11,9 +11,9 @@ mod entry;
 mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
-pub use entry::{format_quantile, EntrySnapshot, StatsEntry, PERCENTILES};
+pub use entry::{format_quantile, EntrySnapshot, HistoryEntry, StatsEntry, Window, PERCENTILES};
 pub use registry::{
-    ErrorEntry, FailureEntry, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME,
+    ErrorEntry, FailureEntry, HistoryRow, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME,
 };
 
 /// The current unix time in seconds.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::entry::{EntrySnapshot, StatsEntry};
+use super::entry::{EntrySnapshot, HistoryEntry, StatsEntry};
 
 /// Name of the row that sums every entry, as in Locust.
 pub const AGGREGATED_NAME: &str = "Aggregated";
@@ -59,6 +59,21 @@ pub struct Stats {
     errors: HashMap<(String, String), ErrorEntry>,
     /// Unix time (s) the statistics started (run start, or last reset).
     pub start_s: f64,
+    /// Unix time (s) of the last history tick (or the start).
+    last_tick_s: f64,
+}
+
+/// One row of the statistics history, taken every stats interval: the
+/// Aggregated entry, plus every entry when full history is on
+/// (`--csv-full-history`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub timestamp_s: f64,
+    pub user_count: u64,
+    /// Length of the window the rates and percentiles cover, in seconds.
+    pub window_s: f64,
+    pub total: HistoryEntry,
+    pub entries: Vec<HistoryEntry>,
 }
 
 impl Stats {
@@ -69,6 +84,32 @@ impl Stats {
             failures: HashMap::new(),
             errors: HashMap::new(),
             start_s,
+            last_tick_s: start_s,
+        }
+    }
+
+    /// Closes the current window at `now_s` and returns its history row.
+    /// Every entry's window restarts, whether or not `full_history` keeps its
+    /// row.
+    pub fn tick(&mut self, now_s: f64, user_count: u64, full_history: bool) -> HistoryRow {
+        let window_s = (now_s - self.last_tick_s).max(1e-3);
+        self.last_tick_s = now_s;
+        let mut entries: Vec<HistoryEntry> = self
+            .entries
+            .values_mut()
+            .map(|e| e.take_window(window_s))
+            .collect();
+        if full_history {
+            entries.sort_by(|a, b| (&a.name, &a.method).cmp(&(&b.name, &b.method)));
+        } else {
+            entries.clear();
+        }
+        HistoryRow {
+            timestamp_s: now_s,
+            user_count,
+            window_s,
+            total: self.total.take_window(window_s),
+            entries,
         }
     }
 
@@ -193,6 +234,7 @@ impl Stats {
             total: self.total.snapshot(self.start_s, now_s),
             failures,
             errors,
+            history: Vec::new(),
         }
     }
 }
@@ -207,6 +249,10 @@ pub struct StatsSnapshot {
     pub total: EntrySnapshot,
     pub failures: Vec<FailureEntry>,
     pub errors: Vec<ErrorEntry>,
+    /// History rows, oldest first; only in final snapshots (see
+    /// [`Recorder::snapshot_with_history`](super::Recorder::snapshot_with_history)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryRow>,
 }
 
 #[cfg(test)]
@@ -238,6 +284,28 @@ mod tests {
         assert_eq!(snap.failures[0].occurrences, 2);
         assert_eq!(snap.entries.len(), 2);
         assert_eq!(snap.entries[0].name, "/a");
+    }
+
+    #[test]
+    fn tick_reports_the_window_and_restarts_it() {
+        let mut s = Stats::new(0.0);
+        s.record(&sample("/a", 10, None));
+        s.record(&sample("/b", 10, Some("x")));
+        let row = s.tick(2.0, 7, true);
+        assert_eq!((row.user_count, row.window_s), (7, 2.0));
+        assert_eq!(
+            (
+                row.total.window_requests,
+                row.total.rps,
+                row.total.fail_per_s
+            ),
+            (2, 1.0, 0.5)
+        );
+        assert_eq!(row.entries.len(), 2);
+        let quiet = s.tick(3.0, 7, false);
+        assert_eq!(quiet.total.window_requests, 0);
+        assert_eq!(quiet.total.total_requests, 2);
+        assert!(quiet.entries.is_empty());
     }
 
     #[test]

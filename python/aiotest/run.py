@@ -1,0 +1,220 @@
+"""Running a test to its end: the one path shared by the command line and the
+in-process API (:func:`aiotest.run`, the pytest plugin)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+from .env import Environment
+from .result import RunResult
+
+if TYPE_CHECKING:
+    from .user import User
+
+log = logging.getLogger("aiotest.run")
+
+#: Seconds per stats window: one history row each (Locust's CSV_STATS_INTERVAL_SEC).
+STATS_INTERVAL_S = 1.0
+
+
+@dataclass
+class Outcome:
+    """How :func:`execute` ended."""
+
+    snapshot: _core.StatsSnapshot
+    #: "run time", "iterations", "stopped" or "spawn failed".
+    reason: str
+    spawn_error: BaseException | None
+
+
+async def execute(
+    env: Environment,
+    *,
+    users: int,
+    spawn_rate: float,
+    run_time_s: float | None = None,
+    iterations: int | None = None,
+    reset_stats: bool = False,
+    full_history: bool = False,
+    stop: asyncio.Event | None = None,
+    live: Callable[[], None] | None = None,
+    live_interval_s: float = 2.0,
+) -> Outcome:
+    """Runs one test in the running loop until the run time passes, the
+    iterations are done, or ``stop`` is set; then stops the users and returns
+    the final statistics, history included.
+
+    Args:
+        env: The run object.
+        users: Peak user count.
+        spawn_rate: Users started per second.
+        run_time_s: Seconds before stopping; None runs until ``stop``.
+        iterations: Total task executions before stopping.
+        reset_stats: Reset the statistics once all users have spawned.
+        full_history: History rows for every entry, not only Aggregated.
+        stop: Set it to end the run early (Ctrl-C in the CLI).
+        live: Called every ``live_interval_s`` seconds while running.
+    """
+    runner = env.create_local_runner(iterations=iterations)
+    engine = env.engine
+    assert engine is not None
+    stop = stop or asyncio.Event()
+    env.events.test_start.fire(environment=env)
+    spawn = asyncio.create_task(runner.start(users, spawn_rate))
+
+    def spawned(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            stop.set()
+        elif reset_stats:
+            log.info("Resetting stats: all users spawned")
+            engine.reset_stats()
+
+    spawn.add_done_callback(spawned)
+    background = [
+        asyncio.create_task(
+            _every(
+                STATS_INTERVAL_S, lambda: engine.tick(runner.user_count, full_history=full_history)
+            )
+        )
+    ]
+    if live is not None:
+        background.append(asyncio.create_task(_every(live_interval_s, live)))
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(runner.iterations_done.wait())]
+    reason = "run time"
+    try:
+        done, _ = await asyncio.wait(
+            waiters, timeout=run_time_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiters[1] in done:
+            reason = "iterations"
+        elif waiters[0] in done:
+            reason = (
+                "spawn failed"
+                if spawn.done() and not spawn.cancelled() and spawn.exception()
+                else "stopped"
+            )
+    finally:
+        for t in (*waiters, *background):
+            t.cancel()
+        spawn.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await spawn
+        user_count = runner.user_count
+        await runner.stop()
+        engine.tick(user_count, full_history=full_history)
+        env.events.test_stop.fire(environment=env)
+    spawn_error = None if spawn.cancelled() else spawn.exception()
+    return Outcome(engine.snapshot(with_history=True), reason, spawn_error)
+
+
+async def _every(interval_s: float, fn: Callable[[], Any]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        fn()
+
+
+def run(
+    user_classes: Sequence[type[User]],
+    *,
+    users: int = 1,
+    spawn_rate: float = 1.0,
+    run_time_s: float | None = None,
+    iterations: int | None = None,
+    host: str | None = None,
+    tags: Sequence[str] = (),
+    exclude_tags: Sequence[str] = (),
+    stop_timeout_s: float = 0.0,
+    checks: Sequence[str] = (),
+    reset_stats: bool = False,
+) -> RunResult:
+    """Runs a load test in this process and returns its results.
+
+    Blocks until the run time passes or the iterations are done; for use
+    from synchronous code such as a pytest test. Inside a running event
+    loop, await :func:`run_async` instead.
+
+    Args:
+        user_classes: The user classes to run.
+        users: Peak user count.
+        spawn_rate: Users started per second.
+        run_time_s: Seconds to run. Give this or ``iterations``.
+        iterations: Total task executions to run.
+        host: Overrides the classes' ``host``.
+        tags: Run only tasks with one of these tags.
+        exclude_tags: Skip tasks with any of these tags.
+        stop_timeout_s: Seconds users may take to finish their task at stop.
+        checks: Checks such as ``"p95 < 200ms"``, evaluated on the result.
+        reset_stats: Reset the statistics once all users have spawned.
+
+    Returns:
+        The final statistics, failures, errors and check outcomes.
+
+    Raises:
+        ConfigError: Bad arguments: no run time and no iterations, a bad
+            host, a bad check, or user classes without tasks.
+    """
+    return asyncio.run(
+        run_async(
+            user_classes,
+            users=users,
+            spawn_rate=spawn_rate,
+            run_time_s=run_time_s,
+            iterations=iterations,
+            host=host,
+            tags=tags,
+            exclude_tags=exclude_tags,
+            stop_timeout_s=stop_timeout_s,
+            checks=checks,
+            reset_stats=reset_stats,
+        )
+    )
+
+
+async def run_async(
+    user_classes: Sequence[type[User]],
+    *,
+    users: int = 1,
+    spawn_rate: float = 1.0,
+    run_time_s: float | None = None,
+    iterations: int | None = None,
+    host: str | None = None,
+    tags: Sequence[str] = (),
+    exclude_tags: Sequence[str] = (),
+    stop_timeout_s: float = 0.0,
+    checks: Sequence[str] = (),
+    reset_stats: bool = False,
+) -> RunResult:
+    """:func:`run` for code already inside an event loop."""
+    from .exceptions import ConfigError
+
+    if run_time_s is None and iterations is None:
+        raise ConfigError("give run_time_s or iterations, or the test would never end")
+    _core.validate_checks(list(checks))
+    env = Environment(
+        user_classes=user_classes,
+        host=host,
+        tags=tags,
+        exclude_tags=exclude_tags,
+        stop_timeout_s=stop_timeout_s,
+    )
+    outcome = await execute(
+        env,
+        users=users,
+        spawn_rate=spawn_rate,
+        run_time_s=run_time_s,
+        iterations=iterations,
+        reset_stats=reset_stats,
+    )
+    if outcome.spawn_error is not None:
+        raise outcome.spawn_error
+    return RunResult.from_snapshot(
+        outcome.snapshot, task_runs=env.runner.task_runs if env.runner else 0, checks=checks
+    )
