@@ -19,6 +19,8 @@ from .env import Environment
 from .events import events
 from .exceptions import AiotestError, ConfigError, ResponseError, StopUser
 from .http import Response
+from .result import EntryStats, RunResult
+from .run import run, run_async
 from .user import AsyncHttpUser, User, tag, task
 from .wait_time import between, constant, constant_pacing, constant_throughput
 
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigError",
     "Environment",
     "Response",
+    "EntryStats",
+    "RunResult",
     "ResponseError",
     "StopUser",
     "User",
@@ -37,6 +41,8 @@ __all__ = [
     "constant_pacing",
     "constant_throughput",
     "events",
+    "run",
+    "run_async",
     "tag",
     "task",
 ]

@@ -32,6 +32,9 @@ def user_counts(weights: list[float], fixed_counts: list[int], total: int) -> li
     """Users per class: fixed counts first, then by weight (largest
     remainder); sums to ``total``. Raises ConfigError for a bad weight."""
 
+def validate_checks(checks: list[str]) -> None:
+    """Raises ConfigError naming the first check that does not parse."""
+
 def spawn_order(counts: list[int]) -> list[int]:
     """Class indexes in spawn order, every prefix in proportion."""
 
@@ -78,6 +81,18 @@ class StatsSnapshot:
     def stats_table(self, current: bool = False) -> str: ...
     def percentile_table(self) -> str: ...
     def failures_and_errors(self) -> str: ...
+    def csv_stats(self) -> str:
+        """``PREFIX_stats.csv``: Locust's header and columns, times in ms."""
+    def csv_history(self) -> str:
+        """``PREFIX_stats_history.csv``; needs ``snapshot(with_history=True)``."""
+    def csv_failures(self) -> str: ...
+    def csv_exceptions(self) -> str: ...
+    def html_report(self, meta_json: str) -> str:
+        """The self-contained HTML report. ``meta_json``: host, script,
+        user_classes, peak_users, version. Raises ValueError for bad meta."""
+    def evaluate_checks(self, checks: list[str]) -> tuple[str, list[tuple[str, bool, str]]]:
+        """Evaluates checks like ``"p95 < 200ms"``: the printed table and
+        ``(check, passed, actual)`` each. Raises ConfigError for a bad check."""
     @property
     def num_requests(self) -> int: ...
     @property
@@ -126,7 +141,10 @@ class Engine:
         error: str | None = None,
     ) -> None: ...
     def record_error(self, message: str, traceback: str, node: str) -> None: ...
-    def snapshot(self) -> StatsSnapshot: ...
+    def snapshot(self, *, with_history: bool = False) -> StatsSnapshot:
+        """Statistics including everything recorded before the call."""
+    def tick(self, user_count: int, *, full_history: bool = False) -> None:
+        """Closes the stats window and appends a history row."""
     def reset_stats(self) -> None: ...
     def in_flight(self) -> int: ...
     def wait_idle(self, timeout_s: float) -> bool: ...

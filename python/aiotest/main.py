@@ -166,6 +166,15 @@ def _write_reports(env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace) ->
             (f"{p}_failures.csv", snapshot.csv_failures()),
             (f"{p}_exceptions.csv", snapshot.csv_exceptions()),
         ]
+    if opts.html_file:
+        meta = {
+            "host": _hosts(env),
+            "script": opts.aiotestfile,
+            "user_classes": [c.__name__ for c in env.user_classes],
+            "peak_users": opts.users,
+            "version": _core.__version__,
+        }
+        files.append((opts.html_file, snapshot.html_report(json.dumps(meta))))
     if opts.json or opts.json_file:
         doc = {
             "aiotest_version": _core.__version__,

@@ -271,6 +271,14 @@ impl PyStatsSnapshot {
     fn csv_exceptions(&self) -> String {
         report::csv::exceptions_csv(&self.inner)
     }
+    /// The self-contained HTML report. `meta_json` holds `host`, `script`,
+    /// `user_classes`, `peak_users` and `version`. Raises ValueError for bad
+    /// metadata.
+    fn html_report(&self, meta_json: &str) -> PyResult<String> {
+        let meta: report::html::ReportMeta =
+            serde_json::from_str(meta_json).map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
+        report::html::render(&self.inner, &meta).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
     /// Evaluates checks such as `"p95 < 200ms"`; returns the printed table
     /// and `(check, passed, actual)` per check. Raises ConfigError for a
     /// check that does not parse.
