@@ -2,6 +2,7 @@
 //! command line and the demo target, plus (with the `python` feature) the
 //! PyO3 bridge that exposes them as `aiotest._core`.
 
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod engine;

@@ -11,13 +11,22 @@ import asyncio
 from typing import Any
 
 from ._core import Engine, HttpSession, RawResponse
+from .events import RequestEvent
 
 
 class EngineBridge:
-    """Connects one :class:`aiotest._core.Engine` to one asyncio loop."""
+    """Connects one :class:`aiotest._core.Engine` to one asyncio loop.
 
-    def __init__(self, engine: Engine) -> None:
+    Args:
+        engine: The engine whose completions to deliver.
+        request_event: Notified of every completion the engine recorded (and
+            of catch_response ones whose user was stopped before deciding),
+            so listeners see exactly what the statistics count.
+    """
+
+    def __init__(self, engine: Engine, request_event: RequestEvent) -> None:
         self.engine = engine
+        self.request_event = request_event
         # id -> (future, recorded by the engine?)
         self._pending: dict[int, tuple[asyncio.Future[RawResponse], bool]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,8 +55,13 @@ class EngineBridge:
 
     def _drain(self) -> None:
         pending = self._pending
+        event = self.request_event
         for request_id, raw in self.engine.drain():
             fut, recorded = pending.pop(request_id)
+            if recorded:
+                # Listeners hear of every request the engine recorded, here,
+                # whether or not its user is still waiting for it.
+                event.notify_response(raw, raw.error)
             if not fut.done():
                 fut.set_result(raw)
             elif not recorded:
@@ -57,3 +71,4 @@ class EngineBridge:
                 self.engine.record(
                     raw.method, raw.name, raw.response_time_us, raw.content_bytes, raw.error
                 )
+                event.notify_response(raw, raw.error)

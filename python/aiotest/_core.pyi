@@ -35,6 +35,9 @@ def user_counts(weights: list[float], fixed_counts: list[int], total: int) -> li
 def validate_checks(checks: list[str]) -> None:
     """Raises ConfigError naming the first check that does not parse."""
 
+def percentiles_of(samples_us: list[int]) -> list[tuple[str, int]]:
+    """Percentiles of one histogram holding exactly these samples (µs)."""
+
 def spawn_order(counts: list[int]) -> list[int]:
     """Class indexes in spawn order, every prefix in proportion."""
 

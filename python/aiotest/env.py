@@ -31,6 +31,8 @@ class Environment:
         stop_timeout_s: Seconds users may take to finish their task at stop.
         parsed_options: The command-line options, when run from the CLI.
         events: Event hooks; the global ``aiotest.events`` by default.
+        engine: An engine to share (a worker keeps one across runs); a new
+            one is started on first use otherwise.
 
     Raises:
         ConfigError: A malformed host, a user class with no host or no
@@ -47,6 +49,7 @@ class Environment:
         stop_timeout_s: float = 0.0,
         parsed_options: SimpleNamespace | None = None,
         events: Events | None = None,
+        engine: _core.Engine | None = None,
     ) -> None:
         self.events = events or global_events
         self.parsed_options = parsed_options
@@ -81,6 +84,14 @@ class Environment:
         self.engine: _core.Engine | None = None
         self.bridge: EngineBridge | None = None
         self.runner: LocalRunner | None = None
+        if engine is not None:
+            self.use_engine(engine)
+
+    def use_engine(self, engine: _core.Engine) -> None:
+        """Records into ``engine`` (and sends this run's requests through it)."""
+        self.engine = engine
+        self.bridge = EngineBridge(engine, self.events.request)
+        self.events.request._engine = engine
 
     def task_table(self, cls: type[User]) -> tuple[list[TaskFn], list[int]]:
         """The class's runnable tasks after tag filtering, with cumulative
@@ -107,9 +118,7 @@ class Environment:
         from .runner import LocalRunner
 
         if self.engine is None:
-            self.engine = _core.Engine()
-            self.bridge = EngineBridge(self.engine)
-            self.events.request._engine = self.engine
+            self.use_engine(_core.Engine())
         self.runner = LocalRunner(self, iterations=iterations)
         return self.runner
 

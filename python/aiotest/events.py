@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._core import Engine
+    from ._core import Engine, RawResponse
 
 Listener = Callable[..., Any]
 
@@ -102,6 +102,18 @@ class RequestEvent(EventHook):
     @property
     def has_listeners(self) -> bool:
         return bool(self._listeners)
+
+    def notify_response(self, raw: RawResponse, error: str | None) -> None:
+        """Tells listeners (if any) of one HTTP request the engine finished."""
+        if self._listeners:
+            super().fire(
+                request_type=raw.method,
+                name=raw.name,
+                response_time=raw.response_time_us / 1000,
+                response_length=raw.content_bytes,
+                exception=error,
+                url=raw.url,
+            )
 
     @contextlib.contextmanager
     def measure(self, request_type: str, name: str) -> Iterator[dict[str, Any]]:

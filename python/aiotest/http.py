@@ -173,8 +173,6 @@ class RequestContext:
         session = self._session
         raw = await session._bridge.submit(session._core, *self._args)
         self._response = Response(raw, self)
-        if not self._catch:
-            session._notify(raw, raw.error)
         return self._response
 
     async def __aenter__(self) -> Response:
@@ -319,13 +317,4 @@ class HttpSession:
         return self.request("OPTIONS", url, **kwargs)
 
     def _notify(self, raw: RawResponse, error: str | None) -> None:
-        event = self._request_event
-        if event.has_listeners:
-            event.notify(
-                request_type=raw.method,
-                name=raw.name,
-                response_time=raw.response_time_us / 1000,
-                response_length=raw.content_bytes,
-                exception=error,
-                url=raw.url,
-            )
+        self._request_event.notify_response(raw, error)

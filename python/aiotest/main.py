@@ -48,12 +48,24 @@ def run_cli(argv: list[str]) -> int:
     try:
         checks = collect_checks(opts)
         _check_output_paths(opts)
-        env = _prepare(opts)
+        if opts.worker:
+            classes, env = _load_classes(opts), None
+        else:
+            env = _prepare(opts)
+            if env is None:
+                return 0
+            classes = env.user_classes
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if env is None:
-        return 0
+    if opts.processes or opts.worker or opts.master:
+        from . import cluster
+
+        if opts.processes:
+            return asyncio.run(cluster.run_processes(env, classes, opts, checks))
+        if opts.worker:
+            return asyncio.run(cluster.run_worker(classes, opts))
+        return asyncio.run(cluster.run_master(env, opts, checks))
     if not opts.headless:
         log.warning(
             "the web UI is not available yet: running headless (pass --headless to silence this)"
@@ -61,13 +73,18 @@ def run_cli(argv: list[str]) -> int:
     return asyncio.run(run_headless(env, opts, checks))
 
 
-def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
-    from .env import Environment
-    from .events import events
+def _load_classes(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
     from .loader import load_aiotestfile, select_user_classes, user_classes_in
 
     module = load_aiotestfile(opts.aiotestfile)
-    classes = select_user_classes(user_classes_in(module), opts.user_classes, opts.aiotestfile)
+    return select_user_classes(user_classes_in(module), opts.user_classes, opts.aiotestfile)
+
+
+def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
+    from .env import Environment
+    from .events import events
+
+    classes = _load_classes(opts)
     if opts.list:
         for cls in classes:
             print(cls.__name__)
@@ -126,14 +143,30 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             "iterations": f"{opts.iterations} iterations done",
         }.get(outcome.reason, outcome.reason),
     )
-    snapshot = outcome.snapshot
-    _print_final(snapshot, out)
-    _write_reports(env, snapshot, opts)
-    env.events.quitting.fire(environment=env)
     if outcome.spawn_error is not None:
         exc = outcome.spawn_error
         print(f"error: spawning users failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        finish_run(env, opts, checks, outcome.snapshot, task_runs=env.runner.task_runs, out=out)
         return exc.exit_code if isinstance(exc, AiotestError) else 1
+    return finish_run(env, opts, checks, outcome.snapshot, task_runs=env.runner.task_runs, out=out)
+
+
+def finish_run(  # type: ignore[no-untyped-def]
+    env,
+    opts: SimpleNamespace,
+    checks: list[str],
+    snapshot: _core.StatsSnapshot,
+    *,
+    task_runs: int,
+    out: TextIO,
+) -> int:
+    """Prints the final tables, writes every report and evaluates the checks,
+    all from one snapshot (local mode and master alike). Returns the exit
+    code: 3 for a failed check, else ``--exit-code-on-error`` for failures or
+    user errors, else 0."""
+    _print_final(snapshot, out)
+    _write_reports(env, snapshot, opts, task_runs)
+    env.events.quitting.fire(environment=env)
     if checks:
         table, results = snapshot.evaluate_checks(checks)
         print(table, file=out, flush=True)
@@ -154,7 +187,9 @@ def _print_final(snapshot: _core.StatsSnapshot, out: TextIO) -> None:
     out.flush()
 
 
-def _write_reports(env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace) -> None:  # type: ignore[no-untyped-def]
+def _write_reports(
+    env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace, task_runs: int
+) -> None:  # type: ignore[no-untyped-def]
     """Writes every report asked for; one that cannot be written is logged
     and the others are still written."""
     files: list[tuple[str, str]] = []
@@ -181,7 +216,7 @@ def _write_reports(env, snapshot: _core.StatsSnapshot, opts: SimpleNamespace) ->
             "host": _hosts(env),
             "user_classes": [c.__name__ for c in env.user_classes],
             "user_count": opts.users,
-            "task_runs": env.runner.task_runs,
+            "task_runs": task_runs,
             "stats": json.loads(snapshot.to_json()),
         }
         text = json.dumps(doc, indent=2)

@@ -68,11 +68,18 @@ class LocalRunner:
         Raises:
             ConfigError: For a bad class weight.
         """
-        env = self.environment
-        classes = env.user_classes
+        classes = self.environment.user_classes
         target = _core.user_counts(
             [float(c.weight) for c in classes], [int(c.fixed_count) for c in classes], user_count
         )
+        await self.start_counts(target, spawn_rate)
+
+    async def start_counts(self, target: list[int], spawn_rate: float) -> None:
+        """Ramps to exactly ``target[i]`` users of class ``i`` (in the order of
+        ``environment.user_classes``) at ``spawn_rate`` users/s: what a
+        worker does with the master's ``spawn`` message."""
+        env = self.environment
+        classes = env.user_classes
         current = [len(self._users[c]) for c in classes]
         for cls, want, have in zip(classes, target, current, strict=True):
             for user, task in self._users[cls][want:have][::-1]:

@@ -13,10 +13,13 @@ use crate::engine::{Engine, HttpOutcome, HttpSession, RequestSpec};
 use crate::report;
 use crate::stats::{console, unix_now_s, RequestSample, StatsSnapshot};
 
+/// One evaluated check as Python sees it: (check, passed, actual).
+type CheckRow = (String, bool, String);
+
 /// The process's HTTP engine (`aiotest._core.Engine`). See `_core.pyi`.
 #[pyclass(name = "Engine", module = "aiotest._core", frozen)]
 pub struct PyEngine {
-    inner: Arc<Engine>,
+    pub(crate) inner: Arc<Engine>,
 }
 
 /// One user's session: its own cookies and connections.
@@ -275,9 +278,10 @@ impl PyStatsSnapshot {
     /// `user_classes`, `peak_users` and `version`. Raises ValueError for bad
     /// metadata.
     fn html_report(&self, meta_json: &str) -> PyResult<String> {
-        let meta: report::html::ReportMeta =
-            serde_json::from_str(meta_json).map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
-        report::html::render(&self.inner, &meta).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+        let meta: report::html::ReportMeta = serde_json::from_str(meta_json)
+            .map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
+        report::html::render(&self.inner, &meta)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
     /// Evaluates checks such as `"p95 < 200ms"`; returns the printed table
     /// and `(check, passed, actual)` per check. Raises ConfigError for a
@@ -286,7 +290,7 @@ impl PyStatsSnapshot {
         &self,
         py: Python<'_>,
         checks: Vec<String>,
-    ) -> PyResult<(String, Vec<(String, bool, String)>)> {
+    ) -> PyResult<(String, Vec<CheckRow>)> {
         let parsed = parse_checks(py, &checks)?;
         let results = report::checks::evaluate(&parsed, &self.inner);
         let table = report::checks::results_table(&results);
@@ -333,6 +337,17 @@ fn user_counts(
     dispatch::user_counts(&specs, total).map_err(|e| dispatch_error(py, e))
 }
 
+/// Percentiles (`[("50%", µs), ...]`, Locust's columns) of one histogram
+/// holding exactly `samples_us`: the reference a merge must equal.
+#[pyfunction]
+fn percentiles_of(samples_us: Vec<u64>) -> Vec<(String, u64)> {
+    let mut entry = crate::stats::StatsEntry::new("", "");
+    for v in samples_us {
+        entry.record(v, 0, false, 0.0);
+    }
+    entry.snapshot(0.0, 1.0).percentiles_us
+}
+
 /// The spawn order (class indexes) that keeps every prefix in proportion.
 #[pyfunction]
 fn spawn_order(counts: Vec<u64>) -> Vec<usize> {
@@ -375,6 +390,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStatsSnapshot>()?;
     m.add_function(wrap_pyfunction!(user_counts, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_order, m)?)?;
+    m.add_function(wrap_pyfunction!(percentiles_of, m)?)?;
     m.add_function(wrap_pyfunction!(validate_host, m)?)?;
     m.add_function(wrap_pyfunction!(validate_checks, m)?)?;
     Ok(())

@@ -2,6 +2,7 @@
 //! part of the core and registers it on `aiotest._core`.
 
 mod cli;
+mod cluster;
 mod engine;
 mod errors;
 mod target;
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     cli::register(m)?;
+    cluster::register(m)?;
     engine::register(m)?;
     target::register(m)?;
     Ok(())

@@ -147,7 +147,12 @@ pub struct RunOptions {
     pub iterations: Option<u64>,
 
     /// A pass/fail check on the final statistics, e.g. "p95 < 200ms" or "GET /items: p99 < 500ms"; repeatable. A breach exits with code 3.
-    #[arg(long = "check", env = "AIOTEST_CHECK", value_name = "CHECK", value_delimiter = ';')]
+    #[arg(
+        long = "check",
+        env = "AIOTEST_CHECK",
+        value_name = "CHECK",
+        value_delimiter = ';'
+    )]
     pub checks: Vec<String>,
 
     /// Exit code 3 if the failure ratio is above R (locust-plugins' flag).
@@ -161,6 +166,75 @@ pub struct RunOptions {
     /// Exit code 3 if the average response time is above MS milliseconds (locust-plugins' flag).
     #[arg(long, env = "AIOTEST_CHECK_AVG_RESPONSE_TIME", value_name = "MS")]
     pub check_avg_response_time: Option<f64>,
+
+    /// Run as the master of a distributed test: workers run the users.
+    #[arg(long, env = "AIOTEST_MASTER", conflicts_with = "worker")]
+    pub master: bool,
+
+    /// Address the master binds (`*` for all).
+    #[arg(
+        long,
+        env = "AIOTEST_MASTER_BIND_HOST",
+        default_value = "*",
+        value_name = "HOST"
+    )]
+    pub master_bind_host: String,
+
+    /// Port the master binds.
+    #[arg(
+        long,
+        env = "AIOTEST_MASTER_BIND_PORT",
+        default_value_t = 5557,
+        value_name = "PORT"
+    )]
+    pub master_bind_port: u16,
+
+    /// Workers the master waits for before starting.
+    #[arg(
+        long,
+        env = "AIOTEST_EXPECT_WORKERS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub expect_workers: u32,
+
+    /// Seconds the master waits for --expect-workers; 0 waits forever.
+    #[arg(long = "expect-workers-max-wait", env = "AIOTEST_EXPECT_WORKERS_MAX_WAIT", default_value = "0", value_parser = parse_duration_s, value_name = "TIME")]
+    pub expect_workers_max_wait_s: f64,
+
+    /// Run as a worker: take users from a master.
+    #[arg(long, env = "AIOTEST_WORKER")]
+    pub worker: bool,
+
+    /// The master's address, for --worker.
+    #[arg(
+        long,
+        env = "AIOTEST_MASTER_HOST",
+        default_value = "127.0.0.1",
+        value_name = "HOST"
+    )]
+    pub master_host: String,
+
+    /// The master's port, for --worker.
+    #[arg(
+        long,
+        env = "AIOTEST_MASTER_PORT",
+        default_value_t = 5557,
+        value_name = "PORT"
+    )]
+    pub master_port: u16,
+
+    /// Fork N local worker processes (-1: one per core); without --worker this process becomes their master.
+    #[arg(long, env = "AIOTEST_PROCESSES", value_parser = parse_processes, value_name = "N")]
+    pub processes: Option<i64>,
+
+    /// Seconds between heartbeats, both ways.
+    #[arg(long = "heartbeat-interval", env = "AIOTEST_HEARTBEAT_INTERVAL", default_value = "1", value_parser = parse_duration_s, value_name = "TIME")]
+    pub heartbeat_interval_s: f64,
+
+    /// Missed heartbeats before a peer counts as gone.
+    #[arg(long, env = "AIOTEST_HEARTBEAT_LIVENESS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub heartbeat_liveness: u32,
 
     /// User classes to run (all of them when none are named).
     #[arg(value_name = "USER_CLASS")]
@@ -179,7 +253,18 @@ fn parse_users(text: &str) -> Result<u64, String> {
 fn parse_iterations(text: &str) -> Result<u64, String> {
     match text.trim().parse::<i64>() {
         Ok(n) if n > 0 => Ok(n as u64),
-        _ => Err(format!("'{text}' is not an iteration count: give a whole number above 0, e.g. -i 1000")),
+        _ => Err(format!(
+            "'{text}' is not an iteration count: give a whole number above 0, e.g. -i 1000"
+        )),
+    }
+}
+
+fn parse_processes(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n == -1 || n > 0 => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a process count: give a number above 0, or -1 for one per core"
+        )),
     }
 }
 

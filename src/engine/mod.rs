@@ -76,6 +76,11 @@ impl Engine {
         })
     }
 
+    /// The engine's tokio runtime, for the cluster link's tasks.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
     /// A handle to this engine's statistics.
     pub fn recorder(&self) -> Recorder {
         self.aggregator.recorder()

@@ -60,7 +60,12 @@ pub fn utc_text(unix_s: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn duration_text(s: f64) -> String {
@@ -92,7 +97,11 @@ pub fn render(snap: &StatsSnapshot, meta: &ReportMeta) -> Result<String, minijin
             fps: h.total.fail_per_s,
             n: h.total.window_requests,
             // PERCENTILES: 50% is index 0, 95% index 5, 99% index 7.
-            p: [pick(0, &h.total.percentiles_us), pick(5, &h.total.percentiles_us), pick(7, &h.total.percentiles_us)],
+            p: [
+                pick(0, &h.total.percentiles_us),
+                pick(5, &h.total.percentiles_us),
+                pick(7, &h.total.percentiles_us),
+            ],
         })
         .collect();
     let mut rows = snap.entries.clone();
@@ -151,7 +160,7 @@ mod tests {
         assert!(html.contains("uPlot"));
         assert!(html.contains("chart-response-times"));
         assert!(html.contains("<td>2.50</td>")); // the 2.5 ms response time, in ms
-        // Nothing is fetched: no external script, stylesheet or font.
+                                                 // Nothing is fetched: no external script, stylesheet or font.
         assert!(!html.contains("<script src") && !html.contains("<link"));
     }
 }

@@ -22,6 +22,8 @@ enum Message {
         user_count: u64,
         full_history: bool,
     },
+    Merge(Box<Stats>),
+    Take(mpsc::Sender<Stats>),
     Reset,
     Shutdown,
 }
@@ -72,6 +74,19 @@ impl Recorder {
                 with_history,
             })
             .ok()?;
+        rx.recv().ok()
+    }
+
+    /// Adds a worker's report to these statistics (the master's side).
+    pub fn merge(&self, stats: Stats) {
+        let _ = self.tx.send(Message::Merge(Box::new(stats)));
+    }
+
+    /// Everything recorded since the last `take`, leaving the statistics
+    /// empty (a worker's report interval). `None` once shut down.
+    pub fn take(&self) -> Option<Stats> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Message::Take(tx)).ok()?;
         rx.recv().ok()
     }
 
@@ -132,6 +147,11 @@ impl Aggregator {
                             full_history,
                         } => {
                             history.push(stats.tick(unix_now_s(), user_count, full_history));
+                        }
+                        Message::Merge(other) => stats.merge(&other),
+                        Message::Take(reply) => {
+                            let taken = std::mem::replace(&mut stats, Stats::new(unix_now_s()));
+                            let _ = reply.send(taken);
                         }
                         Message::Reset => stats = Stats::new(unix_now_s()),
                         Message::Shutdown => break,

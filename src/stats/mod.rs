@@ -11,7 +11,9 @@ mod entry;
 mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
-pub use entry::{format_quantile, EntrySnapshot, HistoryEntry, StatsEntry, Window, PERCENTILES};
+pub use entry::{
+    format_quantile, new_histogram, EntrySnapshot, HistoryEntry, StatsEntry, Window, PERCENTILES,
+};
 pub use registry::{
     ErrorEntry, FailureEntry, HistoryRow, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME,
 };

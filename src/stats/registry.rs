@@ -27,7 +27,7 @@ pub struct RequestSample {
 }
 
 /// Occurrences of one failure: (method, name, error text).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct FailureEntry {
     pub method: String,
     pub name: String,
@@ -38,7 +38,7 @@ pub struct FailureEntry {
 }
 
 /// Occurrences of one distinct exception raised in user code.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ErrorEntry {
     pub message: String,
     pub traceback: String,
@@ -167,6 +167,10 @@ impl Stats {
                 .merge(entry);
         }
         self.total.merge(&other.total);
+        self.merge_failures_and_errors(other);
+    }
+
+    fn merge_failures_and_errors(&mut self, other: &Stats) {
         for (key, f) in &other.failures {
             match self.failures.get_mut(key) {
                 Some(mine) => {
@@ -195,6 +199,43 @@ impl Stats {
                 }
             }
         }
+    }
+
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &StatsEntry> {
+        self.entries.values()
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &FailureEntry> {
+        self.failures.values()
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &ErrorEntry> {
+        self.errors.values()
+    }
+
+    /// Adds a whole entry (decoded from a worker's report) and counts it in
+    /// the Aggregated row.
+    pub fn insert_entry(&mut self, entry: StatsEntry) {
+        self.total.merge(&entry);
+        self.entries
+            .entry((entry.method.clone(), entry.name.clone()))
+            .or_insert_with(|| StatsEntry::new(&entry.method, &entry.name))
+            .merge(&entry);
+    }
+
+    pub fn insert_failure(&mut self, f: FailureEntry) {
+        let key = (f.method.clone(), f.name.clone(), f.error.clone());
+        let mut one = Stats::new(self.start_s);
+        one.failures.insert(key, f);
+        self.merge_failures_and_errors(&one);
+    }
+
+    pub fn insert_error(&mut self, e: ErrorEntry) {
+        let key = (e.message.clone(), e.traceback.clone());
+        let mut one = Stats::new(self.start_s);
+        one.errors.insert(key, e);
+        self.merge_failures_and_errors(&one);
     }
 
     /// The sum of all entries (Locust's "Aggregated" row).

@@ -1,0 +1,414 @@
+"""Distributed mode: the master and worker processes.
+
+The Rust links (``_core.Master``, ``_core.Worker``) speak the protocol of
+docs/protocol.md; this module does what only Python can: spawn and stop the
+users on a worker, and drive a run, print and report on the master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any, TextIO
+
+from . import _core
+from .env import Environment
+from .exceptions import ConfigError
+from .user import User
+
+log = logging.getLogger("aiotest.cluster")
+
+STATS_INTERVAL_S = 1.0
+LIVE_STATS_INTERVAL_S = 2.0
+WAITING_LOG_INTERVAL_S = 5.0
+
+
+def _events_to_queue(loop: asyncio.AbstractEventLoop, link: Any) -> asyncio.Queue[dict[str, Any]]:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def drain() -> None:
+        for text in link.drain_events():
+            queue.put_nowait(json.loads(text))
+
+    loop.add_reader(link.wakeup_fd(), drain)
+    return queue
+
+
+class _Load:
+    """This process's CPU (% of one core since the last call) and RSS."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time()
+        self._wall = time.monotonic()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def sample(self) -> tuple[float, int]:
+        cpu, wall = time.process_time(), time.monotonic()
+        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._cpu, self._wall = cpu, wall
+        try:
+            with open("/proc/self/statm") as fh:
+                rss = int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            rss = 0
+        return percent, rss
+
+
+# ---------------------------------------------------------------- worker
+
+
+async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
+    """Serves master after master until told to quit (Ctrl-C, SIGTERM, or
+    the ``quit`` message): runs the users each ``spawn`` asks for, stops them
+    on ``stop``, when the master leaves or falls silent, and then waits for
+    the next master. Returns the exit code."""
+    engine = _core.Engine()
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    link = _core.Worker(
+        engine,
+        master_host=opts.master_host,
+        master_port=opts.master_port,
+        worker_id=worker_id,
+        heartbeat_interval_s=opts.heartbeat_interval_s,
+        heartbeat_liveness=opts.heartbeat_liveness,
+    )
+    loop = asyncio.get_running_loop()
+    events = _events_to_queue(loop, link)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: events.put_nowait({"event": "interrupted"}))
+    by_name = {c.__name__: c for c in classes}
+    state = SimpleNamespace(
+        env=None, runner=None, run_id=0, spawn=None, task_runs_done=0, index=None
+    )
+    load = _Load()
+    last_waiting = 0.0
+
+    def task_runs() -> int:
+        return state.task_runs_done + (state.runner.task_runs if state.runner else 0)
+
+    async def report_progress() -> None:
+        while True:
+            runner = state.runner
+            cpu, rss = load.sample()
+            link.progress(
+                runner.state if runner else "ready",
+                runner.user_count if runner else 0,
+                task_runs(),
+                cpu,
+                rss,
+            )
+            await asyncio.sleep(STATS_INTERVAL_S / 2)
+
+    async def stop_users() -> None:
+        if state.spawn is not None:
+            state.spawn.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await state.spawn
+            state.spawn = None
+        if state.runner is not None:
+            await state.runner.stop()
+
+    async def spawn(event: dict[str, Any]) -> None:
+        settings = event["settings"]
+        if event["run_id"] != state.run_id or state.runner is None:
+            await stop_users()
+            if state.runner is not None:
+                state.task_runs_done += state.runner.task_runs
+            unknown = [c["name"] for c in event["user_classes"] if c["name"] not in by_name]
+            if unknown:
+                log.error(
+                    "the master asked for user classes this aiotestfile lacks: %s",
+                    ", ".join(unknown),
+                )
+            env = Environment(
+                user_classes=[
+                    by_name[c["name"]] for c in event["user_classes"] if c["name"] in by_name
+                ],
+                host=settings.get("host"),
+                tags=settings.get("tags"),
+                exclude_tags=settings.get("exclude_tags"),
+                stop_timeout_s=settings.get("stop_timeout_s", 0.0),
+                parsed_options=opts,
+                engine=engine,
+            )
+            state.env, state.run_id = env, event["run_id"]
+            state.runner = env.create_local_runner(iterations=settings.get("iterations"))
+        runner = state.runner
+        runner.iterations = settings.get("iterations")
+        counts = {c["name"]: c["users"] for c in event["user_classes"]}
+        target = [counts.get(cls.__name__, 0) for cls in runner.environment.user_classes]
+        run_id = event["run_id"]
+
+        async def ramp() -> None:
+            await runner.start_counts(target, event["spawn_rate_per_s"])
+            link.spawning_complete(run_id, runner.user_count)
+
+        if state.spawn is not None:
+            state.spawn.cancel()
+        state.spawn = asyncio.create_task(ramp())
+
+    progress = asyncio.create_task(report_progress())
+    try:
+        while True:
+            event = await events.get()
+            kind = event["event"]
+            log.debug("from the master link: %s", event)
+            if kind == "waiting":
+                now = time.monotonic()
+                if now - last_waiting >= WAITING_LOG_INTERVAL_S - 0.5:
+                    log.info(
+                        "Waiting for the master at %s (%s)", event["endpoint"], event["detail"]
+                    )
+                    last_waiting = now
+            elif kind == "joined":
+                state.index = event["worker_index"]
+                log.info("Joined the master as worker %d", state.index)
+            elif kind == "refused":
+                print(f"error: the master refused this worker: {event['reason']}", file=sys.stderr)
+                return 2
+            elif kind == "spawn":
+                await spawn(event)
+            elif kind == "stop":
+                await stop_users()
+                link.stopped(event["run_id"])
+            elif kind == "master_lost":
+                log.warning(
+                    "The master was silent for %.1fs: stopping users, waiting for a master",
+                    event["silent_s"],
+                )
+                await stop_users()
+            elif kind == "master_left":
+                log.info("The master left: waiting for the next one")
+                await stop_users()
+            elif kind in ("quit", "interrupted"):
+                await stop_users()
+                if kind == "interrupted":
+                    link.quit()
+                log.info("Quitting (%s)", "the master said so" if kind == "quit" else "interrupted")
+                return 0
+            elif kind == "message_dropped":
+                log.warning("Dropped a message from the master: %s", event["reason"])
+    finally:
+        progress.cancel()
+        loop.remove_reader(link.wakeup_fd())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# ---------------------------------------------------------------- master
+
+
+def _workers_table(status: dict[str, Any]) -> str:
+    lines = [f"Workers: {status['live_workers']} connected, {status['user_count']} users"]
+    lines.append(f"  {'#':>3}  {'state':<9} {'users':>6} {'cpu %':>6} {'mem MB':>7}  id")
+    for w in status["workers"]:
+        lines.append(
+            f"  {w['index']:>3}  {w['state']:<9} {w['user_count']:>6} {w['cpu_percent']:>6.1f} "
+            f"{w['memory_bytes'] / 1e6:>7.1f}  {w['worker_id']}"
+        )
+    return "\n".join(lines)
+
+
+async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str]) -> int:
+    """Waits for the workers, runs the test over them, then prints the
+    merged statistics and writes the reports. Returns the exit code."""
+    from .main import finish_run
+
+    engine = _core.Engine(worker_threads=2)
+    try:
+        master = _core.Master(
+            engine,
+            bind_host=opts.master_bind_host,
+            bind_port=opts.master_bind_port,
+            heartbeat_interval_s=opts.heartbeat_interval_s,
+            heartbeat_liveness=opts.heartbeat_liveness,
+        )
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env.use_engine(engine)
+    loop = asyncio.get_running_loop()
+    events = _events_to_queue(loop, master)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    out: TextIO = sys.stderr if opts.json else sys.stdout
+
+    def status() -> dict[str, Any]:
+        return json.loads(master.status())
+
+    async def log_events() -> None:
+        while True:
+            e = await events.get()
+            kind = e["event"]
+            if kind == "worker_joined":
+                log.info("Worker %d joined (%s)", e["index"], e["worker_id"])
+            elif kind == "worker_missing":
+                log.warning(
+                    "Worker %d is missing: silent for %.1fs; its users move to the others",
+                    e["index"],
+                    e["silent_s"],
+                )
+            elif kind == "worker_left":
+                log.info("Worker %d left", e["index"])
+            elif kind == "worker_refused":
+                log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
+            elif kind == "exception":
+                log.debug("Worker %d: %s", e["index"], e["message"])
+            elif kind == "message_dropped":
+                log.warning("Dropped a message: %s", e["reason"])
+            elif kind == "fatal":
+                log.error("Master link failed: %s", e["reason"])
+                stop.set()
+
+    logger = asyncio.create_task(log_events())
+    try:
+        if opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning(
+                "The master listens on %s without a shared secret: any host that reaches port %d can join",
+                opts.master_bind_host,
+                opts.master_bind_port,
+            )
+        # Wait for the workers.
+        started = time.monotonic()
+        last_log = 0.0
+        while (live := status()["live_workers"]) < opts.expect_workers:
+            waited = time.monotonic() - started
+            if opts.expect_workers_max_wait_s and waited >= opts.expect_workers_max_wait_s:
+                print(
+                    f"error: only {live} of {opts.expect_workers} workers connected within "
+                    f"{opts.expect_workers_max_wait_s:g}s: start more workers or lower --expect-workers",
+                    file=sys.stderr,
+                )
+                return 1
+            if waited - last_log >= WAITING_LOG_INTERVAL_S or last_log == 0.0:
+                log.info("Waiting for workers: %d of %d connected", live, opts.expect_workers)
+                last_log = waited or 1e-9
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.1)
+            if stop.is_set():
+                return 0
+        plan = {
+            "classes": [
+                {"name": c.__name__, "weight": float(c.weight), "fixed_count": int(c.fixed_count)}
+                for c in env.user_classes
+            ],
+            "users": opts.users,
+            "spawn_rate_per_s": opts.spawn_rate,
+            "settings": {
+                "host": opts.host,
+                "tags": opts.tags,
+                "exclude_tags": opts.exclude_tags,
+                "stop_timeout_s": opts.stop_timeout_s,
+                "iterations": opts.iterations,
+            },
+        }
+        env.events.test_start.fire(environment=env)
+        log.info(
+            "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
+        )
+        master.start(json.dumps(plan))
+        began = time.monotonic()
+        next_tick = began + STATS_INTERVAL_S
+        next_live = began + LIVE_STATS_INTERVAL_S
+        reason = "stopped"
+        while True:
+            now = time.monotonic()
+            if opts.run_time_s is not None and now - began >= opts.run_time_s:
+                reason = "run time"
+                break
+            st = status()
+            if opts.iterations is not None and st["task_runs"] >= opts.iterations:
+                reason = "iterations"
+                break
+            if now >= next_tick:
+                engine.tick(st["user_count"], full_history=opts.csv_full_history)
+                next_tick += STATS_INTERVAL_S
+            if now >= next_live and not opts.only_summary:
+                print(_workers_table(st), file=out)
+                print(engine.snapshot().stats_table(current=True), file=out, flush=True)
+                next_live += LIVE_STATS_INTERVAL_S
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.1)
+            if stop.is_set():
+                break
+        user_count = status()["user_count"]
+        log.info("Stopping the workers (%s)", reason)
+        master.stop()
+        deadline = (
+            time.monotonic()
+            + opts.stop_timeout_s
+            + opts.heartbeat_interval_s * opts.heartbeat_liveness
+            + 10
+        )
+        while not (st := status())["all_stopped"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not st["all_stopped"]:
+            log.warning("Not every worker confirmed stopping; reporting what arrived")
+        engine.tick(user_count, full_history=opts.csv_full_history)
+        env.events.test_stop.fire(environment=env)
+        snapshot = engine.snapshot(with_history=True)
+        print(_workers_table(st), file=out)
+        return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
+    finally:
+        logger.cancel()
+        master.quit()
+        loop.remove_reader(master.wakeup_fd())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def worker_argv(opts: SimpleNamespace, master_port: int) -> list[str]:
+    """The command line of a local worker for ``--processes``."""
+    argv = [sys.executable, "-m", "aiotest", "-f", opts.aiotestfile, "--worker"]
+    argv += ["--master-host", "127.0.0.1", "--master-port", str(master_port)]
+    argv += [
+        "--heartbeat-interval",
+        str(opts.heartbeat_interval_s),
+        "--heartbeat-liveness",
+        str(opts.heartbeat_liveness),
+    ]
+    argv += ["-L", opts.loglevel]
+    return argv
+
+
+async def run_processes(
+    env: Environment | None, classes: list[type[User]], opts: SimpleNamespace, checks: list[str]
+) -> int:
+    """``--processes N``: N local workers; this process is their master
+    (or, with ``--worker``, only their parent)."""
+    count = (os.cpu_count() or 1) if opts.processes == -1 else opts.processes
+    if opts.worker:
+        port = opts.master_port
+    else:
+        port = opts.master_bind_port
+        if opts.master_bind_host == "*":
+            opts.master_bind_host = "127.0.0.1"
+        opts.expect_workers = max(opts.expect_workers, count)
+    children = [
+        await asyncio.create_subprocess_exec(*worker_argv(opts, port)) for _ in range(count)
+    ]
+    try:
+        if opts.worker:
+            codes = await asyncio.gather(*(c.wait() for c in children))
+            return max(codes, default=0)
+        if env is None:
+            raise ConfigError("--processes needs the aiotestfile's user classes")
+        return await run_master(env, opts, checks)
+    finally:
+        for c in children:
+            if c.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.terminate()
+        for c in children:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(c.wait(), timeout=10)

@@ -1,0 +1,507 @@
+//! The master: accepts workers, tells each which users to run, merges their
+//! statistics into its own, and watches their heartbeats. It runs no users.
+//!
+//! Python drives it with [`MasterCommand`]s and learns what happened from
+//! [`ClusterEvent`]s on a [`CompletionQueue`] (one wake-up per batch).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::plan::{assign_users, split_iterations, ClassPlan};
+use super::protocol::{check_ready, Load, Message, RunSettings};
+use super::transport::{PeerId, Transport};
+use crate::engine::CompletionQueue;
+use crate::stats::{unix_now_s, Recorder};
+
+/// Heartbeat timing, shared by master and workers (Locust's
+/// `--heartbeat-interval` and `--heartbeat-liveness`).
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeats {
+    pub interval: Duration,
+    /// Missed intervals before a peer counts as gone.
+    pub liveness: u32,
+}
+
+impl Heartbeats {
+    /// How long a silent peer stays alive.
+    pub fn timeout(&self) -> Duration {
+        self.interval * self.liveness.max(1)
+    }
+}
+
+/// A test to run over the cluster.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub classes: Vec<ClassPlan>,
+    pub users: u64,
+    /// For the whole cluster; each worker gets its share.
+    pub spawn_rate_per_s: f64,
+    /// `settings.iterations` is the cluster total; workers get exact shares.
+    pub settings: RunSettings,
+}
+
+/// What Python asks of the master.
+pub enum MasterCommand {
+    Start(RunPlan),
+    Stop,
+    /// Ends the master: workers are told it is leaving (they stay up). The
+    /// sender hears back once that is sent.
+    Quit(std::sync::mpsc::Sender<()>),
+    Status(std::sync::mpsc::Sender<ClusterStatus>),
+}
+
+/// What Python hears from the master.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    WorkerJoined {
+        index: u32,
+        worker_id: String,
+    },
+    WorkerMissing {
+        index: u32,
+        silent_s: f64,
+    },
+    WorkerLeft {
+        index: u32,
+    },
+    WorkerRefused {
+        worker_id: String,
+        reason: String,
+    },
+    Exception {
+        index: u32,
+        message: String,
+        traceback: String,
+    },
+    MessageDropped {
+        reason: String,
+    },
+    Custom {
+        index: u32,
+        name: String,
+        data: serde_json::Value,
+    },
+    Fatal {
+        reason: String,
+    },
+}
+
+/// One worker, as the master sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub index: u32,
+    pub worker_id: String,
+    /// ready, spawning, running, stopped or missing.
+    pub state: String,
+    pub user_count: u64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    /// Seconds since anything arrived from it.
+    pub last_heartbeat_s: f64,
+}
+
+/// The cluster at a glance, for the console and for Python's waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub workers: Vec<WorkerStatus>,
+    /// Workers connected and not missing.
+    pub live_workers: usize,
+    pub run_id: u64,
+    pub user_count: u64,
+    /// Task executions reported by workers in this run.
+    pub task_runs: u64,
+    /// Every live worker reported all users spawned for this run.
+    pub spawning_complete: bool,
+    /// Every live worker reported stopping this run.
+    pub all_stopped: bool,
+}
+
+struct Slot {
+    index: u32,
+    worker_id: String,
+    state: String,
+    user_count: u64,
+    load: Load,
+    last_seen: Instant,
+    missing: bool,
+    spawned_run: u64,
+    stopped_run: u64,
+    /// This worker's share of the run's iterations, and what it reported.
+    iterations: Option<u64>,
+    task_runs: u64,
+}
+
+struct Master<T: Transport> {
+    transport: T,
+    heartbeats: Heartbeats,
+    recorder: Recorder,
+    events: Arc<CompletionQueue<ClusterEvent>>,
+    slots: BTreeMap<PeerId, Slot>,
+    /// worker_id -> index, so a worker keeps its index when it reconnects.
+    indexes: HashMap<String, u32>,
+    next_index: u32,
+    run: Option<RunPlan>,
+    run_id: u64,
+    stopping: bool,
+}
+
+/// Runs the master until [`MasterCommand::Quit`] or until its command
+/// channel closes.
+pub async fn run_master<T: Transport>(
+    transport: T,
+    heartbeats: Heartbeats,
+    recorder: Recorder,
+    events: Arc<CompletionQueue<ClusterEvent>>,
+    mut commands: UnboundedReceiver<MasterCommand>,
+) {
+    let mut m = Master {
+        transport,
+        heartbeats,
+        recorder,
+        events,
+        slots: BTreeMap::new(),
+        indexes: HashMap::new(),
+        next_index: 0,
+        run: None,
+        run_id: 0,
+        stopping: false,
+    };
+    let mut beat = tokio::time::interval(heartbeats.interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = m.transport.recv() => match received {
+                Ok((peer, frame)) => m.on_frame(peer, &frame).await,
+                Err(e) => {
+                    m.events.push(ClusterEvent::Fatal { reason: e.to_string() });
+                    return;
+                }
+            },
+            command = commands.recv() => match command {
+                Some(MasterCommand::Start(plan)) => m.start(plan).await,
+                Some(MasterCommand::Stop) => m.stop().await,
+                Some(MasterCommand::Status(reply)) => {
+                    let _ = reply.send(m.status());
+                }
+                Some(MasterCommand::Quit(done)) => {
+                    // Workers outlive a master: they wait for the next one.
+                    m.broadcast(&Message::Leaving).await;
+                    let _ = done.send(());
+                    return;
+                }
+                None => {
+                    m.broadcast(&Message::Leaving).await;
+                    return;
+                }
+            },
+            _ = beat.tick() => m.on_heartbeat_tick().await,
+        }
+    }
+}
+
+impl<T: Transport> Master<T> {
+    async fn send(&mut self, peer: &PeerId, message: &Message) {
+        // A worker that went away is found by its heartbeats, not here.
+        let _ = self.transport.send(peer, message.encode()).await;
+    }
+
+    async fn broadcast(&mut self, message: &Message) {
+        let peers: Vec<PeerId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.missing)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in peers {
+            self.send(&peer, message).await;
+        }
+    }
+
+    async fn on_frame(&mut self, peer: PeerId, frame: &[u8]) {
+        let message = match Message::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push(ClusterEvent::MessageDropped {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        if let Message::Ready {
+            aiotest_version,
+            protocol_version,
+            worker_id,
+        } = message
+        {
+            return self
+                .on_ready(peer, aiotest_version, protocol_version, worker_id)
+                .await;
+        }
+        let Some(slot) = self.slots.get_mut(&peer) else {
+            // Not ours: we restarted since it joined. Ask it to join again.
+            if !matches!(message, Message::Quit) {
+                self.send(&peer, &Message::Rejoin).await;
+            }
+            return;
+        };
+        slot.last_seen = Instant::now();
+        if slot.missing {
+            slot.missing = false;
+            let (index, worker_id) = (slot.index, slot.worker_id.clone());
+            self.events
+                .push(ClusterEvent::WorkerJoined { index, worker_id });
+            self.rebalance().await;
+            return;
+        }
+        let index = slot.index;
+        match message {
+            Message::Heartbeat {
+                state,
+                user_count,
+                load,
+            } => {
+                slot.state = state;
+                slot.user_count = user_count;
+                slot.load = load;
+            }
+            Message::Stats {
+                run_id,
+                stats,
+                user_count,
+                task_runs,
+            } => {
+                slot.user_count = user_count;
+                if run_id == self.run_id {
+                    slot.task_runs += task_runs;
+                }
+                match stats.to_stats(unix_now_s()) {
+                    Ok(s) => self.recorder.merge(s),
+                    Err(e) => self.events.push(ClusterEvent::MessageDropped {
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            Message::Spawning { user_count, .. } => {
+                slot.state = "spawning".into();
+                slot.user_count = user_count;
+            }
+            Message::SpawningComplete { run_id, user_count } => {
+                slot.state = "running".into();
+                slot.user_count = user_count;
+                slot.spawned_run = run_id;
+            }
+            Message::Stopped { run_id } => {
+                slot.state = "stopped".into();
+                slot.user_count = 0;
+                slot.stopped_run = run_id;
+            }
+            Message::Exception { message, traceback } => {
+                self.events.push(ClusterEvent::Exception {
+                    index,
+                    message,
+                    traceback,
+                });
+            }
+            Message::Custom { name, data } => {
+                self.events.push(ClusterEvent::Custom { index, name, data })
+            }
+            Message::Quit => {
+                self.slots.remove(&peer);
+                self.events.push(ClusterEvent::WorkerLeft { index });
+                self.rebalance().await;
+            }
+            other => self.events.push(ClusterEvent::MessageDropped {
+                reason: format!("a worker may not send '{}'", other.kind()),
+            }),
+        }
+    }
+
+    async fn on_ready(&mut self, peer: PeerId, version: String, protocol: u32, worker_id: String) {
+        if let Some(reason) = check_ready(&version, protocol) {
+            self.send(
+                &peer,
+                &Message::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            self.events
+                .push(ClusterEvent::WorkerRefused { worker_id, reason });
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(&peer) {
+            if slot.worker_id == worker_id && !slot.missing {
+                // A repeated Ready (our Ack crossed it): acknowledge again.
+                slot.last_seen = Instant::now();
+                let index = slot.index;
+                let ack = self.ack(index);
+                self.send(&peer, &ack).await;
+                return;
+            }
+        }
+        let index = *self.indexes.entry(worker_id.clone()).or_insert_with(|| {
+            self.next_index += 1;
+            self.next_index - 1
+        });
+        self.slots.insert(
+            peer.clone(),
+            Slot {
+                index,
+                worker_id: worker_id.clone(),
+                state: "ready".into(),
+                user_count: 0,
+                load: Load::default(),
+                last_seen: Instant::now(),
+                missing: false,
+                spawned_run: 0,
+                stopped_run: 0,
+                iterations: None,
+                task_runs: 0,
+            },
+        );
+        let ack = self.ack(index);
+        self.send(&peer, &ack).await;
+        self.events
+            .push(ClusterEvent::WorkerJoined { index, worker_id });
+        self.rebalance().await;
+    }
+
+    fn ack(&self, worker_index: u32) -> Message {
+        Message::Ack {
+            worker_index,
+            heartbeat_interval_s: self.heartbeats.interval.as_secs_f64(),
+            heartbeat_liveness: self.heartbeats.liveness,
+        }
+    }
+
+    async fn on_heartbeat_tick(&mut self) {
+        let timeout = self.heartbeats.timeout();
+        let mut lost = Vec::new();
+        for slot in self.slots.values_mut() {
+            if !slot.missing && slot.last_seen.elapsed() > timeout {
+                slot.missing = true;
+                slot.state = "missing".into();
+                slot.user_count = 0;
+                lost.push((slot.index, slot.last_seen.elapsed().as_secs_f64()));
+            }
+        }
+        for (index, silent_s) in &lost {
+            self.events.push(ClusterEvent::WorkerMissing {
+                index: *index,
+                silent_s: *silent_s,
+            });
+        }
+        if !lost.is_empty() {
+            self.rebalance().await;
+        }
+        let beat = Message::Heartbeat {
+            state: "master".into(),
+            user_count: 0,
+            load: Load::default(),
+        };
+        self.broadcast(&beat).await;
+    }
+
+    async fn start(&mut self, plan: RunPlan) {
+        self.run_id += 1;
+        self.stopping = false;
+        for slot in self.slots.values_mut() {
+            slot.task_runs = 0;
+            slot.iterations = None;
+        }
+        self.run = Some(plan);
+        self.assign_iterations();
+        self.rebalance().await;
+    }
+
+    /// Gives each live worker its share of the iterations not yet reported,
+    /// once at start and again whenever workers come or go.
+    fn assign_iterations(&mut self) {
+        let Some(total) = self.run.as_ref().and_then(|r| r.settings.iterations) else {
+            return;
+        };
+        let done: u64 = self.slots.values().map(|s| s.task_runs).sum();
+        let live: Vec<&mut Slot> = self.slots.values_mut().filter(|s| !s.missing).collect();
+        let shares = split_iterations(total.saturating_sub(done), live.len());
+        for (slot, share) in live.into_iter().zip(shares) {
+            slot.iterations = Some(slot.task_runs + share);
+        }
+    }
+
+    /// Sends every live worker its users for the current run (absolute
+    /// counts), after workers joined or were lost.
+    async fn rebalance(&mut self) {
+        let Some(plan) = self.run.clone() else { return };
+        if self.stopping {
+            return;
+        }
+        self.assign_iterations();
+        let live: Vec<PeerId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.missing)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let rows = match assign_users(&plan.classes, plan.users, live.len()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.events.push(ClusterEvent::Fatal {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        let rate = plan.spawn_rate_per_s / live.len() as f64;
+        for (peer, row) in live.iter().zip(rows) {
+            let mut settings = plan.settings.clone();
+            settings.iterations = self.slots.get(peer).and_then(|s| s.iterations);
+            let message = Message::Spawn {
+                run_id: self.run_id,
+                user_classes: row,
+                spawn_rate_per_s: rate,
+                settings,
+            };
+            self.send(peer, &message).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stopping = true;
+        let run_id = self.run_id;
+        self.broadcast(&Message::Stop { run_id }).await;
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let live: Vec<&Slot> = self.slots.values().filter(|s| !s.missing).collect();
+        ClusterStatus {
+            workers: self
+                .slots
+                .values()
+                .map(|s| WorkerStatus {
+                    index: s.index,
+                    worker_id: s.worker_id.clone(),
+                    state: s.state.clone(),
+                    user_count: s.user_count,
+                    cpu_percent: s.load.cpu_percent,
+                    memory_bytes: s.load.memory_bytes,
+                    last_heartbeat_s: s.last_seen.elapsed().as_secs_f64(),
+                })
+                .collect(),
+            live_workers: live.len(),
+            run_id: self.run_id,
+            user_count: live.iter().map(|s| s.user_count).sum(),
+            task_runs: self.slots.values().map(|s| s.task_runs).sum(),
+            spawning_complete: !live.is_empty()
+                && live.iter().all(|s| s.spawned_run == self.run_id),
+            all_stopped: live.iter().all(|s| s.stopped_run == self.run_id),
+        }
+    }
+}

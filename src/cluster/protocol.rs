@@ -1,0 +1,291 @@
+//! The master/worker protocol: every message, encoded as msgpack with named
+//! fields (rmp-serde), so a Python `msgpack` peer can read it. See
+//! `docs/protocol.md` for who sends what, and when.
+//!
+//! Each ZeroMQ message is one frame (after the ROUTER's identity frame):
+//! the msgpack map of a [`Message`], tagged by its `type` field.
+
+use serde::{Deserialize, Serialize};
+
+use super::wire_stats::WireStats;
+
+/// Bumped whenever a message changes shape. Master and worker must agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The aiotest version, which master and worker must also share (they load
+/// the same aiotestfile against the same user API).
+pub const AIOTEST_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The largest message accepted, in bytes: a stats report of a few thousand
+/// endpoints fits; anything larger is dropped and logged.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Users of one class, for one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassUsers {
+    pub name: String,
+    pub users: u64,
+}
+
+/// The run settings the master's options impose on every worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunSettings {
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub exclude_tags: Vec<String>,
+    pub stop_timeout_s: f64,
+    /// This worker's share of `-i/--iterations`, when set.
+    pub iterations: Option<u64>,
+}
+
+/// A worker's machine load, sent with each heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Load {
+    /// CPU used by the worker process since its last heartbeat, in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory of the worker process, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Every message of the protocol. `W→M` is sent by workers, `M→W` by the
+/// master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// W→M, on connecting (and again after losing the master): who it is.
+    Ready {
+        aiotest_version: String,
+        protocol_version: u32,
+        /// Host name, process id and a random part: unique per process.
+        worker_id: String,
+    },
+    /// M→W: accepted; `worker_index` is stable for the worker's life. The
+    /// master's heartbeat timing governs both sides from here on.
+    Ack {
+        worker_index: u32,
+        heartbeat_interval_s: f64,
+        heartbeat_liveness: u32,
+    },
+    /// M→W: not accepted, and why (version or protocol mismatch).
+    Refused { reason: String },
+    /// M→W: a message came from a worker this master does not know (the
+    /// master restarted): send `Ready` again.
+    Rejoin,
+    /// M→W: run exactly these users (absolute counts per class), spawning
+    /// new ones at `spawn_rate_per_s`. Sent at start and on every change.
+    Spawn {
+        run_id: u64,
+        user_classes: Vec<ClassUsers>,
+        spawn_rate_per_s: f64,
+        settings: RunSettings,
+    },
+    /// W→M: spawning toward `user_count` users.
+    Spawning { run_id: u64, user_count: u64 },
+    /// W→M: all users of the last `Spawn` are running.
+    SpawningComplete { run_id: u64, user_count: u64 },
+    /// W→M, every stats interval: everything recorded since the last report.
+    Stats {
+        run_id: u64,
+        stats: WireStats,
+        user_count: u64,
+        /// Task executions finished since the last report.
+        task_runs: u64,
+    },
+    /// Both ways, every heartbeat interval. Workers report their state, users
+    /// and load; the master's heartbeat carries none of it.
+    Heartbeat {
+        state: String,
+        user_count: u64,
+        load: Load,
+    },
+    /// M→W: stop all users (gracefully, within the stop timeout).
+    Stop { run_id: u64 },
+    /// W→M: all users stopped and the last stats report sent.
+    Stopped { run_id: u64 },
+    /// Both ways: the sender is leaving for good (master: the worker process
+    /// exits; worker: the master forgets it at once).
+    Quit,
+    /// M→W: this master is going away (its run is over); the worker stops
+    /// its users and waits for the next master. Workers are reused.
+    Leaving,
+    /// W→M: an exception in user code, for the master's log (it is counted
+    /// through the stats reports).
+    Exception { message: String, traceback: String },
+    /// Both ways: a message from user code (`register_message` /
+    /// `send_message`); `data` is any JSON value.
+    Custom {
+        name: String,
+        data: serde_json::Value,
+    },
+}
+
+/// A message that cannot be decoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProtocolError {
+    #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("undecodable message: {0}")]
+    Malformed(String),
+}
+
+impl Message {
+    /// Encodes as a msgpack map with named fields.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("every message serializes")
+    }
+
+    /// Decodes one frame, refusing oversized ones before parsing.
+    ///
+    /// # Errors
+    /// [`ProtocolError`]; never panics on any input.
+    pub fn decode(frame: &[u8]) -> Result<Self, ProtocolError> {
+        if frame.len() > MAX_MESSAGE_BYTES {
+            return Err(ProtocolError::TooLarge(frame.len()));
+        }
+        rmp_serde::from_slice(frame).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+
+    /// The `type` tag, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ready { .. } => "ready",
+            Message::Ack { .. } => "ack",
+            Message::Refused { .. } => "refused",
+            Message::Rejoin => "rejoin",
+            Message::Spawn { .. } => "spawn",
+            Message::Spawning { .. } => "spawning",
+            Message::SpawningComplete { .. } => "spawning_complete",
+            Message::Stats { .. } => "stats",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Stop { .. } => "stop",
+            Message::Stopped { .. } => "stopped",
+            Message::Quit => "quit",
+            Message::Leaving => "leaving",
+            Message::Exception { .. } => "exception",
+            Message::Custom { .. } => "custom",
+        }
+    }
+}
+
+/// Why a worker's `Ready` is refused, or `None` to accept it.
+pub fn check_ready(aiotest_version: &str, protocol_version: u32) -> Option<String> {
+    if protocol_version != PROTOCOL_VERSION {
+        return Some(format!(
+            "protocol version {protocol_version} does not match the master's {PROTOCOL_VERSION}: run the same aiotest version on both sides"
+        ));
+    }
+    if aiotest_version != AIOTEST_VERSION {
+        return Some(format!(
+            "aiotest {aiotest_version} does not match the master's {AIOTEST_VERSION}: install the same version on master and workers"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Ready {
+                aiotest_version: "0.1.0".into(),
+                protocol_version: 1,
+                worker_id: "h-1-ab".into(),
+            },
+            Message::Ack {
+                worker_index: 3,
+                heartbeat_interval_s: 1.0,
+                heartbeat_liveness: 3,
+            },
+            Message::Spawn {
+                run_id: 7,
+                user_classes: vec![ClassUsers {
+                    name: "Shopper".into(),
+                    users: 5,
+                }],
+                spawn_rate_per_s: 2.5,
+                settings: RunSettings {
+                    host: Some("http://127.0.0.1:1".into()),
+                    iterations: Some(10),
+                    ..Default::default()
+                },
+            },
+            Message::Stats {
+                run_id: 7,
+                stats: WireStats {
+                    entries: vec![],
+                    failures: vec![],
+                    errors: vec![],
+                },
+                user_count: 5,
+                task_runs: 9,
+            },
+            Message::Heartbeat {
+                state: "running".into(),
+                user_count: 5,
+                load: Load {
+                    cpu_percent: 12.5,
+                    memory_bytes: 1 << 20,
+                },
+            },
+            Message::Quit,
+            Message::Custom {
+                name: "token".into(),
+                data: serde_json::json!({"v": [1, "a"]}),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m, "{}", m.kind());
+        }
+    }
+
+    #[test]
+    fn fields_are_named_for_other_msgpack_peers() {
+        let bytes = Message::Ack {
+            worker_index: 3,
+            heartbeat_interval_s: 1.0,
+            heartbeat_liveness: 3,
+        }
+        .encode();
+        // A map of four string keys: "type" -> "ack", "worker_index" -> 3, ...
+        assert_eq!(bytes[0], 0x84);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("type") && text.contains("ack") && text.contains("worker_index"));
+    }
+
+    #[test]
+    fn garbage_and_oversized_frames_are_errors() {
+        for junk in [
+            &b""[..],
+            b"\xff\xff\xff",
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[0x81, 0xa4, b't', b'y', b'p', b'e', 0xa3, b'b', b'a', b'd'],
+        ] {
+            assert!(
+                matches!(Message::decode(junk), Err(ProtocolError::Malformed(_))),
+                "{junk:?}"
+            );
+        }
+        let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            Message::decode(&big),
+            Err(ProtocolError::TooLarge(MAX_MESSAGE_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn mismatches_are_refused_with_a_fix() {
+        assert!(check_ready(AIOTEST_VERSION, PROTOCOL_VERSION).is_none());
+        assert!(check_ready("0.0.1", PROTOCOL_VERSION)
+            .unwrap()
+            .contains("same version"));
+        assert!(check_ready(AIOTEST_VERSION, 99)
+            .unwrap()
+            .contains("protocol version 99"));
+    }
+}

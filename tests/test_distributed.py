@@ -1,0 +1,436 @@
+"""Distributed mode with real processes on loopback: a master, workers, and
+the demo target as the server that counts what it saw."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiotest import _core
+from conftest import AIOTEST, DemoTarget, free_port, run_aiotest
+
+USER = """
+import os, random
+from aiotest import AsyncHttpUser, events, task, constant
+
+SAMPLES = os.environ.get("SAMPLES_DIR")
+
+if SAMPLES:
+    @events.request.add_listener
+    def keep(request_type, name, response_time, **kw):
+        with open(os.path.join(SAMPLES, f"{os.getpid()}.txt"), "a") as fh:
+            fh.write(f"{round(response_time * 1000)}\\n")
+
+class Visitor(AsyncHttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    async def hello(self):
+        await self.session.get("/delay/" + str(random.choice([1, 3, 7, 15, 30])), name="/delay")
+"""
+
+
+class Workers:
+    """Worker processes for one master port; all stopped at the end."""
+
+    def __init__(self, aiotestfile: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.aiotestfile, self.port, self.env = aiotestfile, port, env
+        self.procs: list[subprocess.Popen[str]] = []
+        #: Each stopped worker's stderr (its log).
+        self.logs: list[str] = []
+
+    def start(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        AIOTEST,
+                        "-f",
+                        str(self.aiotestfile),
+                        "--worker",
+                        "--master-port",
+                        str(self.port),
+                        "--heartbeat-interval",
+                        "0.25",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, **(self.env or {})},
+                )
+            )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                _, err = p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            self.logs.append(err or "")
+        self.procs = []
+
+
+@pytest.fixture
+def cluster(write_file, tmp_path: Path) -> Iterator[tuple[Workers, int, Path]]:
+    path = write_file("dist.py", USER)
+    port = free_port()
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    workers = Workers(path, port, {"SAMPLES_DIR": str(samples)})
+    try:
+        yield workers, port, path
+    finally:
+        workers.stop()
+
+
+def master(path: Path, port: int, target: DemoTarget, *extra: str, cwd: Path):
+    return run_aiotest(
+        "-f",
+        str(path),
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--headless",
+        "--heartbeat-interval",
+        "0.25",
+        "-H",
+        target.url,
+        *extra,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_master_totals_equal_what_the_server_saw(
+    n: int, cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(n)
+    run = master(
+        path,
+        port,
+        demo_target,
+        "--expect-workers",
+        str(n),
+        "-u",
+        str(3 * n),
+        "-r",
+        "100",
+        "-t",
+        "2s",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    seen = demo_target.counts()
+    assert run.total["num_requests"] == seen["total"] > 50
+    assert f"Workers: {n} connected" in run.stdout
+    # Every worker ran its even share of the users and sent samples.
+    assert len(list((tmp_path / "samples").iterdir())) == n
+
+
+def test_merged_percentiles_equal_one_histogram(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(3)
+    run = master(
+        path,
+        port,
+        demo_target,
+        "--expect-workers",
+        "3",
+        "-u",
+        "9",
+        "-r",
+        "100",
+        "-t",
+        "2s",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    samples = [
+        int(line) for f in (tmp_path / "samples").iterdir() for line in f.read_text().split()
+    ]
+    assert len(samples) == run.total["num_requests"] > 100
+    expected = [list(p) for p in _core.percentiles_of(samples)]
+    assert run.total["percentiles_us"] == expected
+    assert run.entry("GET", "/delay")["percentiles_us"] == expected
+    assert run.total["max_response_time_us"] == max(samples)
+
+
+def test_processes_flag(write_file, demo_target: DemoTarget, tmp_path: Path) -> None:
+    path = write_file("dist.py", USER)
+    port = free_port()
+    run = run_aiotest(
+        "-f",
+        str(path),
+        "--processes",
+        "2",
+        "--master-bind-port",
+        str(port),
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "100",
+        "-t",
+        "2s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Workers: 2 connected" in run.stdout
+    assert run.total["num_requests"] == demo_target.counts()["total"] > 20
+
+
+def test_workers_started_first_serve_two_runs(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(2)
+    # Started before any master: they wait, then join the first run.
+    for _ in range(2):
+        demo_target.reset()
+        run = master(
+            path,
+            port,
+            demo_target,
+            "--expect-workers",
+            "2",
+            "-u",
+            "4",
+            "-r",
+            "100",
+            "-t",
+            "1s",
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.total["num_requests"] == demo_target.counts()["total"] > 10
+    assert all(p.poll() is None for p in workers.procs)  # the same processes, still serving
+    workers.stop()
+    assert len(workers.logs) == 2
+    for log in workers.logs:
+        assert log.count("Joined the master") == 2, log
+        assert "The master left: waiting for the next one" in log
+
+
+def test_iterations_split_exactly_over_workers(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(3)
+    run = master(
+        path,
+        port,
+        demo_target,
+        "--expect-workers",
+        "3",
+        "-u",
+        "6",
+        "-r",
+        "100",
+        "-i",
+        "101",
+        "-t",
+        "30s",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert demo_target.counts()["total"] == 101 == run.total["num_requests"]
+    assert run.json["task_runs"] == 101
+
+
+def test_garbage_on_the_port_is_dropped(cluster, demo_target: DemoTarget, tmp_path: Path) -> None:
+    import socket
+
+    workers, port, path = cluster
+    proc = subprocess.Popen(
+        [
+            AIOTEST,
+            "-f",
+            str(path),
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--headless",
+            "--expect-workers",
+            "1",
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-t",
+            "2s",
+            "-H",
+            demo_target.url,
+            "--json-file",
+            str(tmp_path / "r.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(os.urandom(512))
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        workers.start(1)
+        _, stderr = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "panicked" not in stderr and "Traceback" not in stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["stats"]["total"]["num_requests"] == demo_target.counts()["total"] > 10
+
+
+def test_killed_worker_users_move_to_the_others(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(2)
+    proc = subprocess.Popen(
+        [
+            AIOTEST,
+            "-f",
+            str(path),
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--headless",
+            "--heartbeat-interval",
+            "0.25",
+            "--expect-workers",
+            "2",
+            "-u",
+            "6",
+            "-r",
+            "100",
+            "-t",
+            "5s",
+            "-H",
+            demo_target.url,
+            "--json-file",
+            str(tmp_path / "r.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "Starting 6 users" in line:
+                break
+        time.sleep(1.5)
+        workers.procs[0].send_signal(signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Worker 0 is missing" in stderr or "Worker 1 is missing" in stderr
+    # The survivor ran all six users after the loss.
+    final_table = stdout.rsplit("Workers:", 1)[1]
+    assert "missing" in final_table
+    result = json.loads((tmp_path / "r.json").read_text())
+    seen = demo_target.counts()["total"]
+    # Kept: everything up to the dead worker's last report (at most ~1 s of
+    # its requests can be missing).
+    assert 0.6 * seen <= result["stats"]["total"]["num_requests"] <= seen
+
+
+def test_killed_master_stops_the_users(cluster, demo_target: DemoTarget, tmp_path: Path) -> None:
+    workers, port, path = cluster
+    workers.start(2)
+    proc = subprocess.Popen(
+        [
+            AIOTEST,
+            "-f",
+            str(path),
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--headless",
+            "--heartbeat-interval",
+            "0.25",
+            "--expect-workers",
+            "2",
+            "-u",
+            "4",
+            "-r",
+            "100",
+            "-H",
+            demo_target.url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "Starting 4 users" in line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.communicate()
+    # Liveness is 3 x 0.25 s: within ~1 s the workers stop loading the target.
+    deadline = time.monotonic() + 10
+    while True:
+        before = demo_target.counts()["total"]
+        time.sleep(0.5)
+        if demo_target.counts()["total"] == before:
+            break
+        assert time.monotonic() < deadline, "workers kept loading the target with no master"
+    assert all(p.poll() is None for p in workers.procs)  # waiting for a master, not dead
+    # A new master on the same port: the workers rejoin on their own.
+    demo_target.reset()
+    run = master(
+        path,
+        port,
+        demo_target,
+        "--expect-workers",
+        "2",
+        "--expect-workers-max-wait",
+        "20s",
+        "-u",
+        "4",
+        "-r",
+        "100",
+        "-t",
+        "1s",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == demo_target.counts()["total"] > 10
