@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
+import zmq
 from aiotest import _core
 from conftest import AIOTEST, DemoTarget, free_port, run_aiotest
 
@@ -57,7 +59,7 @@ class Workers:
                         "--master-port",
                         str(self.port),
                         "--heartbeat-interval",
-                        "0.25",
+                        "0.5",
                     ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -104,7 +106,7 @@ def master(path: Path, port: int, target: DemoTarget, *extra: str, cwd: Path):
         str(port),
         "--headless",
         "--heartbeat-interval",
-        "0.25",
+        "0.5",
         "-H",
         target.url,
         *extra,
@@ -134,7 +136,7 @@ def test_master_totals_equal_what_the_server_saw(
     )
     assert run.returncode == 0, run.stderr
     seen = demo_target.counts()
-    assert run.total["num_requests"] == seen["total"] > 50
+    assert run.total["num_requests"] == seen["total"] > 50, run.stderr
     assert f"Workers: {n} connected" in run.stdout
     # Every worker ran its even share of the users and sent samples.
     assert len(list((tmp_path / "samples").iterdir())) == n
@@ -325,7 +327,7 @@ def test_killed_worker_users_move_to_the_others(
             str(port),
             "--headless",
             "--heartbeat-interval",
-            "0.25",
+            "0.5",
             "--expect-workers",
             "2",
             "-u",
@@ -380,7 +382,7 @@ def test_killed_master_stops_the_users(cluster, demo_target: DemoTarget, tmp_pat
             str(port),
             "--headless",
             "--heartbeat-interval",
-            "0.25",
+            "0.5",
             "--expect-workers",
             "2",
             "-u",
@@ -405,7 +407,7 @@ def test_killed_master_stops_the_users(cluster, demo_target: DemoTarget, tmp_pat
     finally:
         proc.kill()
         proc.communicate()
-    # Liveness is 3 x 0.25 s: within ~1 s the workers stop loading the target.
+    # Liveness is 3 x 0.5 s: within ~2 s the workers stop loading the target.
     deadline = time.monotonic() + 10
     while True:
         before = demo_target.counts()["total"]
@@ -434,3 +436,163 @@ def test_killed_master_stops_the_users(cluster, demo_target: DemoTarget, tmp_pat
     )
     assert run.returncode == 0, run.stderr
     assert run.total["num_requests"] == demo_target.counts()["total"] > 10
+
+
+def _master_proc(
+    path: Path,
+    port: int,
+    target: DemoTarget,
+    tmp_path: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            AIOTEST,
+            "-f",
+            str(path),
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-t",
+            "1s",
+            "-H",
+            target.url,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _dealer(port: int) -> zmq.Socket[bytes]:
+    """A libzmq DEALER (pyzmq) connected to the master: a peer that can send
+    what aiotest's own worker never would."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    return sock
+
+
+def _recv(sock: zmq.Socket[bytes], timeout_s: float = 10.0) -> dict[str, object]:
+    assert sock.poll(int(timeout_s * 1000)), "no reply from the master"
+    return msgpack.unpackb(sock.recv())
+
+
+def test_version_mismatch_is_refused_on_both_sides(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    _, port, path = cluster
+    proc = _master_proc(path, port, demo_target, tmp_path, "--expect-workers-max-wait", "3s")
+    peer = _dealer(port)
+    try:
+        ready = {
+            "type": "ready",
+            "aiotest_version": "0.0.1",
+            "protocol_version": 1,
+            "worker_id": "old",
+        }
+        peer.send(msgpack.packb(ready))
+        reply = _recv(peer)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        peer.close()
+        proc.kill()
+    assert reply["type"] == "refused"  # the worker's side, readable by a plain msgpack peer
+    assert "0.0.1 does not match" in str(reply["reason"])
+    assert "Refused worker old: aiotest 0.0.1 does not match" in stderr  # the master's log
+    assert proc.returncode == 1  # nobody usable joined within the wait
+    assert "only 0 of 1 workers connected" in stderr
+
+
+def test_malformed_and_oversized_messages_are_dropped_and_logged(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    proc = _master_proc(
+        path, port, demo_target, tmp_path, "--expect-workers", "1", "--json-file", "r.json"
+    )
+    peer = _dealer(port)
+    try:
+        peer.send(b"\xc1 not msgpack")
+        peer.send(msgpack.packb({"type": "no_such_message"}))
+        peer.send(b"\x00" * (17 * 1024 * 1024))
+        workers.start(1)
+        _, stderr = proc.communicate(timeout=40)
+    finally:
+        peer.close()
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "panicked" not in stderr and "Traceback" not in stderr
+    assert stderr.count("Dropped a message") >= 3, stderr
+    assert "byte limit" in stderr, stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["stats"]["total"]["num_requests"] == demo_target.counts()["total"] > 5
+
+
+def test_wrong_secret_is_refused_and_logged(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    path = write_file("dist.py", USER)
+    port = free_port()
+    worker = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--worker", "--master-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AIOTEST_SECRET": "wrong"},
+    )
+    proc = _master_proc(
+        path,
+        port,
+        demo_target,
+        tmp_path,
+        "--expect-workers-max-wait",
+        "4s",
+        env={"AIOTEST_SECRET": "right"},
+    )
+    try:
+        _, master_err = proc.communicate(timeout=30)
+        _, worker_err = worker.communicate(timeout=30)
+    finally:
+        proc.kill()
+        worker.kill()
+    assert "failed authentication" in master_err and "Refused worker" in master_err
+    assert worker.returncode == 2
+    assert "the master refused this worker" in worker_err and "--secret" in worker_err
+    assert demo_target.counts()["total"] == 0
+
+
+def test_same_secret_runs(write_file, demo_target: DemoTarget, tmp_path: Path) -> None:
+    path = write_file("dist.py", USER)
+    run = run_aiotest(
+        "-f",
+        str(path),
+        "--processes",
+        "2",
+        "--master-bind-port",
+        str(free_port()),
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "100",
+        "-t",
+        "1s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+        env={"AIOTEST_SECRET": "s3cret"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == demo_target.counts()["total"] > 5

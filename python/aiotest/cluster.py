@@ -80,6 +80,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
         worker_id=worker_id,
         heartbeat_interval_s=opts.heartbeat_interval_s,
         heartbeat_liveness=opts.heartbeat_liveness,
+        secret=opts.secret,
     )
     loop = asyncio.get_running_loop()
     events = _events_to_queue(loop, link)
@@ -231,6 +232,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
             bind_port=opts.master_bind_port,
             heartbeat_interval_s=opts.heartbeat_interval_s,
             heartbeat_liveness=opts.heartbeat_liveness,
+            secret=opts.secret,
         )
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -272,7 +274,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
 
     logger = asyncio.create_task(log_events())
     try:
-        if opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
+        if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
                 "The master listens on %s without a shared secret: any host that reaches port %d can join",
                 opts.master_bind_host,
@@ -394,8 +396,11 @@ async def run_processes(
         if opts.master_bind_host == "*":
             opts.master_bind_host = "127.0.0.1"
         opts.expect_workers = max(opts.expect_workers, count)
+    # The secret goes through the environment, where `ps` does not show it.
+    child_env = {**os.environ, "AIOTEST_SECRET": opts.secret} if opts.secret else None
     children = [
-        await asyncio.create_subprocess_exec(*worker_argv(opts, port)) for _ in range(count)
+        await asyncio.create_subprocess_exec(*worker_argv(opts, port), env=child_env)
+        for _ in range(count)
     ]
     try:
         if opts.worker:
@@ -403,7 +408,21 @@ async def run_processes(
             return max(codes, default=0)
         if env is None:
             raise ConfigError("--processes needs the aiotestfile's user classes")
-        return await run_master(env, opts, checks)
+        master = asyncio.create_task(run_master(env, opts, checks))
+        all_exited = asyncio.gather(*(c.wait() for c in children))
+        await asyncio.wait({master, all_exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not master.done():
+            # Workers outlive runs, so all of them gone means they failed.
+            print(
+                "error: every local worker exited before the run ended; see their errors above",
+                file=sys.stderr,
+            )
+            master.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await master
+            return 1
+        all_exited.cancel()
+        return master.result()
     finally:
         for c in children:
             if c.returncode is None:

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use super::engine::PyEngine;
 use crate::cluster::master::{run_master, ClusterEvent, Heartbeats, MasterCommand, RunPlan};
 use crate::cluster::plan::ClassPlan;
-use crate::cluster::protocol::{Load, RunSettings};
+use crate::cluster::protocol::{Codec, Load, RunSettings};
 use crate::cluster::transport::RouterTransport;
 use crate::cluster::worker::{run_worker, WorkerCommand, WorkerConfig, WorkerEvent};
 use crate::engine::CompletionQueue;
@@ -54,7 +54,7 @@ struct PlanJson {
 #[pymethods]
 impl PyMaster {
     #[new]
-    #[pyo3(signature = (engine, *, bind_host, bind_port, heartbeat_interval_s, heartbeat_liveness))]
+    #[pyo3(signature = (engine, *, bind_host, bind_port, heartbeat_interval_s, heartbeat_liveness, secret = None))]
     fn new(
         py: Python<'_>,
         engine: &PyEngine,
@@ -62,6 +62,7 @@ impl PyMaster {
         bind_port: u16,
         heartbeat_interval_s: f64,
         heartbeat_liveness: u32,
+        secret: Option<String>,
     ) -> PyResult<Self> {
         let beats = heartbeats(heartbeat_interval_s, heartbeat_liveness)?;
         let rt = engine.inner.runtime().handle().clone();
@@ -76,6 +77,7 @@ impl PyMaster {
         let (tx, rx) = unbounded_channel();
         rt.spawn(run_master(
             transport,
+            Codec::new(secret.as_deref()),
             beats,
             engine.inner.recorder(),
             events.clone(),
@@ -148,7 +150,7 @@ pub struct PyWorker {
 impl PyWorker {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (engine, *, master_host, master_port, worker_id, heartbeat_interval_s, heartbeat_liveness, stats_interval_s = 1.0, connect_timeout_s = 3.0))]
+    #[pyo3(signature = (engine, *, master_host, master_port, worker_id, heartbeat_interval_s, heartbeat_liveness, stats_interval_s = 1.0, connect_timeout_s = 3.0, secret = None))]
     fn new(
         engine: &PyEngine,
         master_host: String,
@@ -158,6 +160,7 @@ impl PyWorker {
         heartbeat_liveness: u32,
         stats_interval_s: f64,
         connect_timeout_s: f64,
+        secret: Option<String>,
     ) -> PyResult<Self> {
         let config = WorkerConfig {
             master_host,
@@ -166,6 +169,7 @@ impl PyWorker {
             heartbeats: heartbeats(heartbeat_interval_s, heartbeat_liveness)?,
             stats_interval: Duration::from_secs_f64(stats_interval_s.max(0.05)),
             connect_timeout: Duration::from_secs_f64(connect_timeout_s.max(0.1)),
+            codec: Codec::new(secret.as_deref()),
         };
         let events = Arc::new(CompletionQueue::new()?);
         let (tx, rx) = unbounded_channel();

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::plan::{assign_users, split_iterations, ClassPlan};
-use super::protocol::{check_ready, Load, Message, RunSettings};
+use super::protocol::{check_ready, Codec, Load, Message, ProtocolError, RunSettings};
 use super::transport::{PeerId, Transport};
 use crate::engine::CompletionQueue;
 use crate::stats::{unix_now_s, Recorder};
@@ -138,6 +138,7 @@ struct Slot {
 
 struct Master<T: Transport> {
     transport: T,
+    codec: Codec,
     heartbeats: Heartbeats,
     recorder: Recorder,
     events: Arc<CompletionQueue<ClusterEvent>>,
@@ -154,6 +155,7 @@ struct Master<T: Transport> {
 /// channel closes.
 pub async fn run_master<T: Transport>(
     transport: T,
+    codec: Codec,
     heartbeats: Heartbeats,
     recorder: Recorder,
     events: Arc<CompletionQueue<ClusterEvent>>,
@@ -161,6 +163,7 @@ pub async fn run_master<T: Transport>(
 ) {
     let mut m = Master {
         transport,
+        codec,
         heartbeats,
         recorder,
         events,
@@ -207,7 +210,7 @@ pub async fn run_master<T: Transport>(
 impl<T: Transport> Master<T> {
     async fn send(&mut self, peer: &PeerId, message: &Message) {
         // A worker that went away is found by its heartbeats, not here.
-        let _ = self.transport.send(peer, message.encode()).await;
+        let _ = self.transport.send(peer, self.codec.encode(message)).await;
     }
 
     async fn broadcast(&mut self, message: &Message) {
@@ -223,8 +226,25 @@ impl<T: Transport> Master<T> {
     }
 
     async fn on_frame(&mut self, peer: PeerId, frame: &[u8]) {
-        let message = match Message::decode(frame) {
+        let message = match self.codec.decode(frame) {
             Ok(m) => m,
+            Err(ProtocolError::BadSignature) => {
+                // Refused in the clear: the peer cannot check our tag, but
+                // it can say why it was turned away.
+                let reason = ProtocolError::BadSignature.to_string();
+                let refusal = Message::Refused {
+                    reason: reason.clone(),
+                }
+                .encode();
+                let _ = self.transport.send(&peer, refusal).await;
+                let worker_id = match Message::decode(frame) {
+                    Ok(Message::Ready { worker_id, .. }) => worker_id,
+                    _ => "an unauthenticated peer".into(),
+                };
+                self.events
+                    .push(ClusterEvent::WorkerRefused { worker_id, reason });
+                return;
+            }
             Err(e) => {
                 self.events.push(ClusterEvent::MessageDropped {
                     reason: e.to_string(),
@@ -250,15 +270,26 @@ impl<T: Transport> Master<T> {
             return;
         };
         slot.last_seen = Instant::now();
-        if slot.missing {
-            slot.missing = false;
-            let (index, worker_id) = (slot.index, slot.worker_id.clone());
+        // A worker thought lost spoke again: take it back, and still handle
+        // what it said (it may be a stats report that must not be lost).
+        let returned = std::mem::replace(&mut slot.missing, false);
+        let index = slot.index;
+        if returned {
+            slot.state = "running".into();
+            let worker_id = slot.worker_id.clone();
             self.events
                 .push(ClusterEvent::WorkerJoined { index, worker_id });
-            self.rebalance().await;
-            return;
         }
-        let index = slot.index;
+        self.on_message(&peer, index, message).await;
+        if returned {
+            self.rebalance().await;
+        }
+    }
+
+    async fn on_message(&mut self, peer: &PeerId, index: u32, message: Message) {
+        let Some(slot) = self.slots.get_mut(peer) else {
+            return;
+        };
         match message {
             Message::Heartbeat {
                 state,
@@ -311,7 +342,7 @@ impl<T: Transport> Master<T> {
                 self.events.push(ClusterEvent::Custom { index, name, data })
             }
             Message::Quit => {
-                self.slots.remove(&peer);
+                self.slots.remove(peer);
                 self.events.push(ClusterEvent::WorkerLeft { index });
                 self.rebalance().await;
             }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::master::Heartbeats;
-use super::protocol::{ClassUsers, Load, Message, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION};
+use super::protocol::{
+    ClassUsers, Codec, Load, Message, ProtocolError, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION,
+};
 use super::transport::{DealerTransport, PeerId, Transport, TransportError};
 use super::wire_stats::WireStats;
 use crate::engine::CompletionQueue;
@@ -27,6 +29,8 @@ pub struct WorkerConfig {
     pub stats_interval: Duration,
     /// How long one connection attempt waits before saying so again.
     pub connect_timeout: Duration,
+    /// Signs and checks every frame (the shared secret).
+    pub codec: Codec,
 }
 
 /// What Python tells the worker link.
@@ -103,6 +107,7 @@ enum Ending {
 }
 
 struct Link {
+    codec: Codec,
     /// The master's timing once acknowledged; the worker's own before.
     heartbeats: Heartbeats,
     transport: DealerTransport,
@@ -154,6 +159,7 @@ pub async fn run_worker(
             }
         };
         let mut link = Link {
+            codec: config.codec.clone(),
             heartbeats: config.heartbeats,
             transport,
             joined: false,
@@ -188,7 +194,7 @@ impl Link {
         // A lost master shows up as silence; the heartbeat check handles it.
         let _ = self
             .transport
-            .send(&PeerId(Vec::new()), message.encode())
+            .send(&PeerId(Vec::new()), self.codec.encode(message))
             .await;
     }
 
@@ -233,8 +239,16 @@ impl Link {
                         return Ending::MasterLost;
                     };
                     self.last_heard = Instant::now();
-                    let message = match Message::decode(&frame) {
+                    let message = match self.codec.decode(&frame) {
                         Ok(m) => m,
+                        // The master refuses unauthenticated peers in the clear.
+                        Err(ProtocolError::BadSignature) => match Message::decode(&frame) {
+                            Ok(refusal @ Message::Refused { .. }) => refusal,
+                            _ => {
+                                events.push(WorkerEvent::MessageDropped { reason: ProtocolError::BadSignature.to_string() });
+                                continue;
+                            }
+                        },
                         Err(e) => {
                             events.push(WorkerEvent::MessageDropped { reason: e.to_string() });
                             continue;

@@ -236,6 +236,15 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_HEARTBEAT_LIVENESS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub heartbeat_liveness: u32,
 
+    /// Shared secret of master and workers: every message is signed with HMAC-SHA256 under it, and peers without it are refused. Prefer the AIOTEST_SECRET variable, which `ps` does not show.
+    #[arg(
+        long,
+        env = "AIOTEST_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+
     /// User classes to run (all of them when none are named).
     #[arg(value_name = "USER_CLASS")]
     pub user_classes: Vec<String>,
