@@ -596,3 +596,69 @@ def test_same_secret_runs(write_file, demo_target: DemoTarget, tmp_path: Path) -
     )
     assert run.returncode == 0, run.stderr
     assert run.total["num_requests"] == demo_target.counts()["total"] > 5
+
+
+GREETER = """
+import json, os
+from aiotest import AsyncHttpUser, events, task, constant
+
+OUT = os.environ["MSG_DIR"]
+
+def on_hello(environment, msg, **kw):
+    # On the master (or locally): answer the worker that said hello.
+    environment.send_message("welcome", {"to": msg.node_id, "echo": msg.data}, worker_index=msg.node_id)
+
+def on_welcome(environment, msg, **kw):
+    with open(os.path.join(OUT, f"{os.getpid()}.json"), "w") as fh:
+        json.dump(msg.data, fh)
+
+@events.init.add_listener
+def setup(environment, **kw):
+    environment.register_message("hello", on_hello)
+    environment.register_message("welcome", on_welcome)
+
+class Greeter(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    async def on_start(self):
+        self.environment.send_message("hello", {"pid": os.getpid()})
+
+    @task
+    async def ping(self):
+        await self.session.get("/")
+"""
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_custom_messages_go_both_ways(
+    write_file, demo_target: DemoTarget, tmp_path: Path, processes: int
+) -> None:
+    path = write_file("greet.py", GREETER)
+    out = tmp_path / "msgs"
+    out.mkdir()
+    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
+    run = run_aiotest(
+        "-f",
+        str(path),
+        *(spread if processes else []),
+        "--headless",
+        "-u",
+        str(max(processes, 1)),
+        "-r",
+        "100",
+        "-t",
+        "2s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+        env={"MSG_DIR": str(out)},
+    )
+    assert run.returncode == 0, run.stderr
+    replies = {int(f.stem): json.loads(f.read_text()) for f in out.iterdir()}
+    assert len(replies) == max(processes, 1), run.stderr
+    for pid, reply in replies.items():
+        assert reply["echo"] == {"pid": pid}  # each worker got the answer to its own hello
+    if processes:
+        assert sorted(r["to"] for r in replies.values()) == list(range(processes))
+    else:
+        assert [r["to"] for r in replies.values()] == [None]  # local mode: delivered in-process

@@ -167,3 +167,77 @@ class DemoTarget:
     def counts_json(self) -> str:
         """``{"total": n, "requests": {"GET /path": n}}``."""
     def stop(self) -> None: ...
+
+class Master:
+    """The master's link (docs/protocol.md): binds a ZeroMQ ROUTER, accepts
+    workers, dispatches users and merges their statistics into ``engine``.
+
+    Raises:
+        OSError: The address cannot be bound.
+        ValueError: A heartbeat interval of 0 s or less, or a liveness of 0.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        bind_host: str,
+        bind_port: int,
+        heartbeat_interval_s: float,
+        heartbeat_liveness: int,
+        secret: str | None = None,
+    ) -> None: ...
+    def wakeup_fd(self) -> int:
+        """Readable when ``drain_events()`` has events."""
+    def drain_events(self) -> list[str]:
+        """Events since the last call, each a JSON object with an ``event`` key."""
+    def status(self) -> str:
+        """The cluster's status as JSON: workers, live_workers, run_id,
+        user_count, task_runs, spawning_complete, all_stopped."""
+    def start(self, plan_json: str) -> None:
+        """Starts or changes the run. Raises ValueError for a bad plan."""
+    def stop(self) -> None: ...
+    def send_message(self, name: str, data_json: str, worker_index: int | None = None) -> None:
+        """A ``custom`` message to one worker, or to all with None. Raises
+        ValueError when ``data_json`` is not JSON."""
+    def quit(self) -> None:
+        """Tells the workers this master leaves; returns within 2 s."""
+
+class Worker:
+    """A worker's link (docs/protocol.md): connects a ZeroMQ DEALER to the
+    master, reconnecting whenever it is lost, and reports ``engine``'s
+    statistics every ``stats_interval_s``.
+
+    Raises:
+        ValueError: A heartbeat interval of 0 s or less, or a liveness of 0.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        master_host: str,
+        master_port: int,
+        worker_id: str,
+        heartbeat_interval_s: float,
+        heartbeat_liveness: int,
+        stats_interval_s: float = 1.0,
+        connect_timeout_s: float = 3.0,
+        secret: str | None = None,
+    ) -> None: ...
+    def wakeup_fd(self) -> int: ...
+    def drain_events(self) -> list[str]:
+        """Events since the last call, each a JSON object with an ``event`` key."""
+    def progress(
+        self, state: str, user_count: int, task_runs: int, cpu_percent: float, memory_bytes: int
+    ) -> None:
+        """The state the heartbeats report; ``task_runs`` is a running total."""
+    def spawning_complete(self, run_id: int, user_count: int) -> None: ...
+    def stopped(self, run_id: int) -> None:
+        """Sends the last stats report, then ``stopped``."""
+    def exception(self, message: str, traceback: str) -> None: ...
+    def send_message(self, name: str, data_json: str) -> None:
+        """A ``custom`` message to the master. Raises ValueError when
+        ``data_json`` is not JSON."""
+    def quit(self) -> None:
+        """Sends the last stats report and ``quit``, and ends the link."""

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from . import _core
 from .env import Environment
 from .exceptions import ConfigError
+from .messages import hub
 from .user import User
 
 log = logging.getLogger("aiotest.cluster")
@@ -87,9 +88,12 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: events.put_nowait({"event": "interrupted"}))
     by_name = {c.__name__: c for c in classes}
-    state = SimpleNamespace(
-        env=None, runner=None, run_id=0, spawn=None, task_runs_done=0, index=None
-    )
+    # One environment for the worker's life: `events.init` listeners run
+    # once, and what they keep on it lasts across runs.
+    env = Environment(user_classes=classes, parsed_options=opts, engine=engine, require_host=False)
+    env.events.init.fire(environment=env)
+    hub.connect(lambda name, data_json, _index: link.send_message(name, data_json))
+    state = SimpleNamespace(runner=None, run_id=0, spawn=None, task_runs_done=0, index=None)
     load = _Load()
     last_waiting = 0.0
 
@@ -130,7 +134,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                     "the master asked for user classes this aiotestfile lacks: %s",
                     ", ".join(unknown),
                 )
-            env = Environment(
+            env.configure(
                 user_classes=[
                     by_name[c["name"]] for c in event["user_classes"] if c["name"] in by_name
                 ],
@@ -138,10 +142,8 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                 tags=settings.get("tags"),
                 exclude_tags=settings.get("exclude_tags"),
                 stop_timeout_s=settings.get("stop_timeout_s", 0.0),
-                parsed_options=opts,
-                engine=engine,
             )
-            state.env, state.run_id = env, event["run_id"]
+            state.run_id = event["run_id"]
             state.runner = env.create_local_runner(iterations=settings.get("iterations"))
         runner = state.runner
         runner.iterations = settings.get("iterations")
@@ -196,9 +198,12 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                     link.quit()
                 log.info("Quitting (%s)", "the master said so" if kind == "quit" else "interrupted")
                 return 0
+            elif kind == "custom":
+                hub.deliver(env, event["name"], event["data"], None)
             elif kind == "message_dropped":
                 log.warning("Dropped a message from the master: %s", event["reason"])
     finally:
+        hub.connect(None)
         progress.cancel()
         loop.remove_reader(link.wakeup_fd())
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -266,6 +271,8 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
             elif kind == "exception":
                 log.debug("Worker %d: %s", e["index"], e["message"])
+            elif kind == "custom":
+                hub.deliver(env, e["name"], e["data"], e["index"])
             elif kind == "message_dropped":
                 log.warning("Dropped a message: %s", e["reason"])
             elif kind == "fatal":
@@ -273,6 +280,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 stop.set()
 
     logger = asyncio.create_task(log_events())
+    hub.connect(master.send_message)
     try:
         if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
@@ -362,6 +370,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         print(_workers_table(st), file=out)
         return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
     finally:
+        hub.connect(None)
         logger.cancel()
         master.quit()
         loop.remove_reader(master.wakeup_fd())
@@ -422,6 +431,8 @@ async def run_processes(
                 await master
             return 1
         all_exited.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await all_exited
         return master.result()
     finally:
         for c in children:

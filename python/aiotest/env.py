@@ -14,6 +14,7 @@ from ._bridge import EngineBridge
 from .events import Events
 from .events import events as global_events
 from .exceptions import ConfigError
+from .messages import MessageHandler, hub
 
 if TYPE_CHECKING:
     from .runner import LocalRunner
@@ -50,9 +51,42 @@ class Environment:
         parsed_options: SimpleNamespace | None = None,
         events: Events | None = None,
         engine: _core.Engine | None = None,
+        require_host: bool = True,
     ) -> None:
         self.events = events or global_events
         self.parsed_options = parsed_options
+        self.engine: _core.Engine | None = None
+        self.bridge: EngineBridge | None = None
+        self.runner: LocalRunner | None = None
+        self.configure(
+            user_classes=user_classes,
+            host=host,
+            tags=tags,
+            exclude_tags=exclude_tags,
+            stop_timeout_s=stop_timeout_s,
+            require_host=require_host,
+        )
+        if engine is not None:
+            self.use_engine(engine)
+
+    def configure(
+        self,
+        *,
+        user_classes: Sequence[type[User]],
+        host: str | None = None,
+        tags: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop_timeout_s: float = 0.0,
+        require_host: bool = True,
+    ) -> None:
+        """Sets what the next run uses; a worker calls it for each run the
+        master starts, so one environment serves them all. Arguments as for
+        the constructor; ``require_host=False`` lets a class go without a
+        host until a run supplies one (a worker before its first run).
+
+        Raises:
+            ConfigError: As for the constructor.
+        """
         self.tags = set(tags or ())
         self.exclude_tags = set(exclude_tags or ())
         self.stop_timeout_s = stop_timeout_s
@@ -74,24 +108,41 @@ class Environment:
         for cls in kept:
             if self.host:
                 cls.host = self.host
-            elif _needs_host(cls):
+            elif _needs_host(cls) and (cls.host or require_host):
                 if not cls.host:
                     raise ConfigError(
                         f'no host for user class {cls.__name__}: set `host = "http://..."` '
                         "on the class or pass -H/--host"
                     )
                 cls.host = _core.validate_host(cls.host)
-        self.engine: _core.Engine | None = None
-        self.bridge: EngineBridge | None = None
-        self.runner: LocalRunner | None = None
-        if engine is not None:
-            self.use_engine(engine)
 
     def use_engine(self, engine: _core.Engine) -> None:
         """Records into ``engine`` (and sends this run's requests through it)."""
         self.engine = engine
         self.bridge = EngineBridge(engine, self.events.request)
         self.events.request._engine = engine
+
+    def register_message(self, name: str, handler: MessageHandler) -> None:
+        """Calls ``handler(environment=..., msg=CustomMessage)`` for each
+        message of type ``name`` that reaches this process (Locust's
+        ``runner.register_message``). Register in an ``events.init`` listener
+        or at module level, so master and workers both have it.
+
+        Raises:
+            ConfigError: ``name`` already has a handler.
+        """
+        hub.register(name, handler)
+
+    def send_message(self, name: str, data: Any = None, *, worker_index: int | None = None) -> None:
+        """Sends ``data`` (any JSON value) as a message of type ``name``: from
+        a worker to the master; from the master to the worker with
+        ``worker_index``, or to every worker; in local mode, to this
+        process's own handler.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serialisable.
+        """
+        hub.send(self, name, data, worker_index)
 
     def task_table(self, cls: type[User]) -> tuple[list[TaskFn], list[int]]:
         """The class's runnable tasks after tag filtering, with cumulative

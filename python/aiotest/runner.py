@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 
@@ -155,6 +155,15 @@ class LocalRunner:
         if self.environment.bridge is not None:
             self.environment.bridge.detach()
         self.state = "stopped"
+
+    def register_message(self, name: str, handler: Any) -> None:
+        """Locust's spelling of :meth:`Environment.register_message`."""
+        self.environment.register_message(name, handler)
+
+    def send_message(self, name: str, data: Any = None, client_id: int | None = None) -> None:
+        """Locust's spelling of :meth:`Environment.send_message`;
+        ``client_id`` is the worker index."""
+        self.environment.send_message(name, data, worker_index=client_id)
 
     def claim_iteration(self) -> bool:
         """Reserves one task execution; False once ``iterations`` are all

@@ -36,6 +36,12 @@ fn to_json<T: serde::Serialize>(items: Vec<T>) -> Vec<String> {
         .collect()
 }
 
+fn parse_data(data_json: &str) -> PyResult<serde_json::Value> {
+    serde_json::from_str(data_json).map_err(|e| {
+        pyo3::exceptions::PyValueError::new_err(format!("message data is not JSON: {e}"))
+    })
+}
+
 /// The master's link (`aiotest._core.Master`). See `_core.pyi`.
 #[pyclass(name = "Master", module = "aiotest._core", frozen)]
 pub struct PyMaster {
@@ -127,6 +133,25 @@ impl PyMaster {
 
     fn stop(&self) {
         let _ = self.commands.send(MasterCommand::Stop);
+    }
+
+    /// Sends a `custom` message (`data_json`: any JSON text) to the worker
+    /// with `worker_index`, or to every live worker when it is None. Raises
+    /// ValueError for text that is not JSON.
+    #[pyo3(signature = (name, data_json, worker_index = None))]
+    fn send_message(
+        &self,
+        name: String,
+        data_json: &str,
+        worker_index: Option<u32>,
+    ) -> PyResult<()> {
+        let data = parse_data(data_json)?;
+        let _ = self.commands.send(MasterCommand::Custom {
+            worker_index,
+            name,
+            data,
+        });
+        Ok(())
     }
 
     /// Tells every worker this master is leaving (they wait for the next
@@ -230,6 +255,14 @@ impl PyWorker {
         let _ = self
             .commands
             .send(WorkerCommand::Exception { message, traceback });
+    }
+
+    /// Sends a `custom` message (`data_json`: any JSON text) to the master.
+    /// Raises ValueError for text that is not JSON.
+    fn send_message(&self, name: String, data_json: &str) -> PyResult<()> {
+        let data = parse_data(data_json)?;
+        let _ = self.commands.send(WorkerCommand::Custom { name, data });
+        Ok(())
     }
 
     /// Sends the last stats report and `quit`, and ends the link.

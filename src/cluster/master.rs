@@ -52,6 +52,13 @@ pub enum MasterCommand {
     /// sender hears back once that is sent.
     Quit(std::sync::mpsc::Sender<()>),
     Status(std::sync::mpsc::Sender<ClusterStatus>),
+    /// A user-code message to one worker (by index) or, with `None`, to
+    /// every live worker.
+    Custom {
+        worker_index: Option<u32>,
+        name: String,
+        data: serde_json::Value,
+    },
 }
 
 /// What Python hears from the master.
@@ -191,6 +198,9 @@ pub async fn run_master<T: Transport>(
                 Some(MasterCommand::Status(reply)) => {
                     let _ = reply.send(m.status());
                 }
+                Some(MasterCommand::Custom { worker_index, name, data }) => {
+                    m.send_custom(worker_index, Message::Custom { name, data }).await;
+                }
                 Some(MasterCommand::Quit(done)) => {
                     // Workers outlive a master: they wait for the next one.
                     m.broadcast(&Message::Leaving).await;
@@ -211,6 +221,18 @@ impl<T: Transport> Master<T> {
     async fn send(&mut self, peer: &PeerId, message: &Message) {
         // A worker that went away is found by its heartbeats, not here.
         let _ = self.transport.send(peer, self.codec.encode(message)).await;
+    }
+
+    async fn send_custom(&mut self, worker_index: Option<u32>, message: Message) {
+        let peers: Vec<PeerId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.missing && worker_index.is_none_or(|i| i == s.index))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in peers {
+            self.send(&peer, &message).await;
+        }
     }
 
     async fn broadcast(&mut self, message: &Message) {
