@@ -662,3 +662,64 @@ def test_custom_messages_go_both_ways(
         assert sorted(r["to"] for r in replies.values()) == list(range(processes))
     else:
         assert [r["to"] for r in replies.values()] == [None]  # local mode: delivered in-process
+
+
+OPTIONED = """
+import os
+from aiotest import AsyncHttpUser, events, task, constant
+
+@events.init_command_line_parser.add_listener
+def _(parser):
+    parser.add_argument("--item-id", type=int, default=1, help="the delay to ask for (ms)")
+    parser.add_argument("--loud", action="store_true")
+
+class Fetcher(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def fetch(self):
+        opts = self.environment.parsed_options
+        name = f"/delay/{opts.item_id}" + ("!" if opts.loud else "")
+        await self.session.get(f"/delay/{opts.item_id}", name=name)
+"""
+
+
+def test_custom_options_govern_the_workers(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    path = write_file("opts.py", OPTIONED)
+    local = run_aiotest(
+        "-f", str(path), "--headless", "-u", "1", "-t", "1s", "-H", demo_target.url, cwd=tmp_path
+    )
+    assert local.returncode == 0, local.stderr
+    assert [e["name"] for e in local.json["stats"]["entries"]] == ["/delay/1"]  # the default
+    help_text = run_aiotest("-f", str(path), "--help", cwd=tmp_path).stdout
+    assert "--item-id" in help_text and "the delay to ask for (ms)" in help_text
+    # The master's values reach both workers, which were started without them.
+    run = run_aiotest(
+        "-f",
+        str(path),
+        "--processes",
+        "2",
+        "--master-bind-port",
+        str(free_port()),
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "100",
+        "-t",
+        "1s",
+        "-H",
+        demo_target.url,
+        "--item-id",
+        "3",
+        "--loud",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert [e["name"] for e in run.json["stats"]["entries"]] == ["/delay/3!"]
+    assert run.total["num_requests"] == demo_target.counts()["requests"]["GET /delay/3"] > 2
+    bad = run_aiotest("-f", str(path), "--item-id", "x", "-H", demo_target.url, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--item-id 'x'" in bad.stderr and "Traceback" not in bad.stderr

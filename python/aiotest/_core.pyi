@@ -3,7 +3,9 @@
 __version__: str
 
 def parse_options(
-    argv: list[str], file_values: list[tuple[str, str, list[str]]]
+    argv: list[str],
+    file_values: list[tuple[str, str, list[str]]],
+    custom_options: list[tuple[str, str, str | None, bool]] = ...,
 ) -> tuple[str, str, int]:
     """Parses the command line (program name first) with clap.
 
@@ -12,6 +14,9 @@ def parse_options(
         file_values: ``(source, key, values)`` from config files, weakest
             first; they count only where neither the command line nor an
             ``AIOTEST_*`` variable sets the option.
+        custom_options: The aiotestfile's own options as ``(long name,
+            help, environment variable, is a flag)``; their raw values come
+            back in ``run.custom_options`` (str, bool, or None).
 
     Returns:
         ``("run", options_json, 0)``, or ``("exit", text, 0)`` for ``--help``

@@ -143,6 +143,8 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                 exclude_tags=settings.get("exclude_tags"),
                 stop_timeout_s=settings.get("stop_timeout_s", 0.0),
             )
+            # The master's values of the aiotestfile's own options govern.
+            vars(opts).update(settings.get("options") or {})
             state.run_id = event["run_id"]
             state.runner = env.create_local_runner(iterations=settings.get("iterations"))
         runner = state.runner
@@ -216,7 +218,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
 def _workers_table(status: dict[str, Any]) -> str:
     lines = [f"Workers: {status['live_workers']} connected, {status['user_count']} users"]
     lines.append(f"  {'#':>3}  {'state':<9} {'users':>6} {'cpu %':>6} {'mem MB':>7}  id")
-    for w in status["workers"]:
+    for w in sorted(status["workers"], key=lambda w: w["index"]):
         lines.append(
             f"  {w['index']:>3}  {w['state']:<9} {w['user_count']:>6} {w['cpu_percent']:>6.1f} "
             f"{w['memory_bytes'] / 1e6:>7.1f}  {w['worker_id']}"
@@ -320,13 +322,14 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 "exclude_tags": opts.exclude_tags,
                 "stop_timeout_s": opts.stop_timeout_s,
                 "iterations": opts.iterations,
+                "options": opts.custom_options,
             },
         }
         env.events.test_start.fire(environment=env)
         log.info(
             "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
         )
-        master.start(json.dumps(plan))
+        master.start(json.dumps(plan, default=str))
         began = time.monotonic()
         next_tick = began + STATS_INTERVAL_S
         next_live = began + LIVE_STATS_INTERVAL_S

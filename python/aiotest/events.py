@@ -160,6 +160,8 @@ class Events:
     """The hooks of a test run (Locust's ``locust.events``).
 
     Attributes:
+        init_command_line_parser: Before the command line is parsed;
+            ``parser`` (:class:`aiotest.options.OptionParser`), to add options.
         init: After the aiotestfile loads; ``environment``.
         test_start: Before users spawn; ``environment``.
         test_stop: After users stopped; ``environment``.
@@ -169,6 +171,7 @@ class Events:
     """
 
     def __init__(self) -> None:
+        self.init_command_line_parser = EventHook()
         self.init = EventHook()
         self.test_start = EventHook()
         self.test_stop = EventHook()

@@ -12,9 +12,12 @@ from types import ModuleType
 from .exceptions import AiotestFileError
 from .user import User
 
+_loaded: dict[str, ModuleType] = {}
+
 
 def load_aiotestfile(path: str) -> ModuleType:
-    """Imports the aiotestfile at ``path`` as a module.
+    """Imports the aiotestfile at ``path`` as a module, once per process
+    (a second call returns the same module).
 
     Its folder goes on ``sys.path`` first, so it can import its neighbours.
 
@@ -30,6 +33,8 @@ def load_aiotestfile(path: str) -> ModuleType:
         )
         raise AiotestFileError(f"aiotestfile '{path}' not found{hint}: pass the file with -f PATH")
     full = os.path.abspath(path)
+    if full in _loaded:
+        return _loaded[full]
     folder = os.path.dirname(full)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -57,6 +62,7 @@ def load_aiotestfile(path: str) -> ModuleType:
         raise AiotestFileError(
             f"{where}: importing the aiotestfile failed: {type(exc).__name__}: {exc}"
         ) from None
+    _loaded[full] = module
     return module
 
 

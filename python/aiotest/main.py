@@ -32,15 +32,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_cli(argv: list[str]) -> int:
     """Runs the command line ``argv`` (program name first); returns the exit code."""
     try:
-        kind, payload, code = _core.parse_options(argv, config_file_values())
+        file_values = config_file_values()
+        parser = _custom_option_parser(argv, file_values)
+        kind, payload, code = _core.parse_options(argv, file_values, parser.for_core())
+        if kind == "exit":
+            print(payload, end="" if payload.endswith("\n") else "\n")
+            return code
+        parsed = json.loads(payload)
+        opts = SimpleNamespace(**parsed["run"])
+        opts.custom_options = parser.values(opts.custom_options)
+        vars(opts).update(opts.custom_options)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        text = str(exc)
+        print(text if text.startswith("error") else f"error: {text}", file=sys.stderr)
         return exc.exit_code
-    if kind == "exit":
-        print(payload, end="" if payload.endswith("\n") else "\n")
-        return code
-    parsed = json.loads(payload)
-    opts = SimpleNamespace(**parsed["run"])
     _setup_logging(opts.loglevel, opts.logfile)
     command = parsed.get("command")
     if command and command["name"] == "demo-target":
@@ -71,6 +76,45 @@ def run_cli(argv: list[str]) -> int:
             "the web UI is not available yet: running headless (pass --headless to silence this)"
         )
     return asyncio.run(run_headless(env, opts, checks))
+
+
+def _custom_option_parser(argv: list[str], file_values: list[tuple[str, str, list[str]]]):  # type: ignore[no-untyped-def]
+    """Loads the aiotestfile before the command line is parsed, so that its
+    ``events.init_command_line_parser`` listeners can add options (Locust
+    does the same). A file that is missing is left for the run to report;
+    one that fails to import is an error, but for ``--help`` and
+    ``--version``."""
+    import os
+
+    from .events import events
+    from .loader import load_aiotestfile
+    from .options import OptionParser
+
+    parser = OptionParser()
+    args = argv[1:]
+    if args[:1] == ["demo-target"]:
+        return parser
+    path = os.environ.get("AIOTEST_AIOTESTFILE", "aiotestfile.py")
+    for _, key, values in file_values:
+        if key == "aiotestfile" and values:
+            path = values[0]
+    for i, arg in enumerate(args):
+        if arg in ("-f", "--aiotestfile") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--aiotestfile="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("-f") and len(arg) > 2:
+            path = arg[2:]
+    if not os.path.isfile(path):
+        return parser
+    try:
+        load_aiotestfile(path)
+    except AiotestError:
+        if any(a in ("-h", "--help", "-V", "--version") for a in args):
+            return parser
+        raise
+    events.init_command_line_parser.fire(parser=parser)
+    return parser
 
 
 def _load_classes(opts: SimpleNamespace):  # type: ignore[no-untyped-def]

@@ -5,18 +5,32 @@ use pyo3::prelude::*;
 use super::errors::config_error;
 use crate::config::{self, ParseOutcome};
 
-/// Parses the command line (program name first) with config-file values.
+/// Parses the command line (program name first) with config-file values
+/// and the aiotestfile's own options, given as `(long name, help,
+/// environment variable, is a flag)`; their values come back under
+/// `run.custom_options`.
 ///
 /// Returns `("run", options_json, 0)` or, for `--help` and `--version`,
 /// `("exit", text, 0)`. Raises `aiotest.exceptions.ConfigError` (with
 /// `exit_code` 2) for bad usage. Never exits the process.
 #[pyfunction]
+#[pyo3(signature = (argv, file_values, custom_options = Vec::new()))]
 fn parse_options(
     py: Python<'_>,
     argv: Vec<String>,
     file_values: Vec<(String, String, Vec<String>)>,
+    custom_options: Vec<(String, String, Option<String>, bool)>,
 ) -> PyResult<(String, String, i32)> {
-    match config::parse_options(&argv, &file_values) {
+    let custom: Vec<config::CustomOption> = custom_options
+        .into_iter()
+        .map(|(long, help, env, flag)| config::CustomOption {
+            long,
+            help,
+            env,
+            flag,
+        })
+        .collect();
+    match config::parse_options(&argv, &file_values, &custom) {
         Ok(ParseOutcome::Run(cli)) => {
             let json = serde_json::to_string(&*cli)
                 .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;

@@ -36,6 +36,10 @@ pub struct RunSettings {
     pub stop_timeout_s: f64,
     /// This worker's share of `-i/--iterations`, when set.
     pub iterations: Option<u64>,
+    /// The master's values of the aiotestfile's own options, by name
+    /// (`environment.parsed_options.<name>` on the worker).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// A worker's machine load, sent with each heartbeat.

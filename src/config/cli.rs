@@ -248,6 +248,55 @@ pub struct RunOptions {
     /// User classes to run (all of them when none are named).
     #[arg(value_name = "USER_CLASS")]
     pub user_classes: Vec<String>,
+
+    /// Values of the aiotestfile's own options ([`CustomOption`]), by name:
+    /// a string, `true`/`false` for a flag, or null when not given.
+    #[arg(skip)]
+    pub custom_options: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// An option the aiotestfile adds to the command line (Locust's
+/// `events.init_command_line_parser`). It parses like a built-in one: from
+/// the command line, its environment variable, or a config file.
+#[derive(Debug, Clone, Default)]
+pub struct CustomOption {
+    /// The long name without dashes, e.g. `my-arg`.
+    pub long: String,
+    pub help: String,
+    /// The environment variable that may set it.
+    pub env: Option<String>,
+    /// A flag takes no value.
+    pub flag: bool,
+}
+
+impl CustomOption {
+    fn arg(&self) -> clap::Arg {
+        let arg = clap::Arg::new(self.long.clone())
+            .long(self.long.clone())
+            .help(self.help.clone())
+            .help_heading("Options of the aiotestfile");
+        let arg = match &self.env {
+            Some(env) => arg.env(env.clone()),
+            None => arg,
+        };
+        if self.flag {
+            arg.action(ArgAction::SetTrue)
+        } else {
+            arg.action(ArgAction::Set).value_name("VALUE")
+        }
+    }
+
+    fn value(&self, matches: &clap::ArgMatches) -> serde_json::Value {
+        if self.flag {
+            serde_json::Value::Bool(matches.get_flag(&self.long))
+        } else {
+            matches
+                .get_one::<String>(&self.long)
+                .map_or(serde_json::Value::Null, |v| {
+                    serde_json::Value::String(v.clone())
+                })
+        }
+    }
 }
 
 fn parse_users(text: &str) -> Result<u64, String> {
@@ -310,8 +359,11 @@ pub enum ParseOutcome {
 pub fn parse_options(
     argv: &[String],
     file_values: &[(String, String, Vec<String>)],
+    custom: &[CustomOption],
 ) -> Result<ParseOutcome, ConfigError> {
-    let command = Cli::command();
+    let command = custom
+        .iter()
+        .fold(Cli::command(), |command, option| command.arg(option.arg()));
     let mut full: Vec<String> = argv.iter().take(1).cloned().collect();
     if full.is_empty() {
         full.push("aiotest".into());
@@ -346,7 +398,11 @@ pub fn parse_options(
     full.extend(argv.iter().skip(1).cloned());
     match command.try_get_matches_from(&full) {
         Ok(matches) => {
-            let cli = Cli::from_arg_matches(&matches).map_err(|e| usage(&e))?;
+            let mut cli = Cli::from_arg_matches(&matches).map_err(|e| usage(&e))?;
+            cli.run.custom_options = custom
+                .iter()
+                .map(|o| (o.long.replace('-', "_"), o.value(&matches)))
+                .collect();
             Ok(ParseOutcome::Run(Box::new(cli)))
         }
         Err(e) => match e.kind() {
@@ -380,7 +436,7 @@ mod tests {
     }
 
     fn run(items: &[&str], file: &[(String, String, Vec<String>)]) -> Cli {
-        match parse_options(&argv(items), file).unwrap() {
+        match parse_options(&argv(items), file, &[]).unwrap() {
             ParseOutcome::Run(cli) => *cli,
             ParseOutcome::Exit { text, .. } => panic!("exit: {text}"),
         }
@@ -420,7 +476,7 @@ mod tests {
             (&["-t", "10x"][..], "--run-time"),
             (&["-u", "-3"][..], "--users"),
         ] {
-            let err = parse_options(&argv(args), &[]).unwrap_err();
+            let err = parse_options(&argv(args), &[], &[]).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(needle), "{text}");
             assert!(matches!(err, ConfigError::Usage { exit_code: 2, .. }));
@@ -459,14 +515,14 @@ mod tests {
             "userz".to_string(),
             vec!["1".to_string()],
         )];
-        let err = parse_options(&argv(&[]), &file).unwrap_err();
+        let err = parse_options(&argv(&[]), &file, &[]).unwrap_err();
         assert!(err.to_string().contains("'userz'"));
     }
 
     #[test]
     fn version_and_help_exit_zero() {
         for flag in ["--version", "--help"] {
-            match parse_options(&argv(&[flag]), &[]).unwrap() {
+            match parse_options(&argv(&[flag]), &[], &[]).unwrap() {
                 ParseOutcome::Exit { exit_code, text } => {
                     assert_eq!(exit_code, 0);
                     assert!(text.contains("aiotest"));
@@ -474,6 +530,40 @@ mod tests {
                 ParseOutcome::Run(_) => panic!("{flag} should exit"),
             }
         }
+    }
+
+    #[test]
+    fn custom_options_parse_like_built_in_ones() {
+        let custom = [
+            CustomOption {
+                long: "shop-id".into(),
+                help: "which shop".into(),
+                env: Some("AIOTEST_TEST_SHOP_ID".into()),
+                flag: false,
+            },
+            CustomOption {
+                long: "fast".into(),
+                flag: true,
+                ..CustomOption::default()
+            },
+            CustomOption {
+                long: "unset".into(),
+                ..CustomOption::default()
+            },
+        ];
+        let file = vec![("aiotest.conf".into(), "fast".into(), vec!["true".into()])];
+        let ParseOutcome::Run(cli) =
+            parse_options(&argv(&["--shop-id", "7", "-u", "2"]), &file, &custom).unwrap()
+        else {
+            panic!("expected a run");
+        };
+        let values = &cli.run.custom_options;
+        assert_eq!(values["shop_id"], serde_json::json!("7"));
+        assert_eq!(values["fast"], serde_json::json!(true));
+        assert_eq!(values["unset"], serde_json::Value::Null);
+        assert_eq!(cli.run.users, 2);
+        let err = parse_options(&argv(&["--shop-idd", "7"]), &[], &custom).unwrap_err();
+        assert!(err.to_string().contains("--shop-id"), "{err}");
     }
 
     #[test]

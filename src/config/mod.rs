@@ -7,7 +7,9 @@
 mod cli;
 mod duration;
 
-pub use cli::{parse_options, Cli, Command, DemoTargetOptions, ParseOutcome, RunOptions};
+pub use cli::{
+    parse_options, Cli, Command, CustomOption, DemoTargetOptions, ParseOutcome, RunOptions,
+};
 pub use duration::parse_duration_s;
 
 use thiserror::Error;
