@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -723,3 +724,84 @@ def test_custom_options_govern_the_workers(
     bad = run_aiotest("-f", str(path), "--item-id", "x", "-H", demo_target.url, cwd=tmp_path)
     assert bad.returncode == 2
     assert "--item-id 'x'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_worker_joining_mid_run_gets_users_and_ctrl_c_stops_all(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    workers, port, path = cluster
+    workers.start(1)
+    proc = _master_proc(
+        path,
+        port,
+        demo_target,
+        tmp_path,
+        "--expect-workers",
+        "1",
+        "-t",
+        "60s",
+        "--json-file",
+        "r.json",
+    )
+    samples = tmp_path / "samples"
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "Starting 2 users" in line:
+                break
+        workers.start(1)  # joins mid-run: one of the two users moves to it
+        deadline = time.monotonic() + 20
+        while len(list(samples.iterdir())) < 2:
+            assert time.monotonic() < deadline, "the late worker never ran a user"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Stopping the workers" in stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["stats"]["total"]["num_requests"] == demo_target.counts()["total"] > 2
+
+
+FAULTY = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Faulty(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def broken(self):
+        await self.session.get("/")
+        raise RuntimeError("boom")
+"""
+
+
+def test_worker_errors_reach_the_master(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    path = write_file("faulty.py", FAULTY)
+    run = run_aiotest(
+        "-f",
+        str(path),
+        "--processes",
+        "1",
+        "--master-bind-port",
+        str(free_port()),
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "100",
+        "-t",
+        "1s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1  # user errors, Locust's rule
+    assert "Worker 0: error in user code: RuntimeError: boom" in run.stderr
+    assert 'raise RuntimeError("boom")' in run.stderr  # with its traceback
+    errors = run.json["stats"]["errors"]
+    assert len(errors) == 1 and errors[0]["count"] == run.json["task_runs"] > 2
+    [node] = errors[0]["nodes"]  # the worker's id (host-pid-random), not "local"
+    assert node.startswith(f"{socket.gethostname()}-")

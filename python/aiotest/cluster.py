@@ -100,17 +100,20 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
     def task_runs() -> int:
         return state.task_runs_done + (state.runner.task_runs if state.runner else 0)
 
+    def send_progress() -> None:
+        runner = state.runner
+        cpu, rss = load.sample()
+        link.progress(
+            runner.state if runner else "ready",
+            runner.user_count if runner else 0,
+            task_runs(),
+            cpu,
+            rss,
+        )
+
     async def report_progress() -> None:
         while True:
-            runner = state.runner
-            cpu, rss = load.sample()
-            link.progress(
-                runner.state if runner else "ready",
-                runner.user_count if runner else 0,
-                task_runs(),
-                cpu,
-                rss,
-            )
+            send_progress()
             await asyncio.sleep(STATS_INTERVAL_S / 2)
 
     async def stop_users() -> None:
@@ -147,6 +150,8 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
             vars(opts).update(settings.get("options") or {})
             state.run_id = event["run_id"]
             state.runner = env.create_local_runner(iterations=settings.get("iterations"))
+            state.runner.on_new_error = link.exception
+            state.runner.node = worker_id
         runner = state.runner
         runner.iterations = settings.get("iterations")
         counts = {c["name"]: c["users"] for c in event["user_classes"]}
@@ -184,6 +189,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                 await spawn(event)
             elif kind == "stop":
                 await stop_users()
+                send_progress()  # the final task count goes with the last report
                 link.stopped(event["run_id"])
             elif kind == "master_lost":
                 log.warning(
@@ -272,7 +278,12 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
             elif kind == "worker_refused":
                 log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
             elif kind == "exception":
-                log.debug("Worker %d: %s", e["index"], e["message"])
+                log.error(
+                    "Worker %d: error in user code: %s\n%s",
+                    e["index"],
+                    e["message"],
+                    e["traceback"],
+                )
             elif kind == "custom":
                 hub.deliver(env, e["name"], e["data"], e["index"])
             elif kind == "message_dropped":

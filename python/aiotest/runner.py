@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _core
@@ -50,6 +51,11 @@ class LocalRunner:
         }
         self._next_user_index = 0
         self._errors_logged: set[tuple[str, str]] = set()
+        #: Called with (message, traceback) for each distinct error in user
+        #: code, the first time it happens (a worker forwards it to the master).
+        self.on_new_error: Callable[[str, str], None] | None = None
+        #: Where errors happen, for the exceptions report: a worker's id.
+        self.node = "local"
 
     @property
     def user_count(self) -> int:
@@ -193,11 +199,13 @@ class LocalRunner:
         tb = "".join(traceback.format_list(frames)).rstrip()
         engine = self.environment.engine
         if engine is not None:
-            engine.record_error(message, tb, "local")
+            engine.record_error(message, tb, self.node)
         key = (message, tb)
         if key not in self._errors_logged:
             self._errors_logged.add(key)
             log.error("Error in user code: %s\n%s", message, tb)
+            if self.on_new_error is not None:
+                self.on_new_error(message, tb)
 
     def _mix_text(self) -> str:
         return ", ".join(f"{name}: {n}" for name, n in self.user_classes_count().items())
