@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_PORT ?= 18080
 
-.PHONY: help venv install dev demo test lint
+.PHONY: help venv install dev demo test lint bench
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,4 +31,7 @@ test: install  ## Rust unit tests, then the Python suite against real servers
 lint:  ## cargo fmt, clippy and ruff
 	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
-	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check python tests examples
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check python tests examples bench
+
+bench: install  ## Benchmarks against wrk (and Locust, oha) on this machine; see bench/README.md
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/run.py

@@ -1,0 +1,433 @@
+"""aiotest's benchmarks, each measured against a reference in the same run.
+
+    python bench/run.py                      # every scenario, 10 s runs, median of 3
+    python bench/run.py throughput -d 5 -n 1 --json bench/result.json
+
+Scenarios (issue 4's targets):
+  throughput  50 users, zero wait, one core: requests/s as a ratio to wrk's
+              (and to Locust FastHttpUser and oha when they are installed).
+  latency     2,000 requests/s at a fixed rate: p50/p99 next to a
+              latency-corrected open-model tool (oha -q, or wrk2), if present.
+  memory      10,000 users at wait_time = constant(1): peak RSS per user.
+  startup     `aiotest --version`, and 10,000 users at --spawn-rate 10000.
+
+The target is nginx (Debian's package) on core 0 serving a 5-byte body when
+it is installed, else aiotest's own demo target. Load generators run on
+core 1 (taskset). Only loopback is ever loaded, and every run is bounded by
+its duration. Benchmarks are not tests: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+TARGET_CORE, LOAD_CORE = "0", "1"
+CONNECTIONS = 50
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /hello {{ default_type text/plain; return 200 "hello"; }}
+    }}
+}}
+"""
+
+HELLO_USER = """
+from aiotest import AsyncHttpUser, constant, task
+
+class Hello(AsyncHttpUser):
+    wait_time = constant({wait})
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+"""
+
+PACED_USER = """
+from aiotest import AsyncHttpUser, constant_pacing, task
+
+class Paced(AsyncHttpUser):
+    wait_time = constant_pacing({pace_s})
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+"""
+
+LOCUST_USER = """
+from locust import FastHttpUser, constant, task
+
+class Hello(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def hello(self):
+        self.client.get("/hello")
+"""
+
+
+@dataclass
+class Row:
+    """One measured tool in one scenario. Times in µs, memory in bytes."""
+
+    scenario: str
+    tool: str
+    rps: float | None = None
+    p50_us: float | None = None
+    p99_us: float | None = None
+    peak_rss_bytes: int | None = None
+    ratio: float | None = None
+    note: str = ""
+    runs: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if shutil.which("taskset") else argv
+
+
+def run_with_rss(argv: list[str], timeout_s: float, cwd: str | None = None) -> tuple[str, str, int]:
+    """Runs ``argv``; returns stdout, stderr and the child's peak RSS in bytes
+    (``os.wait4``'s rusage of exactly that child)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=cwd)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        return out.read(), err.read(), usage.ru_maxrss * 1024
+
+
+@contextmanager
+def target() -> Iterator[tuple[str, str]]:
+    """Starts the target on TARGET_CORE; yields (base URL, description)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+        )
+        if nginx:
+            conf = Path(tmp) / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+            argv = pinned(TARGET_CORE, [nginx, "-c", str(conf), "-p", tmp])
+            what = "nginx (1 worker, core 0), 5-byte body"
+        else:
+            argv = pinned(TARGET_CORE, [aiotest_cmd(), "demo-target", "--port", str(port)])
+            what = "aiotest demo-target (core 0): nginx is not installed"
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}", what
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def aiotest_cmd() -> str:
+    found = shutil.which("aiotest") or str(Path(sys.executable).with_name("aiotest"))
+    if not os.path.exists(found):
+        sys.exit("bench: the aiotest command is not installed: pip install . (a release build)")
+    return found
+
+
+# ------------------------------------------------------------ the tools
+
+
+def wrk(url: str, duration_s: int, rate: int | None = None) -> Row:
+    binary = "wrk2" if rate else "wrk"
+    if not shutil.which(binary):
+        return Row("", binary, note="not installed")
+    argv = [binary, "-t1", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency"]
+    if rate:
+        argv += [f"-R{rate}"]
+    out, _, rss = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+\w+)", out, re.M))
+    return Row(
+        "",
+        binary,
+        rps=rps,
+        p50_us=_us(lat.get("50")),
+        p99_us=_us(lat.get("99")),
+        peak_rss_bytes=rss,
+    )
+
+
+def _us(text: str | None) -> float | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+
+def oha(url: str, duration_s: int, rate: int | None = None) -> Row:
+    if not shutil.which("oha"):
+        return Row("", "oha", note="not installed")
+    argv = [
+        "oha",
+        "-c",
+        str(CONNECTIONS),
+        "-z",
+        f"{duration_s}s",
+        "--no-tui",
+        "--output-format",
+        "json",
+    ]
+    if rate:
+        argv += ["-q", str(rate), "--latency-correction"]
+    out, _, rss = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
+    doc = json.loads(out)
+    pct = doc.get("latencyPercentiles", {})
+    return Row(
+        "",
+        "oha",
+        rps=doc["summary"]["requestsPerSec"],
+        p50_us=pct.get("p50", 0) * 1e6,
+        p99_us=pct.get("p99", 0) * 1e6,
+        peak_rss_bytes=rss,
+    )
+
+
+def aiotest(url: str, duration_s: int, script: str, users: int, spawn_rate: int) -> Row:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench_aiotestfile.py"
+        path.write_text(script)
+        result = Path(tmp) / "r.json"
+        argv = [
+            aiotest_cmd(), "-f", str(path), "--headless", "--only-summary", "-u", str(users),
+            "-r", str(spawn_rate), "-t", f"{duration_s}s", "-H", url, "--json-file", str(result),
+        ]  # fmt: skip
+        _, err, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
+        if not result.exists():
+            return Row("", "aiotest", note=f"no result: {err.strip()[-300:]}")
+        total = json.loads(result.read_text())["stats"]["total"]
+    span = (total["last_request_s"] or 0) - (total["first_request_s"] or 0)
+    pct = dict(total["percentiles_us"])
+    return Row(
+        "",
+        "aiotest",
+        rps=total["num_requests"] / span if span > 0 else None,
+        p50_us=pct.get("50%"),
+        p99_us=pct.get("99%"),
+        peak_rss_bytes=rss,
+        note=f"{total['num_failures']} failures" if total["num_failures"] else "",
+    )
+
+
+def locust(url: str, duration_s: int) -> Row:
+    if not shutil.which("locust"):
+        return Row("", "locust FastHttpUser", note="not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "locustfile.py"
+        path.write_text(LOCUST_USER)
+        argv = [
+            "locust", "-f", str(path), "--headless", "--only-summary", "-u", str(CONNECTIONS),
+            "-r", "1000", "-t", f"{duration_s}s", "-H", url, "--csv", f"{tmp}/l",
+        ]  # fmt: skip
+        _, _, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
+        rows = (Path(tmp) / "l_stats.csv").read_text().splitlines()
+    agg = next(r.split(",") for r in rows if ",Aggregated," in r)
+    return Row("", "locust FastHttpUser", rps=float(agg[9]), p50_us=float(agg[11]) * 1e3,
+               p99_us=float(agg[18]) * 1e3, peak_rss_bytes=rss)  # fmt: skip
+
+
+def median_of(n: int, measure: Callable[[], Row]) -> Row:
+    """Runs ``measure`` n times; keeps the run with the median requests/s."""
+    rows = [measure() for _ in range(n)]
+    measured = [r for r in rows if r.rps is not None]
+    if not measured:
+        return rows[0]
+    measured.sort(key=lambda r: r.rps or 0)
+    best = measured[len(measured) // 2]
+    best.runs = [round(r.rps or 0) for r in measured]
+    return best
+
+
+# ------------------------------------------------------------ scenarios
+
+
+def throughput(url: str, args: argparse.Namespace) -> list[Row]:
+    d, n = args.duration, args.runs
+    rows = [
+        median_of(n, lambda: wrk(url, d)),
+        median_of(n, lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000)),
+        median_of(n, lambda: locust(url, d)),
+        median_of(n, lambda: oha(url, d)),
+    ]
+    ref = rows[0].rps
+    for r in rows:
+        r.scenario = "throughput"
+        if ref and r.rps:
+            r.ratio = r.rps / ref
+    return rows
+
+
+def latency(url: str, args: argparse.Namespace) -> list[Row]:
+    rate = 2000
+    d = args.duration
+    pace_s = CONNECTIONS / rate
+    ours = aiotest(url, d, PACED_USER.format(pace_s=pace_s), CONNECTIONS, 1000)
+    refs = [r for r in (oha(url, d, rate), wrk(url, d, rate)) if r.rps is not None]
+    rows = [*refs, ours] or [ours]
+    if refs and refs[0].p99_us and ours.p99_us:
+        ours.ratio = ours.p99_us / refs[0].p99_us
+        ours.note = f"p99 ratio to {refs[0].tool}"
+    elif not refs:
+        ours.note = "no latency-corrected reference installed (oha, wrk2)"
+    for r in rows:
+        r.scenario = "latency @2000/s"
+    return rows
+
+
+def memory(url: str, args: argparse.Namespace) -> list[Row]:
+    users = 10_000
+    row = aiotest(url, max(args.duration, 15), HELLO_USER.format(wait=1), users, 10_000)
+    row.scenario = "memory 10k users"
+    if row.peak_rss_bytes:
+        row.note = f"{row.peak_rss_bytes / users / 1024:.1f} KB per user"
+    return [row]
+
+
+def startup(url: str, args: argparse.Namespace) -> list[Row]:
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        subprocess.run([aiotest_cmd(), "--version"], capture_output=True, check=True)
+        times.append(time.perf_counter() - began)
+    version = Row(
+        "startup", "aiotest --version", note=f"{statistics.median(times):.3f} s (median of 5)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.py"
+        path.write_text(HELLO_USER.format(wait=1))
+        argv = [aiotest_cmd(), "-f", str(path), "--headless", "--only-summary", "-u", "10000",
+                "-r", "10000", "-t", "6s", "-H", url]  # fmt: skip
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp
+        )
+        spawned = None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "All users spawned" in line:
+                spawned = time.monotonic() - began
+                break
+        proc.communicate(timeout=60)
+    ramp = Row("startup", "10k users at -r 10000",
+               note=f"{spawned:.2f} s to all running" if spawned else "never all spawned")  # fmt: skip
+    return [version, ramp]
+
+
+SCENARIOS = {"throughput": throughput, "latency": latency, "memory": memory, "startup": startup}
+
+
+def table(rows: list[Row]) -> str:
+    head = f"{'scenario':<18} {'tool':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} {'ratio':>6}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+
+        def f(v: float | None, scale: float = 1, fmt: str = ".0f") -> str:
+            return "-" if v is None else format(v / scale, fmt)
+
+        lines.append(
+            f"{r.scenario:<18} {r.tool:<24} {f(r.rps):>9} {f(r.p50_us, 1e3, '.2f'):>8} "
+            f"{f(r.p99_us, 1e3, '.2f'):>8} {f(r.peak_rss_bytes, 1e6, '.0f'):>7} "
+            f"{f(r.ratio, 1, '.3f'):>6}  {r.note}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("-d", "--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument(
+        "-n", "--runs", type=int, default=3, help="runs per tool; the median is kept (default 3)"
+    )
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args()
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {', '.join(unknown)}: pick from {', '.join(SCENARIOS)}")
+    if (os.cpu_count() or 1) < 2:
+        print(
+            "bench: fewer than 2 cores: target and load share one, ratios mean less",
+            file=sys.stderr,
+        )
+    rows: list[Row] = []
+    with target() as (url, what):
+        print(
+            f"target: {what}; load on core {LOAD_CORE}; {args.duration} s runs, median of {args.runs}"
+        )
+        for name in args.scenarios or list(SCENARIOS):
+            rows += SCENARIOS[name](url, args)
+            print(table(rows).splitlines()[-1], flush=True)
+    print()
+    print(table(rows))
+    if args.json:
+        doc = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "target": what,
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "rows": [asdict(r) for r in rows],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
