@@ -138,6 +138,56 @@ pub fn split_over_workers(counts: &[u64], workers: usize) -> Vec<Vec<u64>> {
     rows
 }
 
+/// Global user indexes (`user_index`, 0 to N-1 over the whole cluster) for
+/// new per-worker, per-class user counts, keeping every index a running user
+/// already has wherever it can, so an index stays with its user for the run.
+///
+/// `owned[w][c]` holds the indexes worker `w` runs for class `c` now (empty
+/// for a new worker; a lost worker is simply left out, which frees its
+/// indexes); `counts[w][c]` is what it should run. Returns the new
+/// `owned`, of the shape of `counts`. A worker with too many users of a class
+/// gives up its highest indexes; an index at or above the new total N is
+/// given up too; the indexes freed or never used go, smallest first, to the
+/// workers that lack users.
+///
+/// # Panics
+/// If `owned` has fewer rows than `counts` (a caller's bug).
+pub fn assign_user_indexes(owned: &[Vec<Vec<u64>>], counts: &[Vec<u64>]) -> Vec<Vec<Vec<u64>>> {
+    let total: u64 = counts.iter().flatten().sum();
+    let mut kept: Vec<Vec<Vec<u64>>> = counts
+        .iter()
+        .enumerate()
+        .map(|(w, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(c, &n)| {
+                    let mut have: Vec<u64> = owned[w]
+                        .get(c)
+                        .map(|v| v.iter().copied().filter(|&i| i < total).collect())
+                        .unwrap_or_default();
+                    have.sort_unstable();
+                    have.truncate(n as usize);
+                    have
+                })
+                .collect()
+        })
+        .collect();
+    let used: std::collections::HashSet<u64> = kept.iter().flatten().flatten().copied().collect();
+    let mut free = (0..total).filter(|i| !used.contains(i));
+    for (w, row) in counts.iter().enumerate() {
+        for (c, &n) in row.iter().enumerate() {
+            let have = &mut kept[w][c];
+            while (have.len() as u64) < n {
+                have.push(
+                    free.next()
+                        .expect("the free indexes cover every missing user"),
+                );
+            }
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +255,49 @@ mod tests {
         let loads: Vec<u64> = rows.iter().map(|r| r.iter().sum()).collect();
         assert_eq!(loads.iter().sum::<u64>(), 13);
         assert!(loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1);
+    }
+
+    fn all_indexes(owned: &[Vec<Vec<u64>>]) -> Vec<u64> {
+        let mut v: Vec<u64> = owned.iter().flatten().flatten().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn user_indexes_cover_0_to_n_once_and_stay_put() {
+        // Two workers, two classes, 7 users.
+        let counts = vec![vec![2, 2], vec![2, 1]];
+        let first = assign_user_indexes(&[vec![], vec![]], &counts);
+        assert_eq!(all_indexes(&first), (0..7).collect::<Vec<_>>());
+        // A third worker joins: the others give up users, and keep the rest.
+        let counts = vec![vec![1, 1], vec![1, 1], vec![1, 2]];
+        let second = assign_user_indexes(&[first[0].clone(), first[1].clone(), vec![]], &counts);
+        assert_eq!(all_indexes(&second), (0..7).collect::<Vec<_>>());
+        for w in 0..2 {
+            for c in 0..2 {
+                assert!(second[w][c].iter().all(|i| first[w][c].contains(i)));
+            }
+        }
+        // Worker 0 is lost: its indexes go to the survivors; theirs stay.
+        let counts = vec![vec![2, 1], vec![1, 3]];
+        let third = assign_user_indexes(&[second[1].clone(), second[2].clone()], &counts);
+        assert_eq!(all_indexes(&third), (0..7).collect::<Vec<_>>());
+        assert!(third[0][0].contains(&second[1][0][0]));
+        assert!(third[1][1].contains(&second[2][1][0]));
+    }
+
+    #[test]
+    fn shrinking_gives_up_the_highest_indexes() {
+        let owned = vec![vec![vec![0, 1, 2, 3, 4]]];
+        assert_eq!(
+            assign_user_indexes(&owned, &[vec![3]]),
+            vec![vec![vec![0, 1, 2]]]
+        );
+        // An index at or above the new total is given up even where the
+        // worker keeps its count: its replacement takes a free low index.
+        let owned = vec![vec![vec![4]], vec![vec![0]]];
+        let got = assign_user_indexes(&owned, &[vec![1], vec![1]]);
+        assert_eq!(all_indexes(&got), vec![0, 1]);
+        assert_eq!(got[1], vec![vec![0]]);
     }
 }

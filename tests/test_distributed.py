@@ -805,3 +805,65 @@ def test_worker_errors_reach_the_master(
     assert len(errors) == 1 and errors[0]["count"] == run.json["task_runs"] > 2
     [node] = errors[0]["nodes"]  # the worker's id (host-pid-random), not "local"
     assert node.startswith(f"{socket.gethostname()}-")
+
+
+IDENTIFIED = """
+import os
+from aiotest import AsyncHttpUser, task, constant
+
+OUT = os.environ["IDS_DIR"]
+
+class A(AsyncHttpUser):
+    wait_time = constant(0.05)
+    weight = 2
+
+    async def on_start(self):
+        with open(os.path.join(OUT, f"{os.getpid()}.txt"), "a") as fh:
+            fh.write(f"{self.user_index} {self.worker_index} {self.worker_count}\\n")
+
+    @task
+    async def ping(self):
+        await self.session.get("/")
+
+class B(A):
+    weight = 1
+"""
+
+
+@pytest.mark.parametrize("processes", [0, 4])
+def test_user_index_is_unique_across_the_cluster(
+    write_file, demo_target: DemoTarget, tmp_path: Path, processes: int
+) -> None:
+    path = write_file("ids.py", IDENTIFIED)
+    out = tmp_path / "ids"
+    out.mkdir()
+    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
+    run = run_aiotest(
+        "-f",
+        str(path),
+        *(spread if processes else []),
+        "--headless",
+        "-u",
+        "11",
+        "-r",
+        "100",
+        "-t",
+        "2s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+        env={"IDS_DIR": str(out)},
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [
+        (f.stem, *map(int, line.split()))
+        for f in out.iterdir()
+        for line in f.read_text().splitlines()
+    ]
+    assert sorted(r[1] for r in rows) == list(range(11))  # 0..N-1, each once
+    workers = max(processes, 1)
+    assert {r[3] for r in rows} == {workers}
+    by_worker = {r[2]: {r[0]} for r in rows}
+    assert sorted(by_worker) == list(range(workers))
+    for pid, _, worker_index, _ in rows:  # one process per worker index
+        assert by_worker[worker_index] == {pid}

@@ -154,12 +154,14 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
             state.runner.node = worker_id
         runner = state.runner
         runner.iterations = settings.get("iterations")
-        counts = {c["name"]: c["users"] for c in event["user_classes"]}
-        target = [counts.get(cls.__name__, 0) for cls in runner.environment.user_classes]
+        runner.worker_index = state.index or 0
+        runner.worker_count = event["worker_count"]
+        indexes = {c["name"]: c["user_indexes"] for c in event["user_classes"]}
+        wanted = [indexes.get(cls.__name__, []) for cls in runner.environment.user_classes]
         run_id = event["run_id"]
 
         async def ramp() -> None:
-            await runner.start_counts(target, event["spawn_rate_per_s"])
+            await runner.start_indexed(wanted, event["spawn_rate_per_s"])
             link.spawning_complete(run_id, runner.user_count)
 
         if state.spawn is not None:

@@ -49,7 +49,9 @@ class LocalRunner:
         self._users: dict[type[User], list[tuple[User, asyncio.Task[None]]]] = {
             cls: [] for cls in environment.user_classes
         }
-        self._next_user_index = 0
+        #: This process's place in the cluster (0 of 1 in local mode).
+        self.worker_index = 0
+        self.worker_count = 1
         self._errors_logged: set[tuple[str, str]] = set()
         #: Called with (message, traceback) for each distinct error in user
         #: code, the first time it happens (a worker forwards it to the master).
@@ -82,17 +84,30 @@ class LocalRunner:
 
     async def start_counts(self, target: list[int], spawn_rate: float) -> None:
         """Ramps to exactly ``target[i]`` users of class ``i`` (in the order of
-        ``environment.user_classes``) at ``spawn_rate`` users/s: what a
-        worker does with the master's ``spawn`` message."""
+        ``environment.user_classes``) at ``spawn_rate`` users/s. Users keep
+        their ``user_index``; the indexes stay 0 to N-1."""
+        owned = [
+            sorted(u.user_index for u, _ in self._users[c]) for c in self.environment.user_classes
+        ]
+        wanted = _core.assign_user_indexes([owned], [target])[0]
+        await self.start_indexed(wanted, spawn_rate)
+
+    async def start_indexed(self, wanted: list[list[int]], spawn_rate: float) -> None:
+        """Runs exactly the users whose ``user_index`` is in ``wanted[i]`` for
+        class ``i``: stops the others at once, and starts the missing ones at
+        ``spawn_rate`` users/s, keeping the class mix in proportion during
+        the ramp. What a worker does with the master's ``spawn`` message."""
         env = self.environment
         classes = env.user_classes
-        current = [len(self._users[c]) for c in classes]
-        for cls, want, have in zip(classes, target, current, strict=True):
-            for user, task in self._users[cls][want:have][::-1]:
-                self._stop_user(user, task, force=True)
-        order = _core.spawn_order(
-            [max(0, want - have) for want, have in zip(target, current, strict=True)]
-        )
+        fresh: list[list[int]] = []
+        for cls, indexes in zip(classes, wanted, strict=True):
+            keep = set(indexes)
+            for user, task in self._users[cls][::-1]:
+                if user.user_index not in keep:
+                    self._stop_user(user, task, force=True)
+            running = {u.user_index for u, _ in self._users[cls] if not u._stop_requested}
+            fresh.append([i for i in indexes if i not in running][::-1])
+        order = _core.spawn_order([len(f) for f in fresh])
         self.state = "spawning"
         loop = asyncio.get_running_loop()
         bridge = env.bridge
@@ -103,7 +118,8 @@ class LocalRunner:
         while spawned < len(order):
             due = min(len(order), int((loop.time() - started) * spawn_rate) + 1)
             while spawned < due:
-                self._spawn(classes[order[spawned]], loop)
+                c = order[spawned]
+                self._spawn(classes[c], loop, fresh[c].pop())
                 spawned += 1
             if spawned < len(order):
                 await asyncio.sleep(max(0.0, started + spawned / spawn_rate - loop.time()))
@@ -111,9 +127,8 @@ class LocalRunner:
         log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
         env.events.spawning_complete.fire(user_count=self.user_count)
 
-    def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop) -> None:
-        user = cls(self.environment, user_index=self._next_user_index)
-        self._next_user_index += 1
+    def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop, user_index: int) -> None:
+        user = cls(self.environment, user_index=user_index)
         task = loop.create_task(user.run(), name=f"{cls.__name__}-{user.user_index}")
         entry = (user, task)
         self._users[cls].append(entry)

@@ -105,8 +105,11 @@ class User(metaclass=_UserMeta):
         wait_time: Seconds between tasks, e.g. ``between(1, 3)``.
         tasks: ``@task`` methods, or a list or dict of functions.
 
-    Each instance knows ``environment`` and ``user_index`` (0-based, in spawn
-    order). Tasks may be ``async def`` or plain functions.
+    Each instance knows ``environment``; ``user_index``, unique over the
+    whole cluster (0 to N-1 for N users) and kept for the run, so
+    ``accounts[self.user_index]`` partitions data with no overlap; and
+    ``worker_index`` / ``worker_count``, its worker's place in the cluster
+    (0 and 1 in local mode). Tasks may be ``async def`` or plain functions.
     """
 
     abstract = True
@@ -119,6 +122,9 @@ class User(metaclass=_UserMeta):
     def __init__(self, environment: Environment, *, user_index: int = 0) -> None:
         self.environment = environment
         self.user_index = user_index
+        runner = environment.runner
+        self.worker_index: int = runner.worker_index if runner is not None else 0
+        self.worker_count: int = runner.worker_count if runner is not None else 1
         self._stop_requested = False
         self._waiting = False
         self._task_started_at: float | None = None

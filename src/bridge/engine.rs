@@ -348,6 +348,22 @@ fn percentiles_of(samples_us: Vec<u64>) -> Vec<(String, u64)> {
     entry.snapshot(0.0, 1.0).percentiles_us
 }
 
+/// Cluster-wide user indexes for new counts, keeping those users already
+/// have: `owned[w][c]` and `counts[w][c]` per worker and class; returns the
+/// new `owned` (see `dispatch::assign_user_indexes`).
+#[pyfunction]
+fn assign_user_indexes(
+    owned: Vec<Vec<Vec<u64>>>,
+    counts: Vec<Vec<u64>>,
+) -> PyResult<Vec<Vec<Vec<u64>>>> {
+    if owned.len() < counts.len() {
+        return Err(PyValueError::new_err(
+            "owned needs a row for every row of counts",
+        ));
+    }
+    Ok(dispatch::assign_user_indexes(&owned, &counts))
+}
+
 /// The spawn order (class indexes) that keeps every prefix in proportion.
 #[pyfunction]
 fn spawn_order(counts: Vec<u64>) -> Vec<usize> {
@@ -390,6 +406,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStatsSnapshot>()?;
     m.add_function(wrap_pyfunction!(user_counts, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_order, m)?)?;
+    m.add_function(wrap_pyfunction!(assign_user_indexes, m)?)?;
     m.add_function(wrap_pyfunction!(percentiles_of, m)?)?;
     m.add_function(wrap_pyfunction!(validate_host, m)?)?;
     m.add_function(wrap_pyfunction!(validate_checks, m)?)?;

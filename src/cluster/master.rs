@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::plan::{assign_users, split_iterations, ClassPlan};
 use super::protocol::{check_ready, Codec, Load, Message, ProtocolError, RunSettings};
 use super::transport::{PeerId, Transport};
+use crate::dispatch::assign_user_indexes;
 use crate::engine::CompletionQueue;
 use crate::stats::{unix_now_s, Recorder};
 
@@ -141,6 +142,8 @@ struct Slot {
     /// This worker's share of the run's iterations, and what it reported.
     iterations: Option<u64>,
     task_runs: u64,
+    /// The `user_index`es it runs, per class of the run's plan.
+    user_indexes: Vec<Vec<u64>>,
 }
 
 struct Master<T: Transport> {
@@ -415,6 +418,7 @@ impl<T: Transport> Master<T> {
                 stopped_run: 0,
                 iterations: None,
                 task_runs: 0,
+                user_indexes: Vec::new(),
             },
         );
         let ack = self.ack(index);
@@ -466,6 +470,7 @@ impl<T: Transport> Master<T> {
         for slot in self.slots.values_mut() {
             slot.task_runs = 0;
             slot.iterations = None;
+            slot.user_indexes.clear();
         }
         self.run = Some(plan);
         self.assign_iterations();
@@ -512,15 +517,37 @@ impl<T: Transport> Master<T> {
                 return;
             }
         };
+        let owned: Vec<Vec<Vec<u64>>> = live
+            .iter()
+            .map(|p| {
+                self.slots
+                    .get(p)
+                    .map_or_else(Vec::new, |s| s.user_indexes.clone())
+            })
+            .collect();
+        let counts: Vec<Vec<u64>> = rows
+            .iter()
+            .map(|row| row.iter().map(|c| c.users).collect())
+            .collect();
+        let indexes = assign_user_indexes(&owned, &counts);
         let rate = plan.spawn_rate_per_s / live.len() as f64;
-        for (peer, row) in live.iter().zip(rows) {
+        let worker_count = live.len() as u32;
+        for ((peer, mut row), row_indexes) in live.iter().zip(rows).zip(indexes) {
+            for (class, class_indexes) in row.iter_mut().zip(&row_indexes) {
+                class.user_indexes = class_indexes.clone();
+            }
             let mut settings = plan.settings.clone();
-            settings.iterations = self.slots.get(peer).and_then(|s| s.iterations);
+            let Some(slot) = self.slots.get_mut(peer) else {
+                continue;
+            };
+            settings.iterations = slot.iterations;
+            slot.user_indexes = row_indexes;
             let message = Message::Spawn {
                 run_id: self.run_id,
                 user_classes: row,
                 spawn_rate_per_s: rate,
                 settings,
+                worker_count,
             };
             self.send(peer, &message).await;
         }

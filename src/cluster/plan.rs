@@ -41,6 +41,7 @@ pub fn assign_users(
                 .map(|(c, n)| ClassUsers {
                     name: c.name.clone(),
                     users: n,
+                    user_indexes: Vec::new(),
                 })
                 .collect()
         })

@@ -25,6 +25,12 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct ClassUsers {
     pub name: String,
     pub users: u64,
+    /// The cluster-wide `user_index` of each of these users (`users` of
+    /// them, 0 to N-1 over the cluster). A user keeps its index for the run:
+    /// the worker stops the users whose index left the list and starts
+    /// users for the new ones.
+    #[serde(default)]
+    pub user_indexes: Vec<u64>,
 }
 
 /// The run settings the master's options impose on every worker.
@@ -82,6 +88,9 @@ pub enum Message {
         user_classes: Vec<ClassUsers>,
         spawn_rate_per_s: f64,
         settings: RunSettings,
+        /// Live workers in the run (`self.worker_count` in user code).
+        #[serde(default)]
+        worker_count: u32,
     },
     /// W→M: spawning toward `user_count` users.
     Spawning { run_id: u64, user_count: u64 },
@@ -285,8 +294,10 @@ mod tests {
                 run_id: 7,
                 user_classes: vec![ClassUsers {
                     name: "Shopper".into(),
-                    users: 5,
+                    users: 2,
+                    user_indexes: vec![4, 9],
                 }],
+                worker_count: 3,
                 spawn_rate_per_s: 2.5,
                 settings: RunSettings {
                     host: Some("http://127.0.0.1:1".into()),

@@ -81,6 +81,7 @@ pub enum WorkerEvent {
         user_classes: Vec<ClassUsers>,
         spawn_rate_per_s: f64,
         settings: RunSettings,
+        worker_count: u32,
     },
     Stop {
         run_id: u64,
@@ -277,7 +278,7 @@ impl Link {
                             self.joined = false;
                             self.send(&ready(config)).await;
                         }
-                        Message::Spawn { run_id, user_classes, spawn_rate_per_s, settings } => {
+                        Message::Spawn { run_id, user_classes, spawn_rate_per_s, settings, worker_count } => {
                             if run_id != self.run_id {
                                 // A new run: what was recorded before belongs to no run.
                                 let _ = recorder.take();
@@ -286,7 +287,7 @@ impl Link {
                             }
                             let user_count = user_classes.iter().map(|c| c.users).sum();
                             self.send(&Message::Spawning { run_id, user_count }).await;
-                            events.push(WorkerEvent::Spawn { run_id, user_classes, spawn_rate_per_s, settings });
+                            events.push(WorkerEvent::Spawn { run_id, user_classes, spawn_rate_per_s, settings, worker_count });
                         }
                         Message::Stop { run_id } => events.push(WorkerEvent::Stop { run_id }),
                         Message::Quit => {
