@@ -867,3 +867,61 @@ def test_user_index_is_unique_across_the_cluster(
     assert sorted(by_worker) == list(range(workers))
     for pid, _, worker_index, _ in rows:  # one process per worker index
         assert by_worker[worker_index] == {pid}
+
+
+CONTEXTUAL = """
+import os
+from aiotest import AsyncHttpUser, events, task, constant
+
+OUT = os.environ["CTX_DIR"]
+
+@events.init.add_listener
+def fetch_token(environment, **kw):
+    if not environment.parsed_options.worker:  # the master (or local mode) fetches it once
+        environment.context["token"] = f"from-{os.getpid()}"
+
+class Reader(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    async def on_start(self):
+        with open(os.path.join(OUT, f"{os.getpid()}.txt"), "a") as fh:
+            fh.write(self.environment.context["token"] + "\\n")
+
+    @task
+    async def ping(self):
+        await self.session.get("/")
+"""
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_master_context_reaches_every_worker_before_users_start(
+    write_file, demo_target: DemoTarget, tmp_path: Path, processes: int
+) -> None:
+    path = write_file("ctx.py", CONTEXTUAL)
+    out = tmp_path / "ctx"
+    out.mkdir()
+    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
+    run = run_aiotest(
+        "-f",
+        str(path),
+        *(spread if processes else []),
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "100",
+        "-t",
+        "1s",
+        "-H",
+        demo_target.url,
+        cwd=tmp_path,
+        env={"CTX_DIR": str(out)},
+    )
+    assert run.returncode == 0, run.stderr  # no user failed to find the token
+    seen = {f.stem: set(f.read_text().split()) for f in out.iterdir()}
+    assert len(seen) == max(processes, 1)
+    [token] = set.union(*seen.values())
+    if processes:
+        assert token.removeprefix("from-") not in seen  # the master's, not a worker's own
+    else:
+        assert token == f"from-{next(iter(seen))}"

@@ -146,8 +146,11 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                 exclude_tags=settings.get("exclude_tags"),
                 stop_timeout_s=settings.get("stop_timeout_s", 0.0),
             )
-            # The master's values of the aiotestfile's own options govern.
+            # The master's values of the aiotestfile's own options govern,
+            # and its context is in place before any user starts.
             vars(opts).update(settings.get("options") or {})
+            env.context.clear()
+            env.context.update(settings.get("context") or {})
             state.run_id = event["run_id"]
             state.runner = env.create_local_runner(iterations=settings.get("iterations"))
             state.runner.on_new_error = link.exception
@@ -336,8 +339,17 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 "stop_timeout_s": opts.stop_timeout_s,
                 "iterations": opts.iterations,
                 "options": opts.custom_options,
+                "context": env.context,
             },
         }
+        try:
+            json.dumps(env.context)
+        except (TypeError, ValueError) as exc:
+            print(
+                f"error: environment.context must hold JSON values (str, numbers, lists, dicts): {exc}",
+                file=sys.stderr,
+            )
+            return 2
         env.events.test_start.fire(environment=env)
         log.info(
             "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live

@@ -34,6 +34,7 @@ class Environment:
         events: Event hooks; the global ``aiotest.events`` by default.
         engine: An engine to share (a worker keeps one across runs); a new
             one is started on first use otherwise.
+        require_host: See :meth:`configure`.
 
     Raises:
         ConfigError: A malformed host, a user class with no host or no
@@ -55,6 +56,11 @@ class Environment:
     ) -> None:
         self.events = events or global_events
         self.parsed_options = parsed_options
+        #: Values the master (or the local process) sets, typically in an
+        #: ``events.init`` listener, e.g. a token fetched once. JSON values
+        #: only: in distributed mode every worker gets a copy before any of
+        #: its users starts.
+        self.context: dict[str, Any] = {}
         self.engine: _core.Engine | None = None
         self.bridge: EngineBridge | None = None
         self.runner: LocalRunner | None = None

@@ -46,6 +46,10 @@ pub struct RunSettings {
     /// (`environment.parsed_options.<name>` on the worker).
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The master's `environment.context`: set on every worker before its
+    /// users start.
+    #[serde(default)]
+    pub context: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// A worker's machine load, sent with each heartbeat.
