@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any, TextIO
 
 from . import _core
+from .data import reset_all as reset_feeders
 from .env import Environment
 from .exceptions import ConfigError
 from .messages import hub
@@ -92,7 +93,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
     # once, and what they keep on it lasts across runs.
     env = Environment(user_classes=classes, parsed_options=opts, engine=engine, require_host=False)
     env.events.init.fire(environment=env)
-    hub.connect(lambda name, data_json, _index: link.send_message(name, data_json))
+    hub.connect(lambda name, data_json, _index: link.send_message(name, data_json), "worker")
     state = SimpleNamespace(runner=None, run_id=0, spawn=None, task_runs_done=0, index=None)
     load = _Load()
     last_waiting = 0.0
@@ -146,6 +147,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
                 exclude_tags=settings.get("exclude_tags"),
                 stop_timeout_s=settings.get("stop_timeout_s", 0.0),
             )
+            reset_feeders()
             # The master's values of the aiotestfile's own options govern,
             # and its context is in place before any user starts.
             vars(opts).update(settings.get("options") or {})
@@ -298,7 +300,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 stop.set()
 
     logger = asyncio.create_task(log_events())
-    hub.connect(master.send_message)
+    hub.connect(master.send_message, "master")
     try:
         if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
@@ -354,6 +356,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         log.info(
             "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
         )
+        reset_feeders()
         master.start(json.dumps(plan, default=str))
         began = time.monotonic()
         next_tick = began + STATS_INTERVAL_S
@@ -367,6 +370,9 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
             st = status()
             if opts.iterations is not None and st["task_runs"] >= opts.iterations:
                 reason = "iterations"
+                break
+            if opts.users and st["spawning_complete"] and st["user_count"] == 0:
+                reason = "all users stopped"
                 break
             if now >= next_tick:
                 engine.tick(st["user_count"], full_history=opts.csv_full_history)

@@ -47,6 +47,8 @@ class MessageHub:
     def __init__(self) -> None:
         self._handlers: dict[str, MessageHandler] = {}
         self._send: Callable[[str, str, int | None], None] | None = None
+        #: "master", "worker", or None in local mode.
+        self.role: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def register(self, name: str, handler: MessageHandler) -> None:
@@ -57,10 +59,16 @@ class MessageHub:
             raise ConfigError(f"a handler for message type {name!r} is already registered")
         self._handlers[name] = handler
 
-    def connect(self, send: Callable[[str, str, int | None], None] | None) -> None:
-        """Routes sends through ``send(name, data_json, worker_index)``, or
-        back to local delivery with None."""
+    def has_handler(self, name: str) -> bool:
+        return name in self._handlers
+
+    def connect(
+        self, send: Callable[[str, str, int | None], None] | None, role: str | None = None
+    ) -> None:
+        """Routes sends through ``send(name, data_json, worker_index)`` as
+        ``role`` ("master" or "worker"), or back to local delivery with None."""
         self._send = send
+        self.role = role if send is not None else None
 
     def send(self, environment: Any, name: str, data: Any, worker_index: int | None) -> None:
         """Raises TypeError when ``data`` is not JSON-serialisable."""

@@ -28,7 +28,7 @@ class Outcome:
     """How :func:`execute` ended."""
 
     snapshot: _core.StatsSnapshot
-    #: "run time", "iterations", "stopped" or "spawn failed".
+    #: "run time", "iterations", "all users stopped", "stopped" or "spawn failed".
     reason: str
     spawn_error: BaseException | None
 
@@ -61,6 +61,9 @@ async def execute(
         stop: Set it to end the run early (Ctrl-C in the CLI).
         live: Called every ``live_interval_s`` seconds while running.
     """
+    from .data import reset_all
+
+    reset_all()
     runner = env.create_local_runner(iterations=iterations)
     engine = env.engine
     assert engine is not None
@@ -87,7 +90,11 @@ async def execute(
     ]
     if live is not None:
         background.append(asyncio.create_task(_every(live_interval_s, live)))
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(runner.iterations_done.wait())]
+    waiters = [
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(runner.iterations_done.wait()),
+        asyncio.create_task(runner.all_users_stopped.wait()),
+    ]
     reason = "run time"
     try:
         done, _ = await asyncio.wait(
@@ -95,6 +102,8 @@ async def execute(
         )
         if waiters[1] in done:
             reason = "iterations"
+        elif waiters[2] in done:
+            reason = "all users stopped"
         elif waiters[0] in done:
             reason = (
                 "spawn failed"

@@ -46,6 +46,9 @@ class LocalRunner:
         self.iterations = iterations
         self._iterations_claimed = 0
         self.iterations_done = asyncio.Event()
+        #: Set when, after spawning, every user has ended by itself
+        #: (``StopUser``, or a ``"once"`` feeder that ran dry).
+        self.all_users_stopped = asyncio.Event()
         self._users: dict[type[User], list[tuple[User, asyncio.Task[None]]]] = {
             cls: [] for cls in environment.user_classes
         }
@@ -124,6 +127,8 @@ class LocalRunner:
             if spawned < len(order):
                 await asyncio.sleep(max(0.0, started + spawned / spawn_rate - loop.time()))
         self.state = "running"
+        if order and self.user_count == 0:
+            self.all_users_stopped.set()  # they all ended while the ramp went on
         log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
         env.events.spawning_complete.fire(user_count=self.user_count)
 
@@ -141,6 +146,8 @@ class LocalRunner:
             self._users[cls].remove(entry)
         except ValueError:
             pass
+        if self.state == "running" and self.user_count == 0 and not entry[0]._stop_requested:
+            self.all_users_stopped.set()
         if not task.cancelled() and task.exception() is not None:
             self.record_error(task.exception())  # type: ignore[arg-type]
 

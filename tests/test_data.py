@@ -1,0 +1,97 @@
+"""Feeders (aiotest.data): rows handed to users, exactly once across the
+cluster or round and round, checked by the server that saw them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CountingServer, free_port, run_aiotest
+
+FED = """
+import os
+from aiotest import AsyncHttpUser, task, constant
+from aiotest.data import CsvFeeder
+
+rows = CsvFeeder(os.environ["ROWS_CSV"], mode="once", chunk_rows=50)
+
+class Consumer(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def use_one(self):
+        row = await rows.next()
+        await self.session.get(f"/row/{row['id']}", name="/row/[id]")
+"""
+
+
+@pytest.mark.parametrize(("processes", "n_rows"), [(0, 2_000), (4, 10_000)])
+def test_once_rows_are_used_exactly_once(
+    http_server: CountingServer, write_file, tmp_path: Path, processes: int, n_rows: int
+) -> None:
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("id,name\n" + "".join(f"{i},user{i}\n" for i in range(n_rows)))
+    path = write_file("fed.py", FED)
+    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
+    run = run_aiotest(
+        "-f",
+        str(path),
+        *(spread if processes else []),
+        "--headless",
+        "-u",
+        "20",
+        "-r",
+        "200",
+        "-t",
+        "50s",  # a bound: the run ends by itself when the rows run out
+        "-H",
+        http_server.url,
+        cwd=tmp_path,
+        env={"ROWS_CSV": str(csv_path)},
+        timeout_s=58,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "all users stopped" in run.stderr
+    with http_server.lock:
+        counts = dict(http_server.counts)
+    assert counts == {f"GET /row/{i}": 1 for i in range(n_rows)}  # each row once, none lost
+    assert run.total["num_requests"] == n_rows
+
+
+CYCLED = """
+from aiotest import AsyncHttpUser, task, constant
+from aiotest.data import IterableFeeder
+
+ids = IterableFeeder([{"id": 1}, {"id": 2}, {"id": 3}], mode="cycle", chunk_rows=2)
+
+class Cycler(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def use_one(self):
+        row = await ids.next()
+        await self.session.get(f"/row/{row['id']}")
+"""
+
+
+def test_cycle_starts_over(http_server: CountingServer, write_file, tmp_path: Path) -> None:
+    path = write_file("cyc.py", CYCLED)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-i", "9", "-H", http_server.url, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    with http_server.lock:
+        assert dict(http_server.counts) == {f"GET /row/{i}": 3 for i in (1, 2, 3)}
+
+
+def test_missing_source_is_a_clear_error(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("fed.py", FED)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "1", "-t", "1s", "-H", http_server.url,
+        cwd=tmp_path, env={"ROWS_CSV": "no-such.csv"},
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "no file 'no-such.csv'" in run.stderr
+    assert http_server.total() == 0
