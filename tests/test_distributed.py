@@ -802,7 +802,11 @@ def test_worker_errors_reach_the_master(
     assert "Worker 0: error in user code: RuntimeError: boom" in run.stderr
     assert 'raise RuntimeError("boom")' in run.stderr  # with its traceback
     errors = run.json["stats"]["errors"]
-    assert len(errors) == 1 and errors[0]["count"] == run.json["task_runs"] > 2
+    assert len(errors) == 1
+    # Every finished task raised; the 2 users may each be cut off mid-task
+    # at stop, which counts a task run with no error.
+    assert run.json["task_runs"] - 2 <= errors[0]["count"] <= run.json["task_runs"]
+    assert errors[0]["count"] > 2
     [node] = errors[0]["nodes"]  # the worker's id (host-pid-random), not "local"
     assert node.startswith(f"{socket.gethostname()}-")
 

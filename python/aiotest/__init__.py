@@ -21,6 +21,7 @@ from .exceptions import AiotestError, ConfigError, ResponseError, StopUser
 from .http import Response
 from .result import EntryStats, RunResult
 from .run import run, run_async
+from .shape import LoadTestShape
 from .user import AsyncHttpUser, User, tag, task
 from .wait_time import between, constant, constant_pacing, constant_throughput
 
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "EntryStats",
     "Environment",
+    "LoadTestShape",
     "Response",
     "ResponseError",
     "RunResult",

@@ -25,6 +25,7 @@ from .data import reset_all as reset_feeders
 from .env import Environment
 from .exceptions import ConfigError
 from .messages import hub
+from .run import follow_shape, unpack_step
 from .user import User
 
 log = logging.getLogger("aiotest.cluster")
@@ -300,6 +301,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 stop.set()
 
     logger = asyncio.create_task(log_events())
+    follower: asyncio.Task[None] | None = None
     hub.connect(master.send_message, "master")
     try:
         if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
@@ -327,13 +329,17 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 await asyncio.wait_for(stop.wait(), timeout=0.1)
             if stop.is_set():
                 return 0
+        shape, step = env.shape, None
+        if shape is not None:
+            shape.reset_time()
+            step = shape.tick()
+        users, rate, classes = (
+            unpack_step(step)
+            if step is not None
+            else (opts.users if shape is None else 0, opts.spawn_rate, None)
+        )
         plan = {
-            "classes": [
-                {"name": c.__name__, "weight": float(c.weight), "fixed_count": int(c.fixed_count)}
-                for c in env.user_classes
-            ],
-            "users": opts.users,
-            "spawn_rate_per_s": opts.spawn_rate,
+            **_step_plan(env, users, rate, classes),
             "settings": {
                 "host": opts.host,
                 "tags": opts.tags,
@@ -353,25 +359,39 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
             )
             return 2
         env.events.test_start.fire(environment=env)
-        log.info(
-            "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
-        )
+        if shape is None:
+            log.info("Starting %d users at %g users/s over %d workers", users, rate, live)
+        else:
+            log.info("Following the load shape %s over %d workers", type(shape).__name__, live)
         reset_feeders()
         master.start(json.dumps(plan, default=str))
+        shape_done = asyncio.Event()
+        if shape is not None and step is None:
+            shape_done.set()
+        elif shape is not None:
+
+            def apply(users: int, rate: float, classes: list[type[User]] | None) -> None:
+                plan.update(_step_plan(env, users, rate, classes))
+                master.start(json.dumps(plan, default=str), new_run=False)
+
+            follower = asyncio.create_task(follow_shape(shape, step, apply, shape_done))
         began = time.monotonic()
         next_tick = began + STATS_INTERVAL_S
         next_live = began + LIVE_STATS_INTERVAL_S
         reason = "stopped"
         while True:
             now = time.monotonic()
-            if opts.run_time_s is not None and now - began >= opts.run_time_s:
+            if shape is None and opts.run_time_s is not None and now - began >= opts.run_time_s:
                 reason = "run time"
+                break
+            if shape_done.is_set():
+                reason = "the load shape ended"
                 break
             st = status()
             if opts.iterations is not None and st["task_runs"] >= opts.iterations:
                 reason = "iterations"
                 break
-            if opts.users and st["spawning_complete"] and st["user_count"] == 0:
+            if plan["users"] and st["spawning_complete"] and st["user_count"] == 0:
                 reason = "all users stopped"
                 break
             if now >= next_tick:
@@ -404,12 +424,29 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         print(_workers_table(st), file=out)
         return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
     finally:
+        if follower is not None:
+            follower.cancel()
         hub.connect(None)
         logger.cancel()
         master.quit()
         loop.remove_reader(master.wakeup_fd())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _step_plan(
+    env: Environment, users: int, rate: float, classes: list[type[User]] | None
+) -> dict[str, Any]:
+    """The part of the master's run plan a load shape's step changes."""
+    return {
+        "classes": [
+            {"name": c.__name__, "weight": float(c.weight), "fixed_count": int(c.fixed_count)}
+            for c in env.user_classes
+            if classes is None or c in classes
+        ],
+        "users": users,
+        "spawn_rate_per_s": rate,
+    }
 
 
 def worker_argv(opts: SimpleNamespace, master_port: int) -> list[str]:

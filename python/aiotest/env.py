@@ -18,6 +18,7 @@ from .messages import MessageHandler, hub
 
 if TYPE_CHECKING:
     from .runner import LocalRunner
+    from .shape import LoadTestShape
     from .user import TaskFn, User
 
 
@@ -61,6 +62,9 @@ class Environment:
         #: only: in distributed mode every worker gets a copy before any of
         #: its users starts.
         self.context: dict[str, Any] = {}
+        #: The load shape that drives the run (a ``LoadTestShape`` subclass
+        #: in the aiotestfile, or ``--test-plan``), or None.
+        self.shape: LoadTestShape | None = None
         self.engine: _core.Engine | None = None
         self.bridge: EngineBridge | None = None
         self.runner: LocalRunner | None = None

@@ -10,6 +10,7 @@ import traceback
 from types import ModuleType
 
 from .exceptions import AiotestFileError
+from .shape import LoadTestShape
 from .user import User
 
 _loaded: dict[str, ModuleType] = {}
@@ -73,6 +74,16 @@ def user_classes_in(module: ModuleType) -> list[type[User]]:
         v
         for v in vars(module).values()
         if inspect.isclass(v) and issubclass(v, User) and not v.abstract
+    ]
+
+
+def shape_classes_in(module: ModuleType) -> list[type[LoadTestShape]]:
+    """The concrete load shape classes (:class:`aiotest.LoadTestShape`
+    subclasses) a module defines or imports."""
+    return [
+        v
+        for v in vars(module).values()
+        if inspect.isclass(v) and issubclass(v, LoadTestShape) and not v.abstract
     ]
 
 

@@ -142,6 +142,10 @@ def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
         parsed_options=opts,
         events=events,
     )
+    from .loader import load_aiotestfile, shape_classes_in
+    from .shape import shape_from_options
+
+    env.shape = shape_from_options(opts, shape_classes_in(load_aiotestfile(opts.aiotestfile)))
     events.init.fire(environment=env)
     return env
 
@@ -158,7 +162,12 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out: TextIO = sys.stderr if opts.json else sys.stdout
-    log.info("Starting %d users at %g users/s against %s", opts.users, opts.spawn_rate, _hosts(env))
+    if env.shape is not None:
+        log.info("Following the load shape %s against %s", type(env.shape).__name__, _hosts(env))
+    else:
+        log.info(
+            "Starting %d users at %g users/s against %s", opts.users, opts.spawn_rate, _hosts(env)
+        )
 
     def live() -> None:
         runner = env.runner
@@ -176,6 +185,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             full_history=opts.csv_full_history,
             stop=stop,
             live=None if opts.only_summary else live,
+            shape=env.shape,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -185,6 +195,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
         {
             "run time": f"run time limit ({opts.run_time_s}s) reached",
             "iterations": f"{opts.iterations} iterations done",
+            "shape": "the load shape ended",
         }.get(outcome.reason, outcome.reason),
     )
     if outcome.spawn_error is not None:

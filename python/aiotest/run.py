@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _core
 from .env import Environment
+from .exceptions import ConfigError
 from .result import RunResult
+from .shape import TICK_INTERVAL_S
 
 if TYPE_CHECKING:
+    from .shape import LoadTestShape
     from .user import User
 
 log = logging.getLogger("aiotest.run")
@@ -45,6 +48,7 @@ async def execute(
     stop: asyncio.Event | None = None,
     live: Callable[[], None] | None = None,
     live_interval_s: float = 2.0,
+    shape: LoadTestShape | None = None,
 ) -> Outcome:
     """Runs one test in the running loop until the run time passes, the
     iterations are done, or ``stop`` is set; then stops the users and returns
@@ -60,6 +64,12 @@ async def execute(
         full_history: History rows for every entry, not only Aggregated.
         stop: Set it to end the run early (Ctrl-C in the CLI).
         live: Called every ``live_interval_s`` seconds while running.
+        shape: A load shape that sets users and spawn rate each second and
+            ends the run; ``users``, ``spawn_rate`` and ``run_time_s`` are
+            then ignored.
+
+    Raises:
+        ConfigError: A shape step that is not (users, spawn rate[, classes]).
     """
     from .data import reset_all
 
@@ -69,7 +79,18 @@ async def execute(
     assert engine is not None
     stop = stop or asyncio.Event()
     env.events.test_start.fire(environment=env)
-    spawn = asyncio.create_task(runner.start(users, spawn_rate))
+    shape_done = asyncio.Event()
+    classes = None
+    if shape is not None:
+        shape.reset_time()
+        first = shape.tick()
+        if first is None:
+            shape_done.set()
+            users = 0
+        else:
+            users, spawn_rate, classes = unpack_step(first)
+        run_time_s = None
+    spawn = asyncio.create_task(runner.start(users, spawn_rate, classes=classes))
 
     def spawned(task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -90,10 +111,19 @@ async def execute(
     ]
     if live is not None:
         background.append(asyncio.create_task(_every(live_interval_s, live)))
+    if shape is not None and not shape_done.is_set():
+
+        def step(users: int, spawn_rate: float, classes: list[type[User]] | None) -> None:
+            nonlocal spawn
+            spawn.cancel()
+            spawn = asyncio.create_task(runner.start(users, spawn_rate, classes=classes))
+
+        background.append(asyncio.create_task(follow_shape(shape, first, step, shape_done)))
     waiters = [
         asyncio.create_task(stop.wait()),
         asyncio.create_task(runner.iterations_done.wait()),
         asyncio.create_task(runner.all_users_stopped.wait()),
+        asyncio.create_task(shape_done.wait()),
     ]
     reason = "run time"
     try:
@@ -104,6 +134,8 @@ async def execute(
             reason = "iterations"
         elif waiters[2] in done:
             reason = "all users stopped"
+        elif waiters[3] in done:
+            reason = "shape"
         elif waiters[0] in done:
             reason = (
                 "spawn failed"
@@ -122,6 +154,45 @@ async def execute(
         env.events.test_stop.fire(environment=env)
     spawn_error = None if spawn.cancelled() else spawn.exception()
     return Outcome(engine.snapshot(with_history=True), reason, spawn_error)
+
+
+def unpack_step(step: Any) -> tuple[int, float, list[type[User]] | None]:
+    """``(users, spawn_rate[, classes])`` from a shape's ``tick()``.
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    if isinstance(step, tuple) and len(step) in (2, 3):
+        users, rate = step[0], step[1]
+        classes = list(step[2]) if len(step) == 3 else None
+        if isinstance(users, int) and users >= 0 and isinstance(rate, (int, float)) and rate > 0:
+            return users, float(rate), classes
+    raise ConfigError(
+        f"a load shape's tick() returned {step!r}: return (users, spawn_rate), "
+        "(users, spawn_rate, [UserClass, ...]) or None"
+    )
+
+
+async def follow_shape(
+    shape: LoadTestShape,
+    first: Any,
+    apply: Callable[[int, float, list[type[User]] | None], Any],
+    done: asyncio.Event,
+) -> None:
+    """Calls ``shape.tick()`` every second; applies each new step, and sets
+    ``done`` when it returns None. The master and local mode share it."""
+    last = first
+    while True:
+        await asyncio.sleep(TICK_INTERVAL_S)
+        step = shape.tick()
+        if step is None:
+            done.set()
+            return
+        if step != last:
+            result = apply(*unpack_step(step))
+            if asyncio.iscoroutine(result):
+                await result
+            last = step
 
 
 async def _every(interval_s: float, fn: Callable[[], Any]) -> None:

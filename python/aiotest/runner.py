@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _core
@@ -70,20 +70,32 @@ class LocalRunner:
         """Running users per class name."""
         return {cls.__name__: len(users) for cls, users in self._users.items()}
 
-    async def start(self, user_count: int, spawn_rate: float) -> None:
+    async def start(
+        self, user_count: int, spawn_rate: float, *, classes: Sequence[type[User]] | None = None
+    ) -> None:
         """Ramps to ``user_count`` users at ``spawn_rate`` users/s, spread over
         the classes by weight (``fixed_count`` first), keeping the mix in
-        proportion during the ramp. Stops surplus users, newest first, when
-        the count goes down.
+        proportion during the ramp. Stops surplus users, highest
+        ``user_index`` first, when the count goes down.
+
+        Args:
+            classes: Run only these of the environment's classes (a load
+                shape's step); all of them when None.
 
         Raises:
             ConfigError: For a bad class weight.
         """
-        classes = self.environment.user_classes
-        target = _core.user_counts(
-            [float(c.weight) for c in classes], [int(c.fixed_count) for c in classes], user_count
+        all_classes = self.environment.user_classes
+        chosen = [c for c in all_classes if classes is None or c in classes]
+        counts = (
+            _core.user_counts(
+                [float(c.weight) for c in chosen], [int(c.fixed_count) for c in chosen], user_count
+            )
+            if chosen
+            else []
         )
-        await self.start_counts(target, spawn_rate)
+        by_class = dict(zip(chosen, counts, strict=True))
+        await self.start_counts([by_class.get(c, 0) for c in all_classes], spawn_rate)
 
     async def start_counts(self, target: list[int], spawn_rate: float) -> None:
         """Ramps to exactly ``target[i]`` users of class ``i`` (in the order of

@@ -116,9 +116,12 @@ impl PyMaster {
         Ok(serde_json::to_string(&status).expect("status serializes"))
     }
 
-    /// Starts (or changes) the run: `plan_json` holds `classes` (name,
-    /// weight, fixed_count), `users`, `spawn_rate_per_s` and `settings`.
-    fn start(&self, plan_json: &str) -> PyResult<()> {
+    /// Starts a run, or with `new_run=False` changes the running one (a
+    /// load shape's step): `plan_json` holds `classes` (name, weight,
+    /// fixed_count), `users`, `spawn_rate_per_s` and `settings`. Raises
+    /// ValueError for a bad plan.
+    #[pyo3(signature = (plan_json, *, new_run = true))]
+    fn start(&self, plan_json: &str, new_run: bool) -> PyResult<()> {
         let p: PlanJson = serde_json::from_str(plan_json)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("run plan: {e}")))?;
         let plan = RunPlan {
@@ -127,7 +130,12 @@ impl PyMaster {
             spawn_rate_per_s: p.spawn_rate_per_s,
             settings: p.settings,
         };
-        let _ = self.commands.send(MasterCommand::Start(plan));
+        let command = if new_run {
+            MasterCommand::Start(plan)
+        } else {
+            MasterCommand::Update(plan)
+        };
+        let _ = self.commands.send(command);
         Ok(())
     }
 

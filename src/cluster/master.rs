@@ -48,6 +48,9 @@ pub struct RunPlan {
 /// What Python asks of the master.
 pub enum MasterCommand {
     Start(RunPlan),
+    /// Changes the running test (users, spawn rate, classes) without
+    /// starting a new run: a load shape's next step.
+    Update(RunPlan),
     Stop,
     /// Ends the master: workers are told it is leaving (they stay up). The
     /// sender hears back once that is sent.
@@ -197,6 +200,15 @@ pub async fn run_master<T: Transport>(
             },
             command = commands.recv() => match command {
                 Some(MasterCommand::Start(plan)) => m.start(plan).await,
+                Some(MasterCommand::Update(plan)) => {
+                    // Spawning is complete again only once every worker
+                    // has reached the new step.
+                    for slot in m.slots.values_mut() {
+                        slot.spawned_run = 0;
+                    }
+                    m.run = Some(plan);
+                    m.rebalance().await;
+                }
                 Some(MasterCommand::Stop) => m.stop().await,
                 Some(MasterCommand::Status(reply)) => {
                     let _ = reply.send(m.status());

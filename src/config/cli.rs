@@ -73,6 +73,10 @@ pub struct RunOptions {
     #[arg(short = 't', long = "run-time", env = "AIOTEST_RUN_TIME", value_parser = parse_duration_s, value_name = "TIME")]
     pub run_time_s: Option<f64>,
 
+    /// A stepped load instead of -u/-t: stages USERS[@RATE]:DURATION separated by commas, e.g. 10:30s,50@5:1m (the rate defaults to -r). The run ends after the last stage.
+    #[arg(long = "test-plan", env = "AIOTEST_TEST_PLAN", value_parser = super::parse_test_plan, value_name = "PLAN")]
+    pub test_plan: Option<super::TestPlan>,
+
     /// Run without the web UI and start the test at once.
     #[arg(long, env = "AIOTEST_HEADLESS")]
     pub headless: bool,

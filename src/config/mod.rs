@@ -6,11 +6,13 @@
 
 mod cli;
 mod duration;
+mod test_plan;
 
 pub use cli::{
     parse_options, Cli, Command, CustomOption, DemoTargetOptions, ParseOutcome, RunOptions,
 };
 pub use duration::parse_duration_s;
+pub use test_plan::{parse_test_plan, Stage, TestPlan};
 
 use thiserror::Error;
 

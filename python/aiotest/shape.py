@@ -1,0 +1,108 @@
+"""Load shapes: the user count and spawn rate as a function of time, in
+Locust's habits. Define one ``LoadTestShape`` subclass in the aiotestfile
+and it drives the run (``-u``, ``-r`` and ``-t`` are then ignored)::
+
+    class Steps(LoadTestShape):
+        def tick(self):
+            t = self.get_run_time()
+            if t < 60:
+                return (10, 5)          # 10 users, ramped at 5 users/s
+            if t < 120:
+                return (50, 10, [Shopper])   # only Shopper users
+            return None                 # end the run
+
+``tick()`` is called once a second. ``--test-plan 10:1m,50@10:1m`` is the
+same stepped ramp from the command line. In distributed mode the master
+evaluates the shape and hands each step to the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .user import User
+
+#: What ``tick()`` returns: (users, spawn rate per s[, user classes]) or None.
+ShapeStep = tuple[int, float] | tuple[int, float, Sequence["type[User]"]] | None
+
+#: Seconds between ``tick()`` calls (Locust's shape loop ticks every second).
+TICK_INTERVAL_S = 1.0
+
+
+class LoadTestShape:
+    """Subclass it and override :meth:`tick`."""
+
+    abstract = True
+
+    def __init__(self) -> None:
+        self.start_time = time.monotonic()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.abstract = cls.__dict__.get("abstract", False)
+
+    def reset_time(self) -> None:
+        """Starts the shape's clock again (the run calls it at start)."""
+        self.start_time = time.monotonic()
+
+    def get_run_time(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.start_time
+
+    def tick(self) -> ShapeStep:
+        """The load for now: ``(users, spawn_rate)``, optionally with the
+        user classes to run, or None to end the run."""
+        raise NotImplementedError
+
+
+class StagesShape(LoadTestShape):
+    """Stages run one after another: each holds a user count for a duration.
+
+    Args:
+        stages: ``(users, spawn_rate_per_s or None, duration_s)`` each.
+        default_spawn_rate: The rate of stages that give none (``-r``).
+    """
+
+    def __init__(
+        self, stages: Sequence[tuple[int, float | None, float]], default_spawn_rate: float
+    ) -> None:
+        super().__init__()
+        ends, t = [], 0.0
+        for users, rate, duration_s in stages:
+            t += duration_s
+            ends.append((t, users, rate or default_spawn_rate))
+        self._ends = ends
+
+    def tick(self) -> ShapeStep:
+        now = self.get_run_time()
+        for end_s, users, rate in self._ends:
+            if now < end_s:
+                return users, rate
+        return None
+
+
+def shape_from_options(opts: Any, found: list[type[LoadTestShape]]) -> LoadTestShape | None:
+    """The shape the run follows: ``--test-plan``, else the aiotestfile's
+    one shape class, else None.
+
+    Raises:
+        ConfigError: More than one shape class, or both a class and
+            ``--test-plan``.
+    """
+    from .exceptions import ConfigError
+
+    plan = getattr(opts, "test_plan", None)
+    if len(found) > 1:
+        names = ", ".join(c.__name__ for c in found)
+        raise ConfigError(f"the aiotestfile defines several load shapes ({names}): keep one")
+    if plan and found:
+        raise ConfigError(
+            f"both --test-plan and the shape class {found[0].__name__} are given: use one of them"
+        )
+    if plan:
+        stages = [(s["users"], s["spawn_rate_per_s"], s["duration_s"]) for s in plan]
+        return StagesShape(stages, default_spawn_rate=opts.spawn_rate)
+    return found[0]() if found else None
