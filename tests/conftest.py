@@ -93,6 +93,14 @@ def run_aiotest(
     return Run(proc.returncode, proc.stdout, proc.stderr, data)
 
 
+def spread_over(processes: int) -> list[str]:
+    """Arguments that run a test over ``processes`` local workers (this
+    process their master, on a free port), or none for local mode (0)."""
+    if not processes:
+        return []
+    return ["--processes", str(processes), "--master-bind-port", str(free_port())]
+
+
 @dataclass
 class DemoTarget:
     url: str

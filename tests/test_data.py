@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CountingServer, free_port, run_aiotest
+from conftest import CountingServer, run_aiotest, spread_over
 
 FED = """
 import os
@@ -32,11 +32,10 @@ def test_once_rows_are_used_exactly_once(
     csv_path = tmp_path / "rows.csv"
     csv_path.write_text("id,name\n" + "".join(f"{i},user{i}\n" for i in range(n_rows)))
     path = write_file("fed.py", FED)
-    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
     run = run_aiotest(
         "-f",
         str(path),
-        *(spread if processes else []),
+        *spread_over(processes),
         "--headless",
         "-u",
         "20",

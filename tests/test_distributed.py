@@ -16,7 +16,7 @@ import msgpack
 import pytest
 import zmq
 from aiotest import _core
-from conftest import AIOTEST, DemoTarget, free_port, run_aiotest
+from conftest import AIOTEST, DemoTarget, free_port, run_aiotest, spread_over
 
 USER = """
 import os, random
@@ -637,11 +637,10 @@ def test_custom_messages_go_both_ways(
     path = write_file("greet.py", GREETER)
     out = tmp_path / "msgs"
     out.mkdir()
-    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
     run = run_aiotest(
         "-f",
         str(path),
-        *(spread if processes else []),
+        *spread_over(processes),
         "--headless",
         "-u",
         str(max(processes, 1)),
@@ -841,11 +840,10 @@ def test_user_index_is_unique_across_the_cluster(
     path = write_file("ids.py", IDENTIFIED)
     out = tmp_path / "ids"
     out.mkdir()
-    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
     run = run_aiotest(
         "-f",
         str(path),
-        *(spread if processes else []),
+        *spread_over(processes),
         "--headless",
         "-u",
         "11",
@@ -904,11 +902,10 @@ def test_master_context_reaches_every_worker_before_users_start(
     path = write_file("ctx.py", CONTEXTUAL)
     out = tmp_path / "ctx"
     out.mkdir()
-    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
     run = run_aiotest(
         "-f",
         str(path),
-        *(spread if processes else []),
+        *spread_over(processes),
         "--headless",
         "-u",
         "4",

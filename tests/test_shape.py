@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import CountingServer, free_port, run_aiotest
+from conftest import CountingServer, run_aiotest, spread_over
 
 USER = """
 from aiotest import AsyncHttpUser, task, constant
@@ -56,9 +56,8 @@ def test_shape_class_is_followed(
     http_server: CountingServer, write_file, tmp_path: Path, processes: int
 ) -> None:
     path = write_file("shaped.py", SHAPED)
-    spread = ["--processes", str(processes), "--master-bind-port", str(free_port())]
     run = run_aiotest(
-        "-f", str(path), *(spread if processes else []), "--headless", "-t", "30s",
+        "-f", str(path), *spread_over(processes), "--headless", "-t", "30s",
         "-H", http_server.url, "--csv", str(tmp_path / "s"), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
