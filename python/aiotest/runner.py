@@ -102,7 +102,8 @@ class LocalRunner:
         ``environment.user_classes``) at ``spawn_rate`` users/s. Users keep
         their ``user_index``; the indexes stay 0 to N-1."""
         owned = [
-            sorted(u.user_index for u, _ in self._users[c]) for c in self.environment.user_classes
+            sorted(u.user_index for u, _ in self._users[c] if not u._stop_requested)
+            for c in self.environment.user_classes
         ]
         wanted = _core.assign_user_indexes([owned], [target])[0]
         await self.start_indexed(wanted, spawn_rate)
