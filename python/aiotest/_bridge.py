@@ -43,14 +43,15 @@ class EngineBridge:
             self._loop = None
 
     def submit(self, session: HttpSession, *args: Any) -> asyncio.Future[RawResponse]:
-        """Starts a request (see ``Engine.submit``, whose last argument says
+        """Starts a request (see ``Engine.submit``, whose ``record`` argument says
         whether the engine records it); the future resolves to its
         :class:`RawResponse`."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the engine is not attached to a running event loop")
         fut: asyncio.Future[RawResponse] = loop.create_future()
-        self._pending[self.engine.submit(session, *args)] = (fut, bool(args[-1]))
+        # args[7] is `record` (see HttpSession.request).
+        self._pending[self.engine.submit(session, *args)] = (fut, bool(args[7]))
         return fut
 
     def _drain(self) -> None:
@@ -69,6 +70,11 @@ class EngineBridge:
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
                 self.engine.record(
-                    raw.method, raw.name, raw.response_time_us, raw.content_bytes, raw.error
+                    raw.method,
+                    raw.name,
+                    raw.response_time_us,
+                    raw.content_bytes,
+                    raw.error,
+                    raw.intended_lag_us,
                 )
                 event.notify_response(raw, raw.error)

@@ -70,6 +70,9 @@ class RawResponse:
     def response_time_us(self) -> int:
         """Issue to last body byte, µs."""
     @property
+    def intended_lag_us(self) -> int | None:
+        """How late its iteration started (open workload model), or None."""
+    @property
     def content_bytes(self) -> int: ...
     @property
     def error(self) -> str | None:
@@ -88,6 +91,9 @@ class StatsSnapshot:
         """See docs/json.md."""
     def stats_table(self, current: bool = False) -> str: ...
     def percentile_table(self) -> str: ...
+    def corrected_percentile_table(self) -> str:
+        """The percentiles corrected for coordinated omission; "" when the
+        run had no open-model iterations."""
     def failures_and_errors(self) -> str: ...
     def csv_stats(self) -> str:
         """``PREFIX_stats.csv``: Locust's header and columns, times in ms."""
@@ -135,9 +141,11 @@ class Engine:
         timeout_s: float | None,
         allow_redirects: bool,
         record: bool,
+        intended_lag_us: int | None = None,
     ) -> int:
-        """Starts a request and returns its id. Raises ValueError for an
-        unknown method."""
+        """Starts a request and returns its id. ``intended_lag_us`` (open
+        workload model) also records it corrected for coordinated omission.
+        Raises ValueError for an unknown method."""
     def drain(self) -> list[tuple[int, RawResponse]]:
         """Finished requests since the last call."""
     def record(
@@ -147,6 +155,7 @@ class Engine:
         response_time_us: int,
         content_bytes: int,
         error: str | None = None,
+        intended_lag_us: int | None = None,
     ) -> None: ...
     def record_error(self, message: str, traceback: str, node: str) -> None: ...
     def snapshot(self, *, with_history: bool = False) -> StatsSnapshot:

@@ -160,6 +160,7 @@ async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
             state.runner.node = worker_id
         runner = state.runner
         runner.iterations = settings.get("iterations")
+        runner.use_arrival_rate(settings.get("arrival_rate_per_s"))
         runner.worker_index = state.index or 0
         runner.worker_count = event["worker_count"]
         indexes = {c["name"]: c["user_indexes"] for c in event["user_classes"]}
@@ -348,6 +349,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 "iterations": opts.iterations,
                 "options": opts.custom_options,
                 "context": env.context,
+                "arrival_rate_per_s": opts.arrival_rate_per_s,
             },
         }
         try:

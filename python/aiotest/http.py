@@ -203,7 +203,7 @@ class RequestContext:
         self._recorded = True
         err = None if error is False or error is None else str(error)
         self._session._bridge.engine.record(
-            raw.method, raw.name, raw.response_time_us, raw.content_bytes, err
+            raw.method, raw.name, raw.response_time_us, raw.content_bytes, err, raw.intended_lag_us
         )
         self._session._notify(raw, err)
 
@@ -231,6 +231,9 @@ class HttpSession:
         self.base_url = self._core.base_url
         self.headers: dict[str, str] = {}
         self.timeout_s = timeout_s
+        #: Open workload model: how late (µs) the current iteration started,
+        #: so each request is also recorded corrected for coordinated omission.
+        self.intended_lag_us: int | None = None
 
     def request(
         self,
@@ -292,6 +295,7 @@ class HttpSession:
             self.timeout_s if timeout is None else float(timeout),
             allow_redirects,
             not catch_response,
+            self.intended_lag_us,
         )
         return RequestContext(self, args, catch_response)
 

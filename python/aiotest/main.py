@@ -164,6 +164,13 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
     out: TextIO = sys.stderr if opts.json else sys.stdout
     if env.shape is not None:
         log.info("Following the load shape %s against %s", type(env.shape).__name__, _hosts(env))
+    elif opts.arrival_rate_per_s:
+        log.info(
+            "Starting %g iterations/s on a pool of %d users against %s",
+            opts.arrival_rate_per_s,
+            opts.users,
+            _hosts(env),
+        )
     else:
         log.info(
             "Starting %d users at %g users/s against %s", opts.users, opts.spawn_rate, _hosts(env)
@@ -186,6 +193,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             stop=stop,
             live=None if opts.only_summary else live,
             shape=env.shape,
+            arrival_rate_per_s=opts.arrival_rate_per_s,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -236,6 +244,9 @@ def _print_final(snapshot: _core.StatsSnapshot, out: TextIO) -> None:
     print("\nFinal statistics (whole run)", file=out)
     print(snapshot.stats_table(current=False), file=out)
     print(snapshot.percentile_table(), file=out)
+    corrected = snapshot.corrected_percentile_table()
+    if corrected:
+        print(corrected, file=out)
     tail = snapshot.failures_and_errors()
     if tail:
         print(tail, file=out, end="")

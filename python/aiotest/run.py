@@ -49,6 +49,7 @@ async def execute(
     live: Callable[[], None] | None = None,
     live_interval_s: float = 2.0,
     shape: LoadTestShape | None = None,
+    arrival_rate_per_s: float | None = None,
 ) -> Outcome:
     """Runs one test in the running loop until the run time passes, the
     iterations are done, or ``stop`` is set; then stops the users and returns
@@ -67,6 +68,8 @@ async def execute(
         shape: A load shape that sets users and spawn rate each second and
             ends the run; ``users``, ``spawn_rate`` and ``run_time_s`` are
             then ignored.
+        arrival_rate_per_s: The open workload model: task iterations
+            started per second on a pool of ``users`` users.
 
     Raises:
         ConfigError: A shape step that is not (users, spawn rate[, classes]).
@@ -75,6 +78,7 @@ async def execute(
 
     reset_all()
     runner = env.create_local_runner(iterations=iterations)
+    runner.use_arrival_rate(arrival_rate_per_s)
     engine = env.engine
     assert engine is not None
     stop = stop or asyncio.Event()

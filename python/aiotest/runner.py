@@ -14,6 +14,7 @@ from . import _core
 
 if TYPE_CHECKING:
     from .env import Environment
+    from .open_model import OpenModel
     from .user import User
 
 log = logging.getLogger("aiotest.runner")
@@ -61,6 +62,8 @@ class LocalRunner:
         self.on_new_error: Callable[[str, str], None] | None = None
         #: Where errors happen, for the exceptions report: a worker's id.
         self.node = "local"
+        #: The open workload model's arrivals, when ``--arrival-rate`` is set.
+        self.open_model: OpenModel | None = None
 
     @property
     def user_count(self) -> int:
@@ -140,14 +143,40 @@ class LocalRunner:
             if spawned < len(order):
                 await asyncio.sleep(max(0.0, started + spawned / spawn_rate - loop.time()))
         self.state = "running"
+        if self.open_model is not None:
+            self.open_model.start()  # arrivals begin once the pool is there
         if order and self.user_count == 0:
             self.all_users_stopped.set()  # they all ended while the ramp went on
         log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
         env.events.spawning_complete.fire(user_count=self.user_count)
 
+    def use_arrival_rate(self, rate_per_s: float | None) -> None:
+        """Switches to the open workload model: users become a pool, and
+        ``rate_per_s`` task iterations start each second once the pool has
+        spawned; None (or 0) goes back to the closed model for new users.
+        A new rate restarts the arrivals."""
+        from .open_model import OpenModel
+
+        if not rate_per_s:
+            if self.open_model is not None:
+                self.open_model.stop()
+            self.open_model = None
+            return
+        if self.open_model is not None and self.open_model.rate_per_s == rate_per_s:
+            return
+        if self.open_model is not None:
+            self.open_model.stop()
+            self.open_model.rate_per_s = rate_per_s
+            self.open_model._scheduler = None
+            if self.state == "running":
+                self.open_model.start()
+        else:
+            self.open_model = OpenModel(self, rate_per_s)
+
     def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop, user_index: int) -> None:
         user = cls(self.environment, user_index=user_index)
-        task = loop.create_task(user.run(), name=f"{cls.__name__}-{user.user_index}")
+        life = user.run() if self.open_model is None else self.open_model.pooled_life(user)
+        task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
         entry = (user, task)
         self._users[cls].append(entry)
         task.add_done_callback(lambda t, cls=cls, entry=entry: self._user_done(cls, entry, t))
@@ -176,6 +205,8 @@ class LocalRunner:
         if self.state in ("stopping", "stopped"):
             return
         self.state = "stopping"
+        if self.open_model is not None:
+            self.open_model.stop()
         timeout_s = self.environment.stop_timeout_s
         entries = [e for users in self._users.values() for e in users]
         for user, task in entries:
@@ -215,6 +246,11 @@ class LocalRunner:
             return False
         self._iterations_claimed += 1
         return True
+
+    def release_iteration(self) -> None:
+        """Gives back a reserved task execution that never ran."""
+        if self.iterations is not None and self._iterations_claimed > 0:
+            self._iterations_claimed -= 1
 
     def task_done(self) -> None:
         """Counts one finished task execution."""

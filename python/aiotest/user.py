@@ -151,25 +151,13 @@ class User(metaclass=_UserMeta):
         the user goes on; :class:`StopUser` ends this user."""
         runner = self.environment.runner
         try:
-            try:
-                await self._call(self.on_start)
-            except StopUser:
+            if not await self._start():
                 return
-            except Exception as exc:  # user code: record and go on
-                runner.record_error(exc)
             while not self._stop_requested:
                 if not runner.claim_iteration():
                     return
-                fn = self.pick_task()
-                self._task_started_at = time.monotonic()
-                try:
-                    await self._call(fn, self)
-                except StopUser:
+                if not await self._run_one_task():
                     return
-                except Exception as exc:
-                    runner.record_error(exc)
-                finally:
-                    runner.task_done()
                 if self._stop_requested:
                     return
                 self._waiting = True
@@ -178,11 +166,44 @@ class User(metaclass=_UserMeta):
                 finally:
                     self._waiting = False
         finally:
-            try:
-                await self._call(self.on_stop)
-            except (Exception, StopUser) as exc:
-                if not isinstance(exc, StopUser):
-                    runner.record_error(exc)
+            await self._stop()
+
+    async def _start(self) -> bool:
+        """Runs ``on_start``; False when it raised :class:`StopUser`."""
+        try:
+            await self._call(self.on_start)
+        except StopUser:
+            return False
+        except Exception as exc:  # user code: record and go on
+            self.environment.runner.record_error(exc)
+        return True
+
+    async def _run_one_task(self) -> bool:
+        """Runs one task picked by weight (an iteration); False when the
+        user must stop (:class:`StopUser`). Other exceptions are recorded."""
+        runner = self.environment.runner
+        fn = self.pick_task()
+        self._task_started_at = time.monotonic()
+        try:
+            await self._call(fn, self)
+        except StopUser:
+            return False
+        except Exception as exc:
+            runner.record_error(exc)
+        finally:
+            runner.task_done()
+        return True
+
+    async def _stop(self) -> None:
+        """Runs ``on_stop``, recording its errors."""
+        try:
+            await self._call(self.on_stop)
+        except (Exception, StopUser) as exc:
+            if not isinstance(exc, StopUser):
+                self.environment.runner.record_error(exc)
+
+    def _set_intended_lag(self, lag_us: int | None) -> None:
+        """Open workload model: how late the current iteration started."""
 
 
 class AsyncHttpUser(User):
@@ -205,6 +226,9 @@ class AsyncHttpUser(User):
             request_event=environment.events.request,
             timeout_s=self.network_timeout,
         )
+
+    def _set_intended_lag(self, lag_us: int | None) -> None:
+        self.session.intended_lag_us = lag_us
 
     # Locust's HttpUser calls it `client`; keep that name working.
     @property

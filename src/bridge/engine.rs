@@ -69,7 +69,7 @@ impl PyEngine {
 
     /// Starts a request; returns its id. The result comes from `drain()`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (session, method, url, name, headers, body, timeout_s, allow_redirects, record))]
+    #[pyo3(signature = (session, method, url, name, headers, body, timeout_s, allow_redirects, record, intended_lag_us = None))]
     fn submit(
         &self,
         session: &PySession,
@@ -81,6 +81,7 @@ impl PyEngine {
         timeout_s: Option<f64>,
         allow_redirects: bool,
         record: bool,
+        intended_lag_us: Option<u64>,
     ) -> PyResult<u64> {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))?;
@@ -93,6 +94,7 @@ impl PyEngine {
             timeout_s,
             allow_redirects,
             record,
+            intended_lag_us,
         };
         Ok(self.inner.submit(&session.inner, spec))
     }
@@ -107,8 +109,10 @@ impl PyEngine {
             .collect()
     }
 
-    /// Records one timed action (µs, bytes); `error` makes it a failure.
-    #[pyo3(signature = (method, name, response_time_us, content_bytes, error = None))]
+    /// Records one timed action (µs, bytes); `error` makes it a failure;
+    /// `intended_lag_us` (open workload model) also records it corrected
+    /// for coordinated omission.
+    #[pyo3(signature = (method, name, response_time_us, content_bytes, error = None, intended_lag_us = None))]
     fn record(
         &self,
         method: String,
@@ -116,6 +120,7 @@ impl PyEngine {
         response_time_us: u64,
         content_bytes: u64,
         error: Option<String>,
+        intended_lag_us: Option<u64>,
     ) {
         self.inner.recorder().record(RequestSample {
             method,
@@ -124,6 +129,7 @@ impl PyEngine {
             content_bytes,
             error,
             at_s: unix_now_s(),
+            intended_lag_us,
         });
     }
 
@@ -209,6 +215,11 @@ impl PyRawResponse {
     fn response_time_us(&self) -> u64 {
         self.outcome.response_time_us
     }
+    /// How late its iteration started (open workload model), or None.
+    #[getter]
+    fn intended_lag_us(&self) -> Option<u64> {
+        self.outcome.intended_lag_us
+    }
     #[getter]
     fn content_bytes(&self) -> u64 {
         self.outcome.body.len() as u64
@@ -256,6 +267,11 @@ impl PyStatsSnapshot {
     }
     fn percentile_table(&self) -> String {
         console::percentile_table(&self.inner)
+    }
+    /// The percentile table corrected for coordinated omission; "" when
+    /// the run had no open-model iterations.
+    fn corrected_percentile_table(&self) -> String {
+        console::corrected_percentile_table(&self.inner)
     }
     fn failures_and_errors(&self) -> String {
         console::failures_and_errors(&self.inner)

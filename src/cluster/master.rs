@@ -553,6 +553,10 @@ impl<T: Transport> Master<T> {
                 continue;
             };
             settings.iterations = slot.iterations;
+            if let Some(total) = plan.settings.arrival_rate_per_s {
+                let mine: u64 = row.iter().map(|c| c.users).sum();
+                settings.arrival_rate_per_s = Some(total * mine as f64 / plan.users.max(1) as f64);
+            }
             slot.user_indexes = row_indexes;
             let message = Message::Spawn {
                 run_id: self.run_id,

@@ -46,6 +46,10 @@ pub struct RunSettings {
     /// (`environment.parsed_options.<name>` on the worker).
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Open workload model: task iterations this worker starts per second
+    /// (its share of `--arrival-rate`, in proportion to its users).
+    #[serde(default)]
+    pub arrival_rate_per_s: Option<f64>,
     /// The master's `environment.context`: set on every worker before its
     /// users start.
     #[serde(default)]

@@ -23,6 +23,10 @@ pub struct WireEntry {
     /// HdrHistogram V2 serialization of the response times (µs).
     #[serde(with = "serde_bytes")]
     pub histogram_v2: Vec<u8>,
+    /// The same for the response times corrected for coordinated omission
+    /// (open workload model); empty when there are none.
+    #[serde(default, with = "serde_bytes")]
+    pub corrected_histogram_v2: Vec<u8>,
     /// (unix second, requests ended in it).
     pub requests_per_s: Vec<(u64, u64)>,
     pub failures_per_s: Vec<(u64, u64)>,
@@ -46,10 +50,17 @@ pub struct WireStatsError(pub String);
 impl WireEntry {
     /// Encodes one entry.
     pub fn from_entry(e: &StatsEntry) -> Self {
-        let mut histogram_v2 = Vec::new();
-        V2Serializer::new()
-            .serialize(&e.histogram, &mut histogram_v2)
-            .expect("serializing a histogram to memory cannot fail");
+        let encode = |h: &hdrhistogram::Histogram<u64>| {
+            let mut bytes = Vec::new();
+            if !h.is_empty() {
+                V2Serializer::new()
+                    .serialize(h, &mut bytes)
+                    .expect("serializing a histogram to memory cannot fail");
+            }
+            bytes
+        };
+        let histogram_v2 = encode(&e.histogram);
+        let corrected_histogram_v2 = encode(&e.corrected_histogram);
         Self {
             method: e.method.clone(),
             name: e.name.clone(),
@@ -60,6 +71,7 @@ impl WireEntry {
             max_response_time_us: e.max_response_time_us,
             total_content_bytes: e.total_content_bytes,
             histogram_v2,
+            corrected_histogram_v2,
             requests_per_s: e.requests_per_s.iter().map(|(k, v)| (*k, *v)).collect(),
             failures_per_s: e.failures_per_s.iter().map(|(k, v)| (*k, *v)).collect(),
             first_request_s: e.first_request_s,
@@ -72,18 +84,21 @@ impl WireEntry {
     /// # Errors
     /// A histogram that does not deserialize.
     pub fn to_entry(&self) -> Result<StatsEntry, WireStatsError> {
-        let histogram = if self.histogram_v2.is_empty() {
-            new_histogram()
-        } else {
+        let decode = |bytes: &[u8]| -> Result<hdrhistogram::Histogram<u64>, WireStatsError> {
+            if bytes.is_empty() {
+                return Ok(new_histogram());
+            }
             let mut h: hdrhistogram::Histogram<u64> = Deserializer::new()
-                .deserialize(&mut self.histogram_v2.as_slice())
+                .deserialize(&mut &bytes[..])
                 .map_err(|e| {
                     WireStatsError(format!("histogram of {} {}: {e:?}", self.method, self.name))
                 })?;
             h.auto(true);
-            h
+            Ok(h)
         };
+        let histogram = decode(&self.histogram_v2)?;
         let mut e = StatsEntry::new(&self.method, &self.name);
+        e.corrected_histogram = decode(&self.corrected_histogram_v2)?;
         e.num_requests = self.num_requests;
         e.num_failures = self.num_failures;
         e.total_response_time_us = self.total_response_time_us;
@@ -154,6 +169,7 @@ mod tests {
                 content_bytes: i % 100,
                 error: (i % 97 == 0).then(|| "HTTPError: 500 Server Error: x".into()),
                 at_s: 1000.0 + (i % 5) as f64,
+                intended_lag_us: None,
             };
             whole.record(&s);
             workers[(i % 3) as usize].record(&s);
@@ -182,6 +198,7 @@ mod tests {
     #[test]
     fn garbage_histograms_are_errors_not_panics() {
         let w = WireEntry {
+            corrected_histogram_v2: Vec::new(),
             method: "GET".into(),
             name: "/".into(),
             num_requests: 1,
@@ -197,5 +214,37 @@ mod tests {
             last_request_s: None,
         };
         assert!(w.to_entry().is_err());
+    }
+
+    #[test]
+    fn corrected_times_travel_and_merge_exactly() {
+        let mut whole = Stats::new(0.0);
+        let mut workers = [Stats::new(0.0), Stats::new(0.0)];
+        for i in 0..5_000u64 {
+            let s = RequestSample {
+                method: "GET".into(),
+                name: "/open".into(),
+                response_time_us: 1_000 + i % 97,
+                content_bytes: 5,
+                error: None,
+                at_s: 1.0,
+                intended_lag_us: Some((i % 13) * 10_000),
+            };
+            whole.record(&s);
+            workers[(i % 2) as usize].record(&s);
+        }
+        let mut master = Stats::new(0.0);
+        for w in &workers {
+            let wire = WireStats::from_stats(w);
+            let bytes = rmp_serde::to_vec_named(&wire).unwrap();
+            let back: WireStats = rmp_serde::from_slice(&bytes).unwrap();
+            master.merge(&back.to_stats(0.0).unwrap());
+        }
+        let (a, b) = (whole.snapshot(2.0), master.snapshot(2.0));
+        let corrected = a.total.corrected_percentiles_us.clone().unwrap();
+        assert_eq!(Some(corrected.clone()), b.total.corrected_percentiles_us);
+        assert_eq!(a.total.percentiles_us, b.total.percentiles_us);
+        // The lag shows in the corrected figures only.
+        assert!(corrected[9].1 > 100_000 && a.total.percentiles_us[9].1 < 1_200);
     }
 }

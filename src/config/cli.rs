@@ -73,6 +73,10 @@ pub struct RunOptions {
     #[arg(short = 't', long = "run-time", env = "AIOTEST_RUN_TIME", value_parser = parse_duration_s, value_name = "TIME")]
     pub run_time_s: Option<f64>,
 
+    /// Open workload model: start this many task iterations per second (e.g. 500/s, 30/m), each on an idle user of a pool of -u users, whatever the response times; latency is also reported corrected for coordinated omission.
+    #[arg(long = "arrival-rate", env = "AIOTEST_ARRIVAL_RATE", value_parser = parse_arrival_rate, value_name = "RATE")]
+    pub arrival_rate_per_s: Option<f64>,
+
     /// A stepped load instead of -u/-t: stages USERS[@RATE]:DURATION separated by commas, e.g. 10:30s,50@5:1m (the rate defaults to -r). The run ends after the last stage.
     #[arg(long = "test-plan", env = "AIOTEST_TEST_PLAN", value_parser = super::parse_test_plan, value_name = "PLAN")]
     pub test_plan: Option<super::TestPlan>,
@@ -330,6 +334,22 @@ fn parse_processes(text: &str) -> Result<i64, String> {
     }
 }
 
+fn parse_arrival_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, per_s) = match t.split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 1.0 / 60.0),
+        Some(_) => (t, f64::NAN),
+        None => (t, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && per_s.is_finite() => Ok(v * per_s),
+        _ => Err(format!(
+            "'{text}' is not an arrival rate: give iterations per second or minute above 0, e.g. 500/s or 30/m"
+        )),
+    }
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -568,6 +588,21 @@ mod tests {
         assert_eq!(cli.run.users, 2);
         let err = parse_options(&argv(&["--shop-idd", "7"]), &[], &custom).unwrap_err();
         assert!(err.to_string().contains("--shop-id"), "{err}");
+    }
+
+    #[test]
+    fn arrival_rates_parse() {
+        assert_eq!(parse_arrival_rate("500/s"), Ok(500.0));
+        assert_eq!(parse_arrival_rate("250"), Ok(250.0));
+        assert_eq!(parse_arrival_rate("30/m"), Ok(0.5));
+        for bad in ["0/s", "x", "5/h", "-2"] {
+            assert!(
+                parse_arrival_rate(bad)
+                    .unwrap_err()
+                    .contains("arrival rate"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

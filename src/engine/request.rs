@@ -27,6 +27,9 @@ pub struct RequestSpec {
     /// Record in the statistics when done (false for `catch_response=True`,
     /// where user code decides success or failure later).
     pub record: bool,
+    /// How late (µs) this request's iteration started in the open workload
+    /// model; see [`RequestSample::intended_lag_us`].
+    pub intended_lag_us: Option<u64>,
 }
 
 /// The result of one request, failed or not.
@@ -50,6 +53,8 @@ pub struct HttpOutcome {
     pub error: Option<String>,
     /// Unix time (s) the request ended.
     pub ended_at_s: f64,
+    /// Copied from the request's [`RequestSpec::intended_lag_us`].
+    pub intended_lag_us: Option<u64>,
 }
 
 impl HttpOutcome {
@@ -66,6 +71,7 @@ impl HttpOutcome {
             response_time_us: 0,
             error: Some(error),
             ended_at_s: unix_now_s(),
+            intended_lag_us: spec.intended_lag_us,
         }
     }
 
@@ -78,6 +84,7 @@ impl HttpOutcome {
             content_bytes: self.body.len() as u64,
             error: self.error.clone(),
             at_s: self.ended_at_s,
+            intended_lag_us: self.intended_lag_us,
         }
     }
 }

@@ -288,6 +288,7 @@ mod tests {
                     content_bytes: 1,
                     error: (i % 50 == 0).then(|| "x".into()),
                     at_s: 5.0,
+                    intended_lag_us: None,
                 });
             }
         }

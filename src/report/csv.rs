@@ -171,6 +171,7 @@ mod tests {
                 content_bytes: 10,
                 error: (i == 2).then(|| "HTTPError: 500 Server Error: x".into()),
                 at_s: 101.0,
+                intended_lag_us: None,
             });
         }
         s.record_error(

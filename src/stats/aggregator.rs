@@ -198,6 +198,7 @@ mod tests {
                             content_bytes: 1,
                             error: None,
                             at_s: unix_now_s(),
+                            intended_lag_us: None,
                         });
                     }
                 })

@@ -88,7 +88,30 @@ pub fn stats_table(snap: &StatsSnapshot, current: bool) -> String {
 /// The response-time percentile table (ms), one row per entry plus Aggregated.
 /// The figures are exact to 3 significant digits (HDR histograms).
 pub fn percentile_table(snap: &StatsSnapshot) -> String {
-    let mut out = String::from("Response time percentiles (ms)\n");
+    percentiles_of(snap, "Response time percentiles (ms)", |e| {
+        Some(&e.percentiles_us)
+    })
+}
+
+/// The same table over the response times corrected for coordinated
+/// omission (open workload model); empty when nothing was corrected.
+pub fn corrected_percentile_table(snap: &StatsSnapshot) -> String {
+    if snap.total.corrected_percentiles_us.is_none() {
+        return String::new();
+    }
+    percentiles_of(
+        snap,
+        "Response time percentiles, corrected for coordinated omission (ms)",
+        |e| e.corrected_percentiles_us.as_ref(),
+    )
+}
+
+fn percentiles_of(
+    snap: &StatsSnapshot,
+    title: &str,
+    values: impl Fn(&EntrySnapshot) -> Option<&Vec<(String, u64)>>,
+) -> String {
+    let mut out = format!("{title}\n");
     let mut header = format!("{:<8} {:<w$}", "Type", "Name", w = NAME_WIDTH + 1);
     for &q in &PERCENTILES {
         let _ = write!(header, " {:>7}", format_quantile(q));
@@ -105,12 +128,12 @@ pub fn percentile_table(snap: &StatsSnapshot) -> String {
             fit(&e.name, NAME_WIDTH),
             w = NAME_WIDTH + 1
         );
-        for (_, v) in &e.percentiles_us {
+        for (_, v) in values(e).into_iter().flatten() {
             let _ = write!(out, " {:>7}", ms_text(ms(*v)));
         }
         let _ = writeln!(out, " {:>8}", e.num_requests);
     };
-    for e in &snap.entries {
+    for e in snap.entries.iter().filter(|e| values(e).is_some()) {
         row(&mut out, e);
     }
     out.push_str(&sep);
@@ -166,6 +189,7 @@ mod tests {
                 content_bytes: 10,
                 error: if i == 0 { Some("boom".into()) } else { None },
                 at_s: 1.0,
+                intended_lag_us: None,
             });
         }
         let snap = s.snapshot(2.0);

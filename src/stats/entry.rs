@@ -38,6 +38,9 @@ pub struct StatsEntry {
     pub max_response_time_us: u64,
     pub total_content_bytes: u64,
     pub histogram: Histogram<u64>,
+    /// Response times corrected for coordinated omission (µs), recorded
+    /// only in the open workload model; empty otherwise.
+    pub corrected_histogram: Histogram<u64>,
     /// Requests ended in each unix second, trimmed to the last 20 s.
     pub requests_per_s: BTreeMap<u64, u64>,
     /// Failures in each unix second, trimmed to the last 20 s.
@@ -83,6 +86,7 @@ impl StatsEntry {
             max_response_time_us: 0,
             total_content_bytes: 0,
             histogram: new_histogram(),
+            corrected_histogram: new_histogram(),
             requests_per_s: BTreeMap::new(),
             failures_per_s: BTreeMap::new(),
             first_request_s: None,
@@ -122,6 +126,14 @@ impl StatsEntry {
         self.trim_rates(second);
     }
 
+    /// Records one response time corrected for coordinated omission: the
+    /// response time plus how late its iteration started (µs).
+    pub fn record_corrected(&mut self, corrected_us: u64) {
+        if self.corrected_histogram.record(corrected_us).is_err() {
+            self.corrected_histogram.saturating_record(corrected_us);
+        }
+    }
+
     /// Adds every sample of `other` to this entry. Percentiles of the result
     /// equal those of one histogram that saw both sets of samples.
     pub fn merge(&mut self, other: &StatsEntry) {
@@ -136,6 +148,9 @@ impl StatsEntry {
         self.total_content_bytes += other.total_content_bytes;
         self.histogram
             .add(&other.histogram)
+            .expect("auto-resizing histograms accept any other histogram");
+        self.corrected_histogram
+            .add(&other.corrected_histogram)
             .expect("auto-resizing histograms accept any other histogram");
         for (s, n) in &other.requests_per_s {
             *self.requests_per_s.entry(*s).or_default() += n;
@@ -271,6 +286,20 @@ impl StatsEntry {
                 .collect(),
             first_request_s: self.first_request_s,
             last_request_s: self.last_request_s,
+            corrected_percentiles_us: (!self.corrected_histogram.is_empty()).then(|| {
+                PERCENTILES
+                    .iter()
+                    .map(|&q| {
+                        let h = &self.corrected_histogram;
+                        let v = if q >= 1.0 {
+                            h.max()
+                        } else {
+                            h.value_at_quantile(q)
+                        };
+                        (format_quantile(q), v)
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -354,6 +383,9 @@ pub struct EntrySnapshot {
     pub percentiles_us: Vec<(String, u64)>,
     pub first_request_s: Option<f64>,
     pub last_request_s: Option<f64>,
+    /// Percentiles corrected for coordinated omission (open workload
+    /// model only; None otherwise), Locust's columns.
+    pub corrected_percentiles_us: Option<Vec<(String, u64)>>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ pub struct RequestSample {
     pub error: Option<String>,
     /// Unix time (s) when the request ended.
     pub at_s: f64,
+    /// In the open workload model: how late (µs) the request's iteration
+    /// started after its intended start. The sample then also counts as
+    /// `response_time_us + intended_lag_us` in the corrected histogram
+    /// (coordinated-omission correction, as wrk2 does). None elsewhere.
+    pub intended_lag_us: Option<u64>,
 }
 
 /// Occurrences of one failure: (method, name, error text).
@@ -122,6 +127,11 @@ impl Stats {
         entry.record(s.response_time_us, s.content_bytes, failed, s.at_s);
         self.total
             .record(s.response_time_us, s.content_bytes, failed, s.at_s);
+        if let Some(lag_us) = s.intended_lag_us {
+            let corrected_us = s.response_time_us.saturating_add(lag_us);
+            entry.record_corrected(corrected_us);
+            self.total.record_corrected(corrected_us);
+        }
         if let Some(error) = &s.error {
             let f = self
                 .failures
@@ -308,6 +318,7 @@ mod tests {
             content_bytes: 100,
             error: error.map(str::to_owned),
             at_s: 10.0,
+            intended_lag_us: None,
         }
     }
 
