@@ -4,6 +4,7 @@ shows a stall that a closed model hides."""
 
 from __future__ import annotations
 
+import csv
 import threading
 import time
 from collections.abc import Iterator
@@ -119,3 +120,27 @@ def test_a_stall_shows_only_when_corrected(
         corrected_p99 = _p99_ms(total["corrected_percentiles_us"])
         assert corrected_p99 > 500, corrected_p99
         assert "cannot sustain" in run.stderr  # the pool of 5 fell behind, and said so
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_arrival_rate_stages_step_the_rate(
+    http_server: CountingServer, write_file, tmp_path: Path, processes: int
+) -> None:
+    path = write_file("open.py", USER)
+    run = run_aiotest(
+        "-f", str(path), *spread_over(processes), "--headless", "--arrival-rate",
+        "100/s:2s,300/s:2s", "-u", "20", "-r", "100", "-t", "30s", "-H", http_server.url,
+        "--csv", str(tmp_path / "a"), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "the last arrival-rate stage ended" in run.stderr  # long before -t
+    with (tmp_path / "a_stats_history.csv").open(newline="") as fh:
+        rates = [float(r["Requests/s"]) for r in csv.DictReader(fh) if r["Name"] == "Aggregated"]
+    # 1-s windows: the first ones at 100/s, later ones at 300/s (the last
+    # row is the short remainder up to the stop: too short to judge a rate).
+    full = rates[:-1]
+    assert any(abs(r - 100) <= 15 for r in full[:2]), rates
+    assert any(abs(r - 300) <= 45 for r in full[2:]), rates
+    assert max(full) <= 345, rates
+    assert run.total["num_requests"] == http_server.total()
+    assert 0.9 * 800 <= run.total["num_requests"] <= 1.05 * 800  # 2 s x 100 + 2 s x 300

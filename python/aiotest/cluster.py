@@ -25,6 +25,7 @@ from .data import reset_all as reset_feeders
 from .env import Environment
 from .exceptions import ConfigError
 from .messages import hub
+from .open_model import follow_arrival_stages
 from .run import follow_shape, unpack_step
 from .user import User
 
@@ -303,6 +304,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
 
     logger = asyncio.create_task(log_events())
     follower: asyncio.Task[None] | None = None
+    arrivals: asyncio.Task[None] | None = None
     hub.connect(master.send_message, "master")
     try:
         if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
@@ -349,7 +351,9 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 "iterations": opts.iterations,
                 "options": opts.custom_options,
                 "context": env.context,
-                "arrival_rate_per_s": opts.arrival_rate_per_s,
+                "arrival_rate_per_s": opts.arrival_rate[0]["rate_per_s"]
+                if opts.arrival_rate
+                else None,
             },
         }
         try:
@@ -377,6 +381,16 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 master.start(json.dumps(plan, default=str), new_run=False)
 
             follower = asyncio.create_task(follow_shape(shape, step, apply, shape_done))
+        if opts.arrival_rate:
+
+            def set_rate(rate: float) -> None:
+                if plan["settings"]["arrival_rate_per_s"] != rate:
+                    plan["settings"]["arrival_rate_per_s"] = rate
+                    master.start(json.dumps(plan, default=str), new_run=False)
+
+            arrivals = asyncio.create_task(
+                follow_arrival_stages(opts.arrival_rate, set_rate, shape_done)
+            )
         began = time.monotonic()
         next_tick = began + STATS_INTERVAL_S
         next_live = began + LIVE_STATS_INTERVAL_S
@@ -387,7 +401,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 reason = "run time"
                 break
             if shape_done.is_set():
-                reason = "the load shape ended"
+                reason = "the load shape ended" if shape else "the last arrival-rate stage ended"
                 break
             st = status()
             if opts.iterations is not None and st["task_runs"] >= opts.iterations:
@@ -426,8 +440,9 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         print(_workers_table(st), file=out)
         return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
     finally:
-        if follower is not None:
-            follower.cancel()
+        for task in (follower, arrivals):
+            if task is not None:
+                task.cancel()
         hub.connect(None)
         logger.cancel()
         master.quit()

@@ -164,10 +164,10 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
     out: TextIO = sys.stderr if opts.json else sys.stdout
     if env.shape is not None:
         log.info("Following the load shape %s against %s", type(env.shape).__name__, _hosts(env))
-    elif opts.arrival_rate_per_s:
+    elif opts.arrival_rate:
         log.info(
-            "Starting %g iterations/s on a pool of %d users against %s",
-            opts.arrival_rate_per_s,
+            "Starting %s iterations/s on a pool of %d users against %s",
+            ", then ".join(f"{s['rate_per_s']:g}" for s in opts.arrival_rate),
             opts.users,
             _hosts(env),
         )
@@ -193,7 +193,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             stop=stop,
             live=None if opts.only_summary else live,
             shape=env.shape,
-            arrival_rate_per_s=opts.arrival_rate_per_s,
+            arrival_stages=opts.arrival_rate,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,6 +204,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             "run time": f"run time limit ({opts.run_time_s}s) reached",
             "iterations": f"{opts.iterations} iterations done",
             "shape": "the load shape ended",
+            "arrival stages": "the last arrival-rate stage ended",
         }.get(outcome.reason, outcome.reason),
     )
     if outcome.spawn_error is not None:

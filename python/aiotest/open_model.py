@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runner import LocalRunner
@@ -137,3 +138,18 @@ class OpenModel:
             if turn is not None and not turn.done():
                 turn.cancel()
             await user._stop()
+
+
+async def follow_arrival_stages(
+    stages: Sequence[dict[str, Any]], apply: Callable[[float], Any], done: asyncio.Event
+) -> None:
+    """Steps through ``--arrival-rate`` stages (``rate_per_s``,
+    ``duration_s``): applies each rate in turn, and sets ``done`` after the
+    last stage's duration; a last stage without one holds until the run
+    ends. The master and local mode share it."""
+    for stage in stages:
+        apply(stage["rate_per_s"])
+        if stage["duration_s"] is None:
+            return
+        await asyncio.sleep(stage["duration_s"])
+    done.set()

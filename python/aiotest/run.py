@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import _core
 from .env import Environment
 from .exceptions import ConfigError
+from .open_model import follow_arrival_stages
 from .result import RunResult
 from .shape import TICK_INTERVAL_S
 
@@ -31,7 +32,8 @@ class Outcome:
     """How :func:`execute` ended."""
 
     snapshot: _core.StatsSnapshot
-    #: "run time", "iterations", "all users stopped", "stopped" or "spawn failed".
+    #: "run time", "iterations", "all users stopped", "shape", "arrival
+    #: stages", "stopped" or "spawn failed".
     reason: str
     spawn_error: BaseException | None
 
@@ -49,7 +51,7 @@ async def execute(
     live: Callable[[], None] | None = None,
     live_interval_s: float = 2.0,
     shape: LoadTestShape | None = None,
-    arrival_rate_per_s: float | None = None,
+    arrival_stages: Sequence[dict[str, Any]] | None = None,
 ) -> Outcome:
     """Runs one test in the running loop until the run time passes, the
     iterations are done, or ``stop`` is set; then stops the users and returns
@@ -68,8 +70,9 @@ async def execute(
         shape: A load shape that sets users and spawn rate each second and
             ends the run; ``users``, ``spawn_rate`` and ``run_time_s`` are
             then ignored.
-        arrival_rate_per_s: The open workload model: task iterations
-            started per second on a pool of ``users`` users.
+        arrival_stages: The open workload model: task iterations started
+            per second on a pool of ``users`` users, as ``--arrival-rate``
+            stages (``rate_per_s``, ``duration_s`` or None for the last).
 
     Raises:
         ConfigError: A shape step that is not (users, spawn rate[, classes]).
@@ -78,12 +81,14 @@ async def execute(
 
     reset_all()
     runner = env.create_local_runner(iterations=iterations)
-    runner.use_arrival_rate(arrival_rate_per_s)
     engine = env.engine
     assert engine is not None
     stop = stop or asyncio.Event()
     env.events.test_start.fire(environment=env)
     shape_done = asyncio.Event()
+    arrivals_done = asyncio.Event()
+    if arrival_stages:
+        runner.use_arrival_rate(arrival_stages[0]["rate_per_s"])
     classes = None
     if shape is not None:
         shape.reset_time()
@@ -123,11 +128,18 @@ async def execute(
             spawn = asyncio.create_task(runner.start(users, spawn_rate, classes=classes))
 
         background.append(asyncio.create_task(follow_shape(shape, first, step, shape_done)))
+    if arrival_stages:
+        background.append(
+            asyncio.create_task(
+                follow_arrival_stages(arrival_stages, runner.use_arrival_rate, arrivals_done)
+            )
+        )
     waiters = [
         asyncio.create_task(stop.wait()),
         asyncio.create_task(runner.iterations_done.wait()),
         asyncio.create_task(runner.all_users_stopped.wait()),
         asyncio.create_task(shape_done.wait()),
+        asyncio.create_task(arrivals_done.wait()),
     ]
     reason = "run time"
     try:
@@ -140,6 +152,8 @@ async def execute(
             reason = "all users stopped"
         elif waiters[3] in done:
             reason = "shape"
+        elif waiters[4] in done:
+            reason = "arrival stages"
         elif waiters[0] in done:
             reason = (
                 "spawn failed"

@@ -73,9 +73,9 @@ pub struct RunOptions {
     #[arg(short = 't', long = "run-time", env = "AIOTEST_RUN_TIME", value_parser = parse_duration_s, value_name = "TIME")]
     pub run_time_s: Option<f64>,
 
-    /// Open workload model: start this many task iterations per second (e.g. 500/s, 30/m), each on an idle user of a pool of -u users, whatever the response times; latency is also reported corrected for coordinated omission.
-    #[arg(long = "arrival-rate", env = "AIOTEST_ARRIVAL_RATE", value_parser = parse_arrival_rate, value_name = "RATE")]
-    pub arrival_rate_per_s: Option<f64>,
+    /// Open workload model: start this many task iterations per second (e.g. 500/s, 30/m), each on an idle user of a pool of -u users, whatever the response times; latency is also reported corrected for coordinated omission. Stages RATE:DURATION separated by commas step the rate (e.g. 100/s:30s,500/s:1m); the run ends after the last.
+    #[arg(long = "arrival-rate", env = "AIOTEST_ARRIVAL_RATE", value_parser = parse_arrival_plan, value_name = "RATE")]
+    pub arrival_rate: Option<ArrivalPlan>,
 
     /// A stepped load instead of -u/-t: stages USERS[@RATE]:DURATION separated by commas, e.g. 10:30s,50@5:1m (the rate defaults to -r). The run ends after the last stage.
     #[arg(long = "test-plan", env = "AIOTEST_TEST_PLAN", value_parser = super::parse_test_plan, value_name = "PLAN")]
@@ -332,6 +332,52 @@ fn parse_processes(text: &str) -> Result<i64, String> {
             "'{text}' is not a process count: give a number above 0, or -1 for one per core"
         )),
     }
+}
+
+/// One step of `--arrival-rate`: iterations per second, held for
+/// `duration_s` (the last step may hold until the run ends).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArrivalStage {
+    pub rate_per_s: f64,
+    pub duration_s: Option<f64>,
+}
+
+/// `--arrival-rate`: one constant rate, or stages run in turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ArrivalPlan(pub Vec<ArrivalStage>);
+
+fn parse_arrival_plan(text: &str) -> Result<ArrivalPlan, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let (rate, duration) = match part.split_once(':') {
+                Some((r, d)) => (r, Some(d)),
+                None => (*part, None),
+            };
+            let duration_s = duration
+                .map(|d| match parse_duration_s(d) {
+                    Ok(v) if v > 0.0 => Ok(v),
+                    _ => Err(format!(
+                        "arrival rate stage '{part}': '{d}' is not a duration above 0, e.g. 30s or 2m"
+                    )),
+                })
+                .transpose()?;
+            if duration_s.is_none() && i < last {
+                return Err(format!(
+                    "arrival rate stage '{part}' needs a duration (RATE:DURATION): only the last stage may hold until the run ends"
+                ));
+            }
+            Ok(ArrivalStage {
+                rate_per_s: parse_arrival_rate(rate)?,
+                duration_s,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(ArrivalPlan)
 }
 
 fn parse_arrival_rate(text: &str) -> Result<f64, String> {
@@ -603,6 +649,31 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn arrival_stages_parse() {
+        let plan = parse_arrival_plan("100/s:30s, 300:1m").unwrap();
+        assert_eq!(
+            plan.0,
+            vec![
+                ArrivalStage {
+                    rate_per_s: 100.0,
+                    duration_s: Some(30.0)
+                },
+                ArrivalStage {
+                    rate_per_s: 300.0,
+                    duration_s: Some(60.0)
+                },
+            ]
+        );
+        assert_eq!(parse_arrival_plan("5/s").unwrap().0[0].duration_s, None);
+        assert!(parse_arrival_plan("5/s,10/s:1m")
+            .unwrap_err()
+            .contains("needs a duration"));
+        assert!(parse_arrival_plan("5/s:0s")
+            .unwrap_err()
+            .contains("above 0"));
     }
 
     #[test]
