@@ -94,3 +94,33 @@ def test_missing_source_is_a_clear_error(
     assert run.returncode == 1
     assert "no file 'no-such.csv'" in run.stderr
     assert http_server.total() == 0
+
+
+LINES = """
+import os
+from aiotest import AsyncHttpUser, task, constant
+from aiotest.data import JsonLinesFeeder
+
+orders = JsonLinesFeeder(os.environ["ORDERS"], mode="once", chunk_rows=7)
+
+class Buyer(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def buy(self):
+        order = await orders.next()
+        await self.session.post(f"/orders/{order['id']}", json=order)
+"""
+
+
+def test_json_lines_rows(http_server: CountingServer, write_file, tmp_path: Path) -> None:
+    source = tmp_path / "orders.jsonl"
+    source.write_text("".join(f'{{"id": {i}, "qty": {i % 3}}}\n\n' for i in range(50)))
+    path = write_file("lines.py", LINES)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "3", "-r", "100", "-t", "30s",
+        "-H", http_server.url, cwd=tmp_path, env={"ORDERS": str(source)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with http_server.lock:
+        assert dict(http_server.counts) == {f"POST /orders/{i}": 1 for i in range(50)}

@@ -76,3 +76,44 @@ def test_test_plan_flag(http_server: CountingServer, write_file, tmp_path: Path)
     _check_steps(_user_counts(tmp_path / "p_stats_history.csv"))
     bad = run_aiotest("-f", str(path), "--test-plan", "6", "-H", http_server.url, cwd=tmp_path)
     assert bad.returncode == 2 and "USERS[@RATE]:DURATION" in bad.stderr
+
+
+TWO_CLASSES = """
+from aiotest import AsyncHttpUser, LoadTestShape, task, constant
+
+class Reader(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def read(self):
+        await self.session.get("/read")
+
+class Writer(Reader):
+    @task
+    async def read(self):
+        await self.session.get("/write")
+
+class WritersLater(LoadTestShape):
+    def tick(self):
+        t = self.get_run_time()
+        if t < 2:
+            return (4, 100, [Reader])
+        if t < 4:
+            return (4, 100, [Writer])
+        return None
+"""
+
+
+def test_shape_steps_can_pick_user_classes(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("two.py", TWO_CLASSES)
+    run = run_aiotest("-f", str(path), "--headless", "-H", http_server.url, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with http_server.lock:
+        counts = dict(http_server.counts)
+    # Both stages ran, each with its own class only (Writer replaced Reader).
+    assert "All users spawned: Reader: 4, Writer: 0" in run.stderr
+    assert "All users spawned: Reader: 0, Writer: 4" in run.stderr
+    assert set(counts) == {"GET /read", "GET /write"}
+    assert counts["GET /read"] > 20 and counts["GET /write"] > 20
