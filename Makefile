@@ -16,7 +16,7 @@ install: venv  ## Build the wheel (release) and install it with the test tools
 	$(PY) -m pip install -q '.[test]'
 
 dev: venv  ## Fast debug build into the venv while iterating
-	$(PY) -m pip install -q maturin pytest pytest-timeout pyzmq msgpack
+	$(PY) -m pip install -q maturin pytest pytest-timeout pyzmq msgpack playwright
 	$(VENV)/bin/maturin develop
 
 demo: install  ## The main job: a 20 s load test of the example against the demo target

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod report;
 pub mod stats;
 pub mod target;
+pub mod web;
 
 #[cfg(feature = "python")]
 mod bridge;

@@ -162,7 +162,9 @@ class Engine:
         """Statistics including everything recorded before the call."""
     def tick(self, user_count: int, *, full_history: bool = False) -> None:
         """Closes the stats window and appends a history row."""
-    def reset_stats(self) -> None: ...
+    def reset_stats(self, *, clear_history: bool = False) -> None:
+        """Zeroes the statistics; with ``clear_history`` also the history
+        rows (a new run in the same process)."""
     def in_flight(self) -> int: ...
     def wait_idle(self, timeout_s: float) -> bool: ...
 
@@ -181,6 +183,44 @@ class DemoTarget:
     def counts_json(self) -> str:
         """``{"total": n, "requests": {"GET /path": n}}``."""
     def stop(self) -> None: ...
+
+class WebUi:
+    """The web UI and its HTTP API (docs/web.md), served on ``engine``'s
+    runtime. Raises OSError when ``host:port`` cannot be bound, ConfigError
+    (exit code 2) for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS
+    files (PEM)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str,
+        port: int,
+        login: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> None: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https``."""
+    def wakeup_fd(self) -> int:
+        """Readable when commands wait in :meth:`drain_commands`."""
+    def drain_commands(self) -> list[str]:
+        """Commands as JSON: ``id``, ``action`` (swarm, stop, reset),
+        ``body``, ``content_type``."""
+    def reply(self, id: int, status: int, body_json: str) -> None:
+        """Answers command ``id`` with an HTTP status and a JSON body."""
+    def publish(
+        self, status_json: str, *, meta_json: str | None = None, fields_json: str | None = None
+    ) -> None:
+        """Publishes the runner's status with fresh statistics to every
+        browser (the ``/stats/requests`` document)."""
+    def clear_history(self) -> None:
+        """Drops the chart points (after ``reset_stats(clear_history=True)``)."""
+    def stop(self) -> None:
+        """Stops serving; idempotent."""
 
 class Master:
     """The master's link (docs/protocol.md): binds a ZeroMQ ROUTER, accepts

@@ -313,6 +313,12 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 opts.master_bind_host,
                 opts.master_bind_port,
             )
+        if not opts.headless:
+            from .web import MasterBackend, serve
+
+            return await serve(
+                env, opts, checks, MasterBackend(env, opts, master, engine), quit_event=stop
+            )
         # Wait for the workers.
         started = time.monotonic()
         last_log = 0.0
@@ -343,18 +349,7 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         )
         plan = {
             **_step_plan(env, users, rate, classes),
-            "settings": {
-                "host": opts.host,
-                "tags": opts.tags,
-                "exclude_tags": opts.exclude_tags,
-                "stop_timeout_s": opts.stop_timeout_s,
-                "iterations": opts.iterations,
-                "options": opts.custom_options,
-                "context": env.context,
-                "arrival_rate_per_s": opts.arrival_rate[0]["rate_per_s"]
-                if opts.arrival_rate
-                else None,
-            },
+            "settings": run_settings(env, opts),
         }
         try:
             json.dumps(env.context)
@@ -449,6 +444,21 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
         loop.remove_reader(master.wakeup_fd())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def run_settings(env: Environment, opts: SimpleNamespace) -> dict[str, Any]:
+    """The ``settings`` of the master's run plan: what every worker's run
+    takes from the master's options (docs/protocol.md, ``spawn``)."""
+    return {
+        "host": opts.host,
+        "tags": opts.tags,
+        "exclude_tags": opts.exclude_tags,
+        "stop_timeout_s": opts.stop_timeout_s,
+        "iterations": opts.iterations,
+        "options": opts.custom_options,
+        "context": env.context,
+        "arrival_rate_per_s": opts.arrival_rate[0]["rate_per_s"] if opts.arrival_rate else None,
+    }
 
 
 def _step_plan(

@@ -72,9 +72,9 @@ def run_cli(argv: list[str]) -> int:
             return asyncio.run(cluster.run_worker(classes, opts))
         return asyncio.run(cluster.run_master(env, opts, checks))
     if not opts.headless:
-        log.warning(
-            "the web UI is not available yet: running headless (pass --headless to silence this)"
-        )
+        from .web import LocalBackend, serve
+
+        return asyncio.run(serve(env, opts, checks, LocalBackend(env, opts)))
     return asyncio.run(run_headless(env, opts, checks))
 
 
@@ -141,6 +141,8 @@ def _prepare(opts: SimpleNamespace):  # type: ignore[no-untyped-def]
         stop_timeout_s=opts.stop_timeout_s,
         parsed_options=opts,
         events=events,
+        # The web UI's start form may supply the host.
+        require_host=opts.headless or opts.autostart,
     )
     from .loader import load_aiotestfile, shape_classes_in
     from .shape import shape_from_options

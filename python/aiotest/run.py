@@ -27,6 +27,29 @@ log = logging.getLogger("aiotest.run")
 STATS_INTERVAL_S = 1.0
 
 
+class RunControl:
+    """A handle on a running :func:`execute` for the web UI: stop it, or
+    change its user count and spawn rate while it runs."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self._respawn: Callable[[int, float, list[type[User]] | None], None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._respawn is not None and not self.stop.is_set()
+
+    def retarget(self, users: int, spawn_rate: float) -> None:
+        """Ramps the running test to ``users`` users at ``spawn_rate``/s.
+
+        Raises:
+            RuntimeError: The run has not started or has ended.
+        """
+        if self._respawn is None:
+            raise RuntimeError("no run is in progress")
+        self._respawn(users, spawn_rate, None)
+
+
 @dataclass
 class Outcome:
     """How :func:`execute` ended."""
@@ -52,6 +75,8 @@ async def execute(
     live_interval_s: float = 2.0,
     shape: LoadTestShape | None = None,
     arrival_stages: Sequence[dict[str, Any]] | None = None,
+    control: RunControl | None = None,
+    user_classes: Sequence[type[User]] | None = None,
 ) -> Outcome:
     """Runs one test in the running loop until the run time passes, the
     iterations are done, or ``stop`` is set; then stops the users and returns
@@ -73,6 +98,10 @@ async def execute(
         arrival_stages: The open workload model: task iterations started
             per second on a pool of ``users`` users, as ``--arrival-rate``
             stages (``rate_per_s``, ``duration_s`` or None for the last).
+        control: Lets the web UI change the user count while it runs; its
+            ``stop`` event is used when ``stop`` is not given.
+        user_classes: Run only these of the environment's classes (the web
+            UI's class picker); all when None.
 
     Raises:
         ConfigError: A shape step that is not (users, spawn rate[, classes]).
@@ -83,13 +112,13 @@ async def execute(
     runner = env.create_local_runner(iterations=iterations)
     engine = env.engine
     assert engine is not None
-    stop = stop or asyncio.Event()
+    stop = stop or (control.stop if control is not None else asyncio.Event())
     env.events.test_start.fire(environment=env)
     shape_done = asyncio.Event()
     arrivals_done = asyncio.Event()
     if arrival_stages:
         runner.use_arrival_rate(arrival_stages[0]["rate_per_s"])
-    classes = None
+    classes = list(user_classes) if user_classes is not None else None
     if shape is not None:
         shape.reset_time()
         first = shape.tick()
@@ -120,13 +149,14 @@ async def execute(
     ]
     if live is not None:
         background.append(asyncio.create_task(_every(live_interval_s, live)))
+    def step(users: int, spawn_rate: float, classes: list[type[User]] | None) -> None:
+        nonlocal spawn
+        spawn.cancel()
+        spawn = asyncio.create_task(runner.start(users, spawn_rate, classes=classes))
+
+    if control is not None:
+        control._respawn = step
     if shape is not None and not shape_done.is_set():
-
-        def step(users: int, spawn_rate: float, classes: list[type[User]] | None) -> None:
-            nonlocal spawn
-            spawn.cancel()
-            spawn = asyncio.create_task(runner.start(users, spawn_rate, classes=classes))
-
         background.append(asyncio.create_task(follow_shape(shape, first, step, shape_done)))
     if arrival_stages:
         background.append(
@@ -161,6 +191,8 @@ async def execute(
                 else "stopped"
             )
     finally:
+        if control is not None:
+            control._respawn = None
         for t in (*waiters, *background):
             t.cancel()
         spawn.cancel()

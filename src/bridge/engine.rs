@@ -162,8 +162,15 @@ impl PyEngine {
         self.inner.recorder().tick(user_count, full_history);
     }
 
-    fn reset_stats(&self) {
-        self.inner.recorder().reset();
+    /// Clears the statistics (Locust's reset); with `clear_history`, the
+    /// history rows too (a new run in the same process).
+    #[pyo3(signature = (*, clear_history = false))]
+    fn reset_stats(&self, clear_history: bool) {
+        if clear_history {
+            self.inner.recorder().restart();
+        } else {
+            self.inner.recorder().reset();
+        }
     }
 
     /// Requests started and not yet finished.

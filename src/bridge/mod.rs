@@ -6,6 +6,7 @@ mod cluster;
 mod engine;
 mod errors;
 mod target;
+mod web;
 
 use pyo3::prelude::*;
 
@@ -16,5 +17,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cluster::register(m)?;
     engine::register(m)?;
     target::register(m)?;
+    web::register(m)?;
     Ok(())
 }

@@ -85,6 +85,55 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_HEADLESS")]
     pub headless: bool,
 
+    /// Address the web UI binds (`*` for every interface, as Locust's default).
+    #[arg(
+        long,
+        env = "AIOTEST_WEB_HOST",
+        default_value = "*",
+        value_name = "HOST"
+    )]
+    pub web_host: String,
+
+    /// Port of the web UI.
+    #[arg(
+        short = 'P',
+        long,
+        env = "AIOTEST_WEB_PORT",
+        default_value_t = 8089,
+        value_name = "PORT"
+    )]
+    pub web_port: u16,
+
+    /// Protect the web UI with HTTP basic auth, e.g. admin:s3cret.
+    #[arg(long, env = "AIOTEST_WEB_LOGIN", value_name = "USER:PASSWORD")]
+    pub web_login: Option<String>,
+
+    /// PEM certificate chain: serve the web UI over HTTPS (with --tls-key).
+    #[arg(
+        long,
+        env = "AIOTEST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "AIOTEST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<String>,
+
+    /// Start the test at once with -u/-r/-t, and keep the web UI up.
+    #[arg(long, env = "AIOTEST_AUTOSTART")]
+    pub autostart: bool,
+
+    /// With --autostart: quit this many seconds after the run ends (e.g. 0, 30s).
+    #[arg(long = "autoquit", env = "AIOTEST_AUTOQUIT", value_parser = parse_duration_s, value_name = "TIME")]
+    pub autoquit_s: Option<f64>,
+
     /// Seconds users may take to finish their current task at stop, e.g. 10s.
     #[arg(short = 's', long = "stop-timeout", env = "AIOTEST_STOP_TIMEOUT", default_value = "0", value_parser = parse_duration_s, value_name = "TIME")]
     pub stop_timeout_s: f64,

@@ -5,7 +5,7 @@
 use minijinja::{context, Environment, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::StatsSnapshot;
+use crate::stats::{HistoryRow, StatsSnapshot};
 
 const TEMPLATE: &str = include_str!("../../assets/report.html.j2");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uplot/uPlot.iife.min.js");
@@ -22,9 +22,10 @@ pub struct ReportMeta {
     pub version: String,
 }
 
-/// One chart point: a history row's Aggregated figures, compact.
-#[derive(Serialize)]
-struct Point {
+/// One chart point: a history row's Aggregated figures, compact. The HTML
+/// report and the web UI draw the same points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
     /// Unix seconds.
     t: f64,
     users: u64,
@@ -34,6 +35,26 @@ struct Point {
     n: u64,
     /// p50, p95, p99 of the window, in ms.
     p: [f64; 3],
+}
+
+impl Point {
+    pub fn from_row(h: &HistoryRow) -> Self {
+        let pick = |i: usize| {
+            h.total
+                .percentiles_us
+                .get(i)
+                .map_or(0.0, |(_, us)| *us as f64 / 1000.0)
+        };
+        Point {
+            t: h.timestamp_s,
+            users: h.user_count,
+            rps: h.total.rps,
+            fps: h.total.fail_per_s,
+            n: h.total.window_requests,
+            // PERCENTILES: 50% is index 0, 95% index 5, 99% index 7.
+            p: [pick(0), pick(5), pick(7)],
+        }
+    }
 }
 
 /// µs as the report shows ms: 2 decimals below 10 ms, whole above.
@@ -86,24 +107,7 @@ pub fn render(snap: &StatsSnapshot, meta: &ReportMeta) -> Result<String, minijin
     env.add_filter("ms", ms);
     // The .html name turns on HTML auto-escaping.
     env.add_template("report.html", TEMPLATE)?;
-    let pick = |i: usize, v: &[(String, u64)]| v.get(i).map_or(0.0, |(_, us)| *us as f64 / 1000.0);
-    let points: Vec<Point> = snap
-        .history
-        .iter()
-        .map(|h| Point {
-            t: h.timestamp_s,
-            users: h.user_count,
-            rps: h.total.rps,
-            fps: h.total.fail_per_s,
-            n: h.total.window_requests,
-            // PERCENTILES: 50% is index 0, 95% index 5, 99% index 7.
-            p: [
-                pick(0, &h.total.percentiles_us),
-                pick(5, &h.total.percentiles_us),
-                pick(7, &h.total.percentiles_us),
-            ],
-        })
-        .collect();
+    let points: Vec<Point> = snap.history.iter().map(Point::from_row).collect();
     let mut rows = snap.entries.clone();
     rows.push(snap.total.clone());
     env.get_template("report.html")?.render(context! {

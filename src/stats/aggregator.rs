@@ -24,7 +24,13 @@ enum Message {
     },
     Merge(Box<Stats>),
     Take(mpsc::Sender<Stats>),
-    Reset,
+    Reset {
+        clear_history: bool,
+    },
+    HistorySince {
+        from: usize,
+        reply: mpsc::Sender<Vec<HistoryRow>>,
+    },
     Shutdown,
 }
 
@@ -102,7 +108,26 @@ impl Recorder {
     /// Clears every statistic and restarts the clock (Locust's reset stats).
     /// The history rows already taken stay.
     pub fn reset(&self) {
-        let _ = self.tx.send(Message::Reset);
+        let _ = self.tx.send(Message::Reset {
+            clear_history: false,
+        });
+    }
+
+    /// [`Recorder::reset`] that also drops the history: a new run in the
+    /// same process (the web UI's start after a stop).
+    pub fn restart(&self) {
+        let _ = self.tx.send(Message::Reset {
+            clear_history: true,
+        });
+    }
+
+    /// History rows from index `from` on (all of them for 0), oldest first;
+    /// fewer than expected after a [`Recorder::restart`]. `None` once shut
+    /// down.
+    pub fn history_since(&self, from: usize) -> Option<Vec<HistoryRow>> {
+        let (reply, rx) = mpsc::channel();
+        self.tx.send(Message::HistorySince { from, reply }).ok()?;
+        rx.recv().ok()
     }
 }
 
@@ -153,7 +178,15 @@ impl Aggregator {
                             let taken = std::mem::replace(&mut stats, Stats::new(unix_now_s()));
                             let _ = reply.send(taken);
                         }
-                        Message::Reset => stats = Stats::new(unix_now_s()),
+                        Message::Reset { clear_history } => {
+                            stats = Stats::new(unix_now_s());
+                            if clear_history {
+                                history.clear();
+                            }
+                        }
+                        Message::HistorySince { from, reply } => {
+                            let _ = reply.send(history.get(from..).unwrap_or_default().to_vec());
+                        }
                         Message::Shutdown => break,
                     }
                 }

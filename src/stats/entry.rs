@@ -251,7 +251,7 @@ impl StatsEntry {
     pub fn snapshot(&self, run_start_s: f64, now_s: f64) -> EntrySnapshot {
         let n = self.num_requests;
         let elapsed_s = (now_s - run_start_s).max(1e-3);
-        let (current_rps, current_fail_per_s) = self.current_rates(now_s);
+        let (current_rps, current_fail_per_s) = self.current_rates(run_start_s, now_s);
         EntrySnapshot {
             method: self.method.clone(),
             name: self.name.clone(),
@@ -303,10 +303,15 @@ impl StatsEntry {
         }
     }
 
-    fn current_rates(&self, now_s: f64) -> (f64, f64) {
-        // The second in progress is incomplete; average the 10 before it.
+    fn current_rates(&self, run_start_s: f64, now_s: f64) -> (f64, f64) {
+        // The second in progress is incomplete; average the 10 before it,
+        // or fewer in a run's first seconds (as Locust does), so that the
+        // rate is not diluted by seconds before the start.
         let end = now_s as u64;
-        let start = end.saturating_sub(10);
+        let start = end
+            .saturating_sub(10)
+            .max(run_start_s.ceil() as u64)
+            .min(end);
         let span = (end - start).max(1) as f64;
         let sum = |m: &BTreeMap<u64, u64>| m.range(start..end).map(|(_, n)| *n).sum::<u64>() as f64;
         (
@@ -475,5 +480,12 @@ mod tests {
             snap.current_rps
         );
         assert!(e.requests_per_s.len() <= 21);
+        // Two complete seconds into a run: their average, not a tenth of it.
+        let young = e.snapshot(1027.5, 1030.5);
+        assert!(
+            (young.current_rps - 5.0).abs() < 1e-9,
+            "{}",
+            young.current_rps
+        );
     }
 }
