@@ -10,6 +10,9 @@ Scenarios (issue 4's targets):
               latency-corrected open-model tool (oha -q, or wrk2), if present.
   memory      10,000 users at wait_time = constant(1): peak RSS per user.
   startup     `aiotest --version`, and 10,000 users at --spawn-rate 10000.
+  master      a real master (core 0) fed by 1,000 simulated workers (core 1,
+              bench/simulate_workers.rs), each reporting 20 endpoints every
+              second: the master's CPU and how far its merged stats lag.
 
 The target is nginx (Debian's package) on core 0 serving a 5-byte body when
 it is installed, else aiotest's own demo target. Load generators run on
@@ -369,7 +372,112 @@ def startup(url: str, args: argparse.Namespace) -> list[Row]:
     return [version, ramp]
 
 
-SCENARIOS = {"throughput": throughput, "latency": latency, "memory": memory, "startup": startup}
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def simulator_cmd() -> str:
+    """Builds bench/simulate_workers.rs (release) once; returns its path."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--release", "--example", "simulate_workers"],
+        cwd=root,
+        check=True,
+    )
+    return str(root / "target" / "release" / "examples" / "simulate_workers")
+
+
+def master(url: str, args: argparse.Namespace, workers: int = 1000, endpoints: int = 20) -> list[Row]:
+    """Issue 4 target 4: the master keeps up with 1,000 workers reporting
+    every second. The master runs on TARGET_CORE (the HTTP target is idle
+    here: simulated workers send no requests), the simulator on LOAD_CORE."""
+    import urllib.request
+
+    duration_s = max(args.duration, 30)
+    simulator = simulator_cmd()
+    port, web_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.py"
+        path.write_text(HELLO_USER.format(wait=1))
+        master_argv = pinned(TARGET_CORE, [
+            aiotest_cmd(), "-f", str(path), "--master", "--master-bind-host", "127.0.0.1",
+            "--master-bind-port", str(port), "--expect-workers", str(workers), "--autostart",
+            "-u", str(workers), "-r", str(workers), "--web-host", "127.0.0.1",
+            "--web-port", str(web_port), "-H", url, "--heartbeat-liveness", "10", "-L", "WARNING",
+        ])  # fmt: skip
+        boss = subprocess.Popen(master_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
+        sim = subprocess.Popen(
+            pinned(LOAD_CORE, [simulator, "--port", str(port), "--workers", str(workers),
+                               "--endpoints", str(endpoints), "--duration-s", str(duration_s + 20)]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        sent: list[tuple[float, int]] = []
+        seen: list[tuple[float, int]] = []
+        cpu_from = cpu_to = None
+        try:
+            wait_for_port(web_port, timeout_s=30)
+            began = time.time()
+            while time.time() - began < duration_s + 10:
+                # The simulator's progress lines, then the master's view.
+                import select
+
+                while select.select([sim.stdout], [], [], 0)[0]:
+                    line = sim.stdout.readline()  # type: ignore[union-attr]
+                    if line.startswith("sent "):
+                        _, t, n = line.split()
+                        sent.append((float(t), int(n)))
+                    elif not line:
+                        break
+                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/stats/requests", timeout=10) as r:
+                    doc = json.load(r)
+                total = next(s for s in doc["stats"] if s["name"] == "Aggregated")["num_requests"]
+                seen.append((time.time(), total))
+                elapsed = time.time() - began
+                if cpu_from is None and elapsed >= 10:
+                    cpu_from = (time.monotonic(), _cpu_s(boss.pid))
+                if cpu_from is not None and elapsed <= duration_s + 5:
+                    cpu_to = (time.monotonic(), _cpu_s(boss.pid))
+                time.sleep(0.25)
+        finally:
+            sim.kill()
+            boss.send_signal(2)
+            try:
+                boss.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                boss.kill()
+            sim.communicate()
+    # Lag: for each look at the master, how long ago had the simulator sent
+    # as many requests as the master then showed? Only once it is steady.
+    lags = []
+    for t_seen, n_seen in seen:
+        if t_seen - seen[0][0] < 10 or n_seen == 0:
+            continue
+        t_sent = next((t for t, n in sent if n >= n_seen), None)
+        if t_sent is not None:
+            lags.append(max(0.0, t_seen - t_sent))
+    cpu = None
+    if cpu_from and cpu_to and cpu_to[0] > cpu_from[0]:
+        cpu = 100 * (cpu_to[1] - cpu_from[1]) / (cpu_to[0] - cpu_from[0])
+    rate = None
+    if len(seen) > 2:
+        rate = (seen[-1][1] - seen[len(seen) // 2][1]) / max(seen[-1][0] - seen[len(seen) // 2][0], 1e-3)
+    note = (
+        f"{workers} workers x {endpoints} endpoints: master CPU "
+        + (f"{cpu:.0f}% of a core" if cpu is not None else "unmeasured")
+        + (f", stats lag max {max(lags):.2f} s (median {statistics.median(lags):.2f} s)" if lags else ", no lag samples")
+    )
+    return [Row("master capacity", "aiotest --master", rps=rate, note=note)]
+
+
+SCENARIOS = {
+    "throughput": throughput,
+    "latency": latency,
+    "memory": memory,
+    "startup": startup,
+    "master": master,
+}
 
 
 def table(rows: list[Row]) -> str:

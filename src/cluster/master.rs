@@ -16,7 +16,7 @@ use super::protocol::{check_ready, Codec, Load, Message, ProtocolError, RunSetti
 use super::transport::{PeerId, Transport};
 use crate::dispatch::assign_user_indexes;
 use crate::engine::CompletionQueue;
-use crate::stats::{unix_now_s, Recorder};
+use crate::stats::Recorder;
 
 /// Heartbeat timing, shared by master and workers (Locust's
 /// `--heartbeat-interval` and `--heartbeat-liveness`).
@@ -347,8 +347,8 @@ impl<T: Transport> Master<T> {
                 if run_id == self.run_id {
                     slot.task_runs += task_runs;
                 }
-                match stats.to_stats(unix_now_s()) {
-                    Ok(s) => self.recorder.merge(s),
+                match stats.into_sparse() {
+                    Ok(s) => self.recorder.merge_sparse(s),
                     Err(e) => self.events.push(ClusterEvent::MessageDropped {
                         reason: e.to_string(),
                     }),

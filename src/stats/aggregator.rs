@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use super::registry::{HistoryRow, RequestSample, Stats, StatsSnapshot};
+use super::registry::{HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot};
 use super::unix_now_s;
 
 enum Message {
@@ -23,6 +23,7 @@ enum Message {
         full_history: bool,
     },
     Merge(Box<Stats>),
+    MergeSparse(Box<SparseStats>),
     Take(mpsc::Sender<Stats>),
     Reset {
         clear_history: bool,
@@ -86,6 +87,12 @@ impl Recorder {
     /// Adds a worker's report to these statistics (the master's side).
     pub fn merge(&self, stats: Stats) {
         let _ = self.tx.send(Message::Merge(Box::new(stats)));
+    }
+
+    /// Adds a worker's decoded report (the master's side; see
+    /// `cluster::wire_stats`).
+    pub fn merge_sparse(&self, stats: SparseStats) {
+        let _ = self.tx.send(Message::MergeSparse(Box::new(stats)));
     }
 
     /// Everything recorded since the last `take`, leaving the statistics
@@ -174,6 +181,7 @@ impl Aggregator {
                             history.push(stats.tick(unix_now_s(), user_count, full_history));
                         }
                         Message::Merge(other) => stats.merge(&other),
+                        Message::MergeSparse(other) => stats.merge_sparse(&other),
                         Message::Take(reply) => {
                             let taken = std::mem::replace(&mut stats, Stats::new(unix_now_s()));
                             let _ = reply.send(taken);

@@ -74,6 +74,55 @@ impl Default for Window {
     }
 }
 
+/// A stats entry in transit, its histograms as (value µs, count) pairs, one
+/// per non-empty bucket: what the master merges from a worker's report
+/// (`cluster::wire_stats`) without building histograms for it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseEntry {
+    pub method: String,
+    pub name: String,
+    pub num_requests: u64,
+    pub num_failures: u64,
+    pub total_response_time_us: u64,
+    pub min_response_time_us: Option<u64>,
+    pub max_response_time_us: u64,
+    pub total_content_bytes: u64,
+    /// (response time µs, samples) of every non-empty histogram bucket.
+    pub counts: Vec<(u64, u64)>,
+    /// The same for response times corrected for coordinated omission.
+    pub corrected_counts: Vec<(u64, u64)>,
+    /// (unix second, requests ended in it).
+    pub requests_per_s: Vec<(u64, u64)>,
+    pub failures_per_s: Vec<(u64, u64)>,
+    pub first_request_s: Option<f64>,
+    pub last_request_s: Option<f64>,
+}
+
+impl SparseEntry {
+    /// `e`'s counters, with no samples and no per-second rates.
+    fn counters_of(e: &StatsEntry) -> Self {
+        Self {
+            num_requests: e.num_requests,
+            num_failures: e.num_failures,
+            total_response_time_us: e.total_response_time_us,
+            min_response_time_us: e.min_response_time_us,
+            max_response_time_us: e.max_response_time_us,
+            total_content_bytes: e.total_content_bytes,
+            first_request_s: e.first_request_s,
+            last_request_s: e.last_request_s,
+            ..Self::default()
+        }
+    }
+}
+
+/// Records `n` samples of `value_us`; auto-resizing histograms only refuse
+/// values past u64's range.
+fn record_n(h: &mut Histogram<u64>, value_us: u64, n: u64) {
+    if h.record_n(value_us, n).is_err() {
+        h.saturating_record_n(value_us, n);
+    }
+}
+
 impl StatsEntry {
     pub fn new(method: &str, name: &str) -> Self {
         Self {
@@ -137,6 +186,42 @@ impl StatsEntry {
     /// Adds every sample of `other` to this entry. Percentiles of the result
     /// equal those of one histogram that saw both sets of samples.
     pub fn merge(&mut self, other: &StatsEntry) {
+        self.merge_counters(&SparseEntry {
+            requests_per_s: other.requests_per_s.iter().map(|(s, n)| (*s, *n)).collect(),
+            failures_per_s: other.failures_per_s.iter().map(|(s, n)| (*s, *n)).collect(),
+            ..SparseEntry::counters_of(other)
+        });
+        self.histogram
+            .add(&other.histogram)
+            .expect("auto-resizing histograms accept any other histogram");
+        self.corrected_histogram
+            .add(&other.corrected_histogram)
+            .expect("auto-resizing histograms accept any other histogram");
+        // Everything merged in arrived since this entry's last tick (a
+        // worker's report holds one interval), so it joins the window whole.
+        self.window
+            .histogram
+            .add(&other.histogram)
+            .expect("auto-resizing histograms accept any other histogram");
+    }
+
+    /// [`StatsEntry::merge`] for an entry whose histograms come as (value,
+    /// count) pairs: the master's path for workers' reports. Costs one
+    /// `record_n` per non-empty bucket instead of a pass over every bucket,
+    /// and builds no histogram for the incoming report.
+    pub fn merge_sparse(&mut self, other: &SparseEntry) {
+        self.merge_counters(other);
+        for &(value_us, n) in &other.counts {
+            record_n(&mut self.histogram, value_us, n);
+            record_n(&mut self.window.histogram, value_us, n);
+        }
+        for &(value_us, n) in &other.corrected_counts {
+            record_n(&mut self.corrected_histogram, value_us, n);
+        }
+    }
+
+    /// Everything of a merge but the histograms.
+    fn merge_counters(&mut self, other: &SparseEntry) {
         self.num_requests += other.num_requests;
         self.num_failures += other.num_failures;
         self.total_response_time_us += other.total_response_time_us;
@@ -146,12 +231,6 @@ impl StatsEntry {
         };
         self.max_response_time_us = self.max_response_time_us.max(other.max_response_time_us);
         self.total_content_bytes += other.total_content_bytes;
-        self.histogram
-            .add(&other.histogram)
-            .expect("auto-resizing histograms accept any other histogram");
-        self.corrected_histogram
-            .add(&other.corrected_histogram)
-            .expect("auto-resizing histograms accept any other histogram");
         for (s, n) in &other.requests_per_s {
             *self.requests_per_s.entry(*s).or_default() += n;
         }
@@ -163,12 +242,6 @@ impl StatsEntry {
         if let Some(&newest) = self.requests_per_s.keys().next_back() {
             self.trim_rates(newest);
         }
-        // Everything merged in arrived since this entry's last tick (a
-        // worker's report holds one interval), so it joins the window whole.
-        self.window
-            .histogram
-            .add(&other.histogram)
-            .expect("auto-resizing histograms accept any other histogram");
         self.window.requests += other.num_requests;
         self.window.failures += other.num_failures;
         self.window.max_us = self.window.max_us.max(other.max_response_time_us);

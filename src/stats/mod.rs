@@ -12,10 +12,12 @@ mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
 pub use entry::{
-    format_quantile, new_histogram, EntrySnapshot, HistoryEntry, StatsEntry, Window, PERCENTILES,
+    format_quantile, new_histogram, EntrySnapshot, HistoryEntry, SparseEntry, StatsEntry, Window,
+    PERCENTILES,
 };
 pub use registry::{
-    ErrorEntry, FailureEntry, HistoryRow, RequestSample, Stats, StatsSnapshot, AGGREGATED_NAME,
+    ErrorEntry, FailureEntry, HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot,
+    AGGREGATED_NAME,
 };
 
 /// The current unix time in seconds.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::entry::{EntrySnapshot, HistoryEntry, StatsEntry};
+use super::entry::{EntrySnapshot, HistoryEntry, SparseEntry, StatsEntry};
 
 /// Name of the row that sums every entry, as in Locust.
 pub const AGGREGATED_NAME: &str = "Aggregated";
@@ -66,6 +66,14 @@ pub struct Stats {
     pub start_s: f64,
     /// Unix time (s) of the last history tick (or the start).
     last_tick_s: f64,
+}
+
+/// A worker's report decoded for merging ([`Stats::merge_sparse`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseStats {
+    pub entries: Vec<SparseEntry>,
+    pub failures: Vec<FailureEntry>,
+    pub errors: Vec<ErrorEntry>,
 }
 
 /// One row of the statistics history, taken every stats interval: the
@@ -181,33 +189,65 @@ impl Stats {
     }
 
     fn merge_failures_and_errors(&mut self, other: &Stats) {
-        for (key, f) in &other.failures {
-            match self.failures.get_mut(key) {
-                Some(mine) => {
-                    mine.occurrences += f.occurrences;
-                    mine.first_seen_s = mine.first_seen_s.min(f.first_seen_s);
-                    mine.last_seen_s = mine.last_seen_s.max(f.last_seen_s);
-                }
+        for f in other.failures.values() {
+            self.merge_failure(f);
+        }
+        for e in other.errors.values() {
+            self.merge_error(e);
+        }
+    }
+
+    fn merge_failure(&mut self, f: &FailureEntry) {
+        let key = (f.method.clone(), f.name.clone(), f.error.clone());
+        match self.failures.get_mut(&key) {
+            Some(mine) => {
+                mine.occurrences += f.occurrences;
+                mine.first_seen_s = mine.first_seen_s.min(f.first_seen_s);
+                mine.last_seen_s = mine.last_seen_s.max(f.last_seen_s);
+            }
+            None => {
+                self.failures.insert(key, f.clone());
+            }
+        }
+    }
+
+    fn merge_error(&mut self, e: &ErrorEntry) {
+        let mine = self
+            .errors
+            .entry((e.message.clone(), e.traceback.clone()))
+            .or_insert_with(|| ErrorEntry {
+                nodes: Vec::new(),
+                count: 0,
+                ..e.clone()
+            });
+        mine.count += e.count;
+        for node in &e.nodes {
+            if !mine.nodes.contains(node) {
+                mine.nodes.push(node.clone());
+            }
+        }
+    }
+
+    /// Adds a worker's decoded report: each entry into its own row and
+    /// into the Aggregated row, then its failures and errors.
+    pub fn merge_sparse(&mut self, other: &SparseStats) {
+        for e in &other.entries {
+            self.total.merge_sparse(e);
+            match self.entries.get_mut(&(e.method.clone(), e.name.clone())) {
+                Some(mine) => mine.merge_sparse(e),
                 None => {
-                    self.failures.insert(key.clone(), f.clone());
+                    let mut mine = StatsEntry::new(&e.method, &e.name);
+                    mine.merge_sparse(e);
+                    self.entries
+                        .insert((e.method.clone(), e.name.clone()), mine);
                 }
             }
         }
-        for (key, e) in &other.errors {
-            let mine = self
-                .errors
-                .entry(key.clone())
-                .or_insert_with(|| ErrorEntry {
-                    nodes: Vec::new(),
-                    count: 0,
-                    ..e.clone()
-                });
-            mine.count += e.count;
-            for node in &e.nodes {
-                if !mine.nodes.contains(node) {
-                    mine.nodes.push(node.clone());
-                }
-            }
+        for f in &other.failures {
+            self.merge_failure(f);
+        }
+        for e in &other.errors {
+            self.merge_error(e);
         }
     }
 
@@ -235,17 +275,11 @@ impl Stats {
     }
 
     pub fn insert_failure(&mut self, f: FailureEntry) {
-        let key = (f.method.clone(), f.name.clone(), f.error.clone());
-        let mut one = Stats::new(self.start_s);
-        one.failures.insert(key, f);
-        self.merge_failures_and_errors(&one);
+        self.merge_failure(&f);
     }
 
     pub fn insert_error(&mut self, e: ErrorEntry) {
-        let key = (e.message.clone(), e.traceback.clone());
-        let mut one = Stats::new(self.start_s);
-        one.errors.insert(key, e);
-        self.merge_failures_and_errors(&one);
+        self.merge_error(&e);
     }
 
     /// The sum of all entries (Locust's "Aggregated" row).
