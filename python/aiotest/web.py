@@ -456,8 +456,15 @@ async def serve(
         )
 
     async def publisher() -> None:
+        failing = False
         while True:
-            publish()
+            try:
+                publish()
+                failing = False
+            except Exception:  # the page shows stale figures; say why, once
+                if not failing:
+                    log.exception("publishing the web UI's statistics failed")
+                failing = True
             await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     def run_ended(_: asyncio.Task[None]) -> None:
