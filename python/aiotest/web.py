@@ -480,7 +480,7 @@ async def serve(
             autoquit = asyncio.create_task(later())
 
     def start(req: SwarmRequest) -> None:
-        nonlocal run, started
+        nonlocal run, started, peak_users
         if req.host:
             for cls in env.user_classes:
                 cls.host = req.host
@@ -497,7 +497,7 @@ async def serve(
         )
         engine.reset_stats(clear_history=True)
         web.clear_history()
-        started = True
+        started, peak_users = True, 0
         log.info("Starting %d users at %g users/s (from the web UI)", req.users, req.spawn_rate)
         run = backend.start(req)
         run.add_done_callback(run_ended)
