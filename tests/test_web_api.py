@@ -13,19 +13,11 @@ from pathlib import Path
 
 import pytest
 from conftest import AIOTEST, DemoTarget, free_port, run_aiotest
-from webui import WebProcess, aggregated
+from webui import HELLO, WebProcess, aggregated
 
-HELLO = """
-from aiotest import AsyncHttpUser, constant, task
-
-
-class Hello(AsyncHttpUser):
-    wait_time = constant(0.05)
-
-    @task
-    async def hello(self):
-        await self.session.get("/hello")
-
+HELLO_AND_SLOW = (
+    HELLO
+    + """
 
 class Slow(AsyncHttpUser):
     wait_time = constant(0.05)
@@ -35,6 +27,7 @@ class Slow(AsyncHttpUser):
     async def slow(self):
         await self.session.get("/slow?ms=5", name="/slow")
 """
+)
 
 NO_HOST = """
 from aiotest import AsyncHttpUser, task
@@ -49,7 +42,7 @@ class NoHost(AsyncHttpUser):
 
 @pytest.fixture
 def hello_file(write_file) -> Path:  # type: ignore[no-untyped-def]
-    return write_file("aiotestfile.py", HELLO)
+    return write_file("aiotestfile.py", HELLO_AND_SLOW)
 
 
 def test_locust_routes_drive_a_run(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:

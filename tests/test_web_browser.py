@@ -12,23 +12,20 @@ from typing import Any
 import pytest
 from browser import ARTIFACTS, FLAGS, require_chromium
 from conftest import DemoTarget, free_port
-from webui import WebProcess
+from webui import HELLO, WebProcess
 
-HELLO = """
-from aiotest import AsyncHttpUser, constant, task
+HELLO_AND_MISSING = (
+    HELLO
+    + """
 
-
-class Hello(AsyncHttpUser):
+class Missing(AsyncHttpUser):
     wait_time = constant(0.05)
-
-    @task
-    async def hello(self):
-        await self.session.get("/hello")
 
     @task
     async def missing(self):
         await self.session.get("/status/404", name="/missing")
 """
+)
 
 
 @pytest.fixture
@@ -64,7 +61,7 @@ def _aggregated_requests(page: Any) -> int:
 def test_start_watch_edit_stop_and_download(
     page: Any, write_file, demo_target: DemoTarget, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    path = write_file("aiotestfile.py", HELLO)
+    path = write_file("aiotestfile.py", HELLO_AND_MISSING)
     with WebProcess(path, "-H", demo_target.url, cwd=tmp_path) as web:
         page.goto(web.url)
         page.wait_for_selector("#connection:text('live')")
@@ -127,7 +124,7 @@ def test_start_watch_edit_stop_and_download(
 def test_workers_tab_on_a_master_with_two_workers(
     page: Any, write_file, demo_target: DemoTarget, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    path = write_file("aiotestfile.py", HELLO)
+    path = write_file("aiotestfile.py", HELLO_AND_MISSING)
     with WebProcess(
         path, "-H", demo_target.url, "--processes", "2",
         "--master-bind-port", str(free_port()), "--heartbeat-interval", "0.5", cwd=tmp_path,

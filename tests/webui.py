@@ -20,6 +20,19 @@ from typing import Any
 
 from conftest import AIOTEST, free_port, wait_for_port
 
+#: An aiotestfile with one quick user class; tests append classes to it.
+HELLO = """
+from aiotest import AsyncHttpUser, constant, task
+
+
+class Hello(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+"""
+
 
 class WebProcess:
     """``aiotest -f FILE --web-host 127.0.0.1 --web-port PORT ARGS...``."""

@@ -216,7 +216,8 @@ class WebUi:
         self, status_json: str, *, meta_json: str | None = None, fields_json: str | None = None
     ) -> None:
         """Publishes the runner's status with fresh statistics to every
-        browser (the ``/stats/requests`` document)."""
+        browser (the ``/stats/requests`` document). Raises ValueError for
+        arguments that are not JSON of the documented shape."""
     def clear_history(self) -> None:
         """Drops the chart points (after ``reset_stats(clear_history=True)``)."""
     def stop(self) -> None:

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TextIO
 
@@ -303,8 +304,6 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 stop.set()
 
     logger = asyncio.create_task(log_events())
-    follower: asyncio.Task[None] | None = None
-    arrivals: asyncio.Task[None] | None = None
     hub.connect(master.send_message, "master")
     try:
         if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
@@ -338,19 +337,6 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 await asyncio.wait_for(stop.wait(), timeout=0.1)
             if stop.is_set():
                 return 0
-        shape, step = env.shape, None
-        if shape is not None:
-            shape.reset_time()
-            step = shape.tick()
-        users, rate, classes = (
-            unpack_step(step)
-            if step is not None
-            else (opts.users if shape is None else 0, opts.spawn_rate, None)
-        )
-        plan = {
-            **_step_plan(env, users, rate, classes),
-            "settings": run_settings(env, opts),
-        }
         try:
             json.dumps(env.context)
         except (TypeError, ValueError) as exc:
@@ -359,91 +345,190 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                 file=sys.stderr,
             )
             return 2
-        env.events.test_start.fire(environment=env)
-        if shape is None:
-            log.info("Starting %d users at %g users/s over %d workers", users, rate, live)
-        else:
-            log.info("Following the load shape %s over %d workers", type(shape).__name__, live)
-        reset_feeders()
-        master.start(json.dumps(plan, default=str))
-        shape_done = asyncio.Event()
-        if shape is not None and step is None:
-            shape_done.set()
-        elif shape is not None:
-
-            def apply(users: int, rate: float, classes: list[type[User]] | None) -> None:
-                plan.update(_step_plan(env, users, rate, classes))
-                master.start(json.dumps(plan, default=str), new_run=False)
-
-            follower = asyncio.create_task(follow_shape(shape, step, apply, shape_done))
-        if opts.arrival_rate:
-
-            def set_rate(rate: float) -> None:
-                if plan["settings"]["arrival_rate_per_s"] != rate:
-                    plan["settings"]["arrival_rate_per_s"] = rate
-                    master.start(json.dumps(plan, default=str), new_run=False)
-
-            arrivals = asyncio.create_task(
-                follow_arrival_stages(opts.arrival_rate, set_rate, shape_done)
+        if env.shape is None:
+            log.info(
+                "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
             )
-        began = time.monotonic()
-        next_tick = began + STATS_INTERVAL_S
-        next_live = began + LIVE_STATS_INTERVAL_S
-        reason = "stopped"
-        while True:
-            now = time.monotonic()
-            if shape is None and opts.run_time_s is not None and now - began >= opts.run_time_s:
-                reason = "run time"
-                break
-            if shape_done.is_set():
-                reason = "the load shape ended" if shape else "the last arrival-rate stage ended"
-                break
-            st = status()
-            if opts.iterations is not None and st["task_runs"] >= opts.iterations:
-                reason = "iterations"
-                break
-            if plan["users"] and st["spawning_complete"] and st["user_count"] == 0:
-                reason = "all users stopped"
-                break
-            if now >= next_tick:
-                engine.tick(st["user_count"], full_history=opts.csv_full_history)
-                next_tick += STATS_INTERVAL_S
-            if now >= next_live and not opts.only_summary:
-                print(_workers_table(st), file=out)
-                print(engine.snapshot().stats_table(current=True), file=out, flush=True)
-                next_live += LIVE_STATS_INTERVAL_S
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.1)
-            if stop.is_set():
-                break
-        user_count = status()["user_count"]
-        log.info("Stopping the workers (%s)", reason)
-        master.stop()
-        deadline = (
-            time.monotonic()
-            + opts.stop_timeout_s
-            + opts.heartbeat_interval_s * opts.heartbeat_liveness
-            + 10
+        else:
+            log.info("Following the load shape %s over %d workers", type(env.shape).__name__, live)
+        run = MasterRun(env, opts, master, engine, users=opts.users, spawn_rate=opts.spawn_rate)
+
+        def live_table(st: dict[str, Any]) -> None:
+            print(_workers_table(st), file=out)
+            print(engine.snapshot().stats_table(current=True), file=out, flush=True)
+
+        _, st = await run.drive(
+            run_time_s=opts.run_time_s,
+            stop=stop,
+            live=None if opts.only_summary else live_table,
         )
-        while not (st := status())["all_stopped"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if not st["all_stopped"]:
-            log.warning("Not every worker confirmed stopping; reporting what arrived")
-        engine.tick(user_count, full_history=opts.csv_full_history)
-        env.events.test_stop.fire(environment=env)
         snapshot = engine.snapshot(with_history=True)
         print(_workers_table(st), file=out)
         return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
     finally:
-        for task in (follower, arrivals):
-            if task is not None:
-                task.cancel()
         hub.connect(None)
         logger.cancel()
         master.quit()
         loop.remove_reader(master.wakeup_fd())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+class MasterRun:
+    """One run over the workers of ``master``, from its start to its
+    workers' stop: the plan (users per class, spawn rate, settings), its
+    changes (a load shape's steps, ``--arrival-rate`` stages, the web UI's
+    edits), a stats tick every second, and the end conditions. The headless
+    master and the web UI's master share it.
+
+    Args:
+        users: Peak user count (a load shape's first step replaces it).
+        spawn_rate: Users started per second over the whole cluster.
+        classes: Run only these classes; all when None.
+        host: Overrides ``-H`` for this run (the web UI's start form).
+
+    Attributes:
+        stopping: True while the workers are being stopped.
+    """
+
+    def __init__(
+        self,
+        env: Environment,
+        opts: SimpleNamespace,
+        master: Any,
+        engine: _core.Engine,
+        *,
+        users: int,
+        spawn_rate: float,
+        classes: list[type[User]] | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.env, self.opts, self.master, self.engine = env, opts, master, engine
+        self.classes = classes
+        settings = run_settings(env, opts)
+        if host:
+            settings["host"] = host
+        self.plan: dict[str, Any] = {
+            **_step_plan(env, users, spawn_rate, classes),
+            "settings": settings,
+        }
+        self.stopping = False
+        self._started = False
+
+    def status(self) -> dict[str, Any]:
+        """The master's ``ClusterStatus`` (see ``_core.Master.status``)."""
+        return json.loads(self.master.status())
+
+    def retarget(self, users: int, spawn_rate: float) -> None:
+        """Changes the running plan to ``users`` at ``spawn_rate`` users/s,
+        keeping its classes; the workers get it at once."""
+        self.plan.update(_step_plan(self.env, users, spawn_rate, self.classes))
+        if self._started:
+            self.master.start(json.dumps(self.plan, default=str), new_run=False)
+
+    def _shape_step(self, users: int, spawn_rate: float, classes: list[type[User]] | None) -> None:
+        """A load shape's step: its classes (all when None) replace the plan's."""
+        self.classes = classes
+        self.retarget(users, spawn_rate)
+
+    async def drive(
+        self,
+        *,
+        run_time_s: float | None,
+        stop: asyncio.Event,
+        live: Callable[[dict[str, Any]], None] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Starts the run and drives it to its end: ``run_time_s`` (ignored
+        under a load shape), the shape's or the arrival stages' end, the
+        iterations, every user stopping by itself, or ``stop``. Then stops
+        the workers, waiting for them at most the stop timeout plus a
+        heartbeat timeout plus 10 s. ``live`` gets the cluster status every
+        2 s. Returns the reason and the last cluster status."""
+        env, opts, master = self.env, self.opts, self.master
+        shape = env.shape
+        shape_done = asyncio.Event()
+        followers: list[asyncio.Task[None]] = []
+        if shape is not None:
+            shape.reset_time()
+            step = shape.tick()
+            if step is None:
+                shape_done.set()
+                self.plan.update(_step_plan(env, 0, opts.spawn_rate, None))
+            else:
+                self._shape_step(*unpack_step(step))
+                followers.append(
+                    asyncio.create_task(follow_shape(shape, step, self._shape_step, shape_done))
+                )
+        if opts.arrival_rate:
+
+            def set_rate(rate: float) -> None:
+                if self.plan["settings"]["arrival_rate_per_s"] != rate:
+                    self.plan["settings"]["arrival_rate_per_s"] = rate
+                    master.start(json.dumps(self.plan, default=str), new_run=False)
+
+            followers.append(
+                asyncio.create_task(follow_arrival_stages(opts.arrival_rate, set_rate, shape_done))
+            )
+        env.events.test_start.fire(environment=env)
+        reset_feeders()
+        master.start(json.dumps(self.plan, default=str))
+        self._started = True
+        began = time.monotonic()
+        next_tick = began + STATS_INTERVAL_S
+        next_live = began + LIVE_STATS_INTERVAL_S
+        reason = "stopped"
+        try:
+            while True:
+                now = time.monotonic()
+                if shape is None and run_time_s is not None and now - began >= run_time_s:
+                    reason = "run time"
+                    break
+                if shape_done.is_set():
+                    reason = "the load shape ended" if shape else "the last arrival-rate stage ended"
+                    break
+                st = self.status()
+                if opts.iterations is not None and st["task_runs"] >= opts.iterations:
+                    reason = "iterations"
+                    break
+                if self.plan["users"] and st["spawning_complete"] and st["user_count"] == 0:
+                    reason = "all users stopped"
+                    break
+                if now >= next_tick:
+                    self.engine.tick(st["user_count"], full_history=opts.csv_full_history)
+                    next_tick += STATS_INTERVAL_S
+                if live is not None and now >= next_live:
+                    live(st)
+                    next_live += LIVE_STATS_INTERVAL_S
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.1)
+                if stop.is_set():
+                    break
+        finally:
+            for task in followers:
+                task.cancel()
+            self.stopping = True
+            st = await self._stop_workers(reason)
+            self.stopping = False
+        return reason, st
+
+    async def _stop_workers(self, reason: str) -> dict[str, Any]:
+        opts = self.opts
+        user_count = self.status()["user_count"]
+        log.info("Stopping the workers (%s)", reason)
+        self.master.stop()
+        deadline = (
+            time.monotonic()
+            + opts.stop_timeout_s
+            + opts.heartbeat_interval_s * opts.heartbeat_liveness
+            + 10
+        )
+        while not (st := self.status())["all_stopped"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not st["all_stopped"]:
+            log.warning("Not every worker confirmed stopping; reporting what arrived")
+        self.engine.tick(user_count, full_history=opts.csv_full_history)
+        self.env.events.test_stop.fire(environment=self.env)
+        return st
 
 
 def run_settings(env: Environment, opts: SimpleNamespace) -> dict[str, Any]:

@@ -184,6 +184,12 @@ class Environment:
         return self.runner
 
 
+def host_summary(user_classes: Sequence[type[User]]) -> str:
+    """The classes' distinct hosts, sorted and comma-separated (``""`` when
+    none has one yet): what logs and reports show as the target."""
+    return ", ".join(sorted({str(c.host) for c in user_classes if c.host}))
+
+
 def _needs_host(cls: type) -> bool:
     from .user import AsyncHttpUser
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import _core
 from .config import config_file_values
@@ -157,6 +157,7 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
     then prints the final tables and writes every report. Returns the exit
     code: 3 for a failed check, else ``--exit-code-on-error`` for failures or
     user errors, else 0."""
+    from .env import host_summary
     from .run import execute
 
     loop = asyncio.get_running_loop()
@@ -165,17 +166,24 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
         loop.add_signal_handler(sig, stop.set)
     out: TextIO = sys.stderr if opts.json else sys.stdout
     if env.shape is not None:
-        log.info("Following the load shape %s against %s", type(env.shape).__name__, _hosts(env))
+        log.info(
+            "Following the load shape %s against %s",
+            type(env.shape).__name__,
+            host_summary(env.user_classes),
+        )
     elif opts.arrival_rate:
         log.info(
             "Starting %s iterations/s on a pool of %d users against %s",
             ", then ".join(f"{s['rate_per_s']:g}" for s in opts.arrival_rate),
             opts.users,
-            _hosts(env),
+            host_summary(env.user_classes),
         )
     else:
         log.info(
-            "Starting %d users at %g users/s against %s", opts.users, opts.spawn_rate, _hosts(env)
+            "Starting %d users at %g users/s against %s",
+            opts.users,
+            opts.spawn_rate,
+            host_summary(env.user_classes),
         )
 
     def live() -> None:
@@ -189,13 +197,9 @@ async def run_headless(env, opts: SimpleNamespace, checks: list[str]) -> int:  #
             users=opts.users,
             spawn_rate=opts.spawn_rate,
             run_time_s=opts.run_time_s,
-            iterations=opts.iterations,
-            reset_stats=opts.reset_stats,
-            full_history=opts.csv_full_history,
             stop=stop,
             live=None if opts.only_summary else live,
-            shape=env.shape,
-            arrival_stages=opts.arrival_rate,
+            **run_options(env, opts),
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -261,6 +265,8 @@ def _write_reports(
 ) -> None:  # type: ignore[no-untyped-def]
     """Writes every report asked for; one that cannot be written is logged
     and the others are still written."""
+    from .env import host_summary
+
     files: list[tuple[str, str]] = []
     if opts.csv_prefix:
         p = opts.csv_prefix
@@ -272,7 +278,7 @@ def _write_reports(
         ]
     if opts.html_file:
         meta = {
-            "host": _hosts(env),
+            "host": host_summary(env.user_classes),
             "script": opts.aiotestfile,
             "user_classes": [c.__name__ for c in env.user_classes],
             "peak_users": opts.users,
@@ -282,7 +288,7 @@ def _write_reports(
     if opts.json or opts.json_file:
         doc = {
             "aiotest_version": _core.__version__,
-            "host": _hosts(env),
+            "host": host_summary(env.user_classes),
             "user_classes": [c.__name__ for c in env.user_classes],
             "user_count": opts.users,
             "task_runs": task_runs,
@@ -335,8 +341,17 @@ def collect_checks(opts: SimpleNamespace) -> list[str]:
     return checks
 
 
-def _hosts(env) -> str:  # type: ignore[no-untyped-def]
-    return ", ".join(sorted({str(c.host) for c in env.user_classes}))
+def run_options(env, opts: SimpleNamespace) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The :func:`aiotest.run.execute` arguments that come from the command
+    line whoever starts the run (headless, or the web UI): iterations,
+    stats reset, history detail, load shape and arrival-rate stages."""
+    return {
+        "iterations": opts.iterations,
+        "reset_stats": opts.reset_stats,
+        "full_history": opts.csv_full_history,
+        "shape": env.shape,
+        "arrival_stages": opts.arrival_rate,
+    }
 
 
 def _serve_demo_target(bind: str, port: int) -> int:

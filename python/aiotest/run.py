@@ -35,10 +35,6 @@ class RunControl:
         self.stop = asyncio.Event()
         self._respawn: Callable[[int, float, list[type[User]] | None], None] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._respawn is not None and not self.stop.is_set()
-
     def retarget(self, users: int, spawn_rate: float) -> None:
         """Ramps the running test to ``users`` users at ``spawn_rate``/s.
 

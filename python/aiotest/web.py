@@ -18,16 +18,16 @@ import json
 import logging
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 from urllib.parse import parse_qs
 
 from . import _core
-from .env import Environment, _needs_host
+from .cluster import MasterRun
+from .env import Environment, _needs_host, host_summary
 from .exceptions import AiotestError, ConfigError
-from .run import RunControl, execute, follow_shape, unpack_step
+from .run import RunControl, execute
 from .user import User
 
 log = logging.getLogger("aiotest.web")
@@ -110,53 +110,68 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
     return SwarmRequest(users, spawn_rate, host, run_time_s, classes)
 
 
-class Backend(Protocol):
-    """What the web UI needs from a local runner or from a master."""
+class Backend:
+    """What the web UI drives: a local runner or a master. Holds at most one
+    run at a time, as an asyncio task that ends when the run has stopped."""
 
     engine: _core.Engine
 
-    def status(self) -> dict[str, Any]: ...
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @property
-    def running(self) -> bool: ...
+    def running(self) -> bool:
+        """A run was started and has not ended yet."""
+        return self._task is not None and not self._task.done()
 
-    def can_start(self) -> str | None: ...
+    def status(self) -> dict[str, Any]:
+        """``state`` (ready, spawning, running, stopping, stopped),
+        ``user_count`` and ``task_runs``, plus what the backend adds; merged
+        into the ``/stats/requests`` document (docs/web.md)."""
+        raise NotImplementedError
 
-    def start(self, req: SwarmRequest) -> asyncio.Task[None]: ...
+    def can_start(self) -> str | None:
+        """Why a run cannot start now (a sentence with the fix), or None."""
+        return None
 
-    def retarget(self, users: int, spawn_rate: float) -> None: ...
+    def start(self, req: SwarmRequest) -> asyncio.Task[None]:
+        """Starts a run; returns its task."""
+        raise NotImplementedError
 
-    async def stop(self) -> None: ...
+    def retarget(self, users: int, spawn_rate: float) -> None:
+        """Ramps the running run to ``users`` at ``spawn_rate`` users/s."""
+        raise NotImplementedError
 
-    def task_runs(self) -> int: ...
+    def task_runs(self) -> int:
+        """Task executions of the current (or last) run."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stops the run, if any, and returns once its users have stopped."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """Runs the users in this process, one :func:`execute` per start."""
 
     def __init__(self, env: Environment, opts: SimpleNamespace) -> None:
+        super().__init__()
         self.env, self.opts = env, opts
         if env.engine is None:
             env.use_engine(_core.Engine())
         self.engine = env.engine
         self._control: RunControl | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._started = False
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def can_start(self) -> str | None:
-        return None
 
     def status(self) -> dict[str, Any]:
         runner = self.env.runner
-        if runner is None or not self._started:
+        if runner is None or self._task is None:
             return {"state": "ready", "user_count": 0, "task_runs": 0}
-        state = runner.state if self.running else "stopped"
         return {
-            "state": state,
+            "state": runner.state if self.running else "stopped",
             "user_count": runner.user_count,
             "user_classes_count": runner.user_classes_count(),
             "task_runs": runner.task_runs,
@@ -167,28 +182,22 @@ class LocalBackend:
 
     def start(self, req: SwarmRequest) -> asyncio.Task[None]:
         self._control = RunControl()
-        self._started = True
-        opts = self.opts
-        self._task = asyncio.create_task(
-            self._run(
-                dict(
-                    users=req.users,
-                    spawn_rate=req.spawn_rate,
-                    run_time_s=req.run_time_s,
-                    iterations=opts.iterations,
-                    reset_stats=opts.reset_stats,
-                    full_history=opts.csv_full_history,
-                    shape=self.env.shape,
-                    arrival_stages=opts.arrival_rate,
-                    control=self._control,
-                    user_classes=req.classes,
-                )
-            )
-        )
+        self._stop = self._control.stop
+        self._task = asyncio.create_task(self._run(req, self._control))
         return self._task
 
-    async def _run(self, kwargs: dict[str, Any]) -> None:
-        outcome = await execute(self.env, **kwargs)
+    async def _run(self, req: SwarmRequest, control: RunControl) -> None:
+        from .main import run_options
+
+        outcome = await execute(
+            self.env,
+            users=req.users,
+            spawn_rate=req.spawn_rate,
+            run_time_s=req.run_time_s,
+            control=control,
+            user_classes=req.classes,
+            **run_options(self.env, self.opts),
+        )
         if outcome.spawn_error is not None:
             exc = outcome.spawn_error
             log.error("Spawning users failed: %s: %s", type(exc).__name__, exc)
@@ -198,33 +207,18 @@ class LocalBackend:
         if self._control is not None:
             self._control.retarget(users, spawn_rate)
 
-    async def stop(self) -> None:
-        if self._control is not None:
-            self._control.stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
-
-class MasterBackend:
-    """Runs the users on the workers of ``master``, one plan per start."""
+class MasterBackend(Backend):
+    """Runs the users on the workers of ``master``: one
+    :class:`~aiotest.cluster.MasterRun` per start."""
 
     def __init__(self, env: Environment, opts: SimpleNamespace, master: Any, engine: Any) -> None:
-        from .cluster import run_settings
-
+        super().__init__()
         self.env, self.opts, self.master, self.engine = env, opts, master, engine
-        self._settings = run_settings(env, opts)
-        self._plan: dict[str, Any] | None = None
-        self._classes: list[type[User]] | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        self._run: MasterRun | None = None
 
     def cluster(self) -> dict[str, Any]:
+        """The master's ``ClusterStatus`` (see ``_core.Master.status``)."""
         return json.loads(self.master.status())
 
     def can_start(self) -> str | None:
@@ -234,18 +228,14 @@ class MasterBackend:
 
     def status(self) -> dict[str, Any]:
         st = self.cluster()
-        if self._task is None:
+        if self._run is None:
             state = "ready"
-        elif self.running:
-            state = (
-                "stopping"
-                if self._stopping
-                else "running"
-                if st["spawning_complete"]
-                else "spawning"
-            )
-        else:
+        elif not self.running:
             state = "stopped"
+        elif self._run.stopping:
+            state = "stopping"
+        else:
+            state = "running" if st["spawning_complete"] else "spawning"
         return {
             "state": state,
             "user_count": st["user_count"],
@@ -258,114 +248,27 @@ class MasterBackend:
         return int(self.cluster()["task_runs"])
 
     def start(self, req: SwarmRequest) -> asyncio.Task[None]:
-        from .cluster import _step_plan
+        run = MasterRun(
+            self.env,
+            self.opts,
+            self.master,
+            self.engine,
+            users=req.users,
+            spawn_rate=req.spawn_rate,
+            classes=req.classes,
+            host=req.host,
+        )
+        self._run, self._stop = run, asyncio.Event()
 
-        self._classes = req.classes
-        settings = dict(self._settings)
-        if req.host:
-            settings["host"] = req.host
-        self._plan = {**_step_plan(self.env, req.users, req.spawn_rate, req.classes), "settings": settings}
-        self._stop = asyncio.Event()
-        self._stopping = False
-        self._task = asyncio.create_task(self._drive(req))
+        async def drive() -> None:
+            await run.drive(run_time_s=req.run_time_s, stop=self._stop)
+
+        self._task = asyncio.create_task(drive())
         return self._task
 
     def retarget(self, users: int, spawn_rate: float) -> None:
-        from .cluster import _step_plan
-
-        if self._plan is None:
-            return
-        self._plan.update(_step_plan(self.env, users, spawn_rate, self._classes))
-        self.master.start(json.dumps(self._plan, default=str), new_run=False)
-
-    async def _drive(self, req: SwarmRequest) -> None:
-        """One run over the workers: start, tick the stats every interval,
-        end on the run time, the iterations, the shape or a stop."""
-        from .cluster import STATS_INTERVAL_S
-        from .data import reset_all as reset_feeders
-
-        assert self._plan is not None
-        env, opts, master = self.env, self.opts, self.master
-        shape = env.shape
-        shape_done = asyncio.Event()
-        follower = None
-        if shape is not None:
-            shape.reset_time()
-            step = shape.tick()
-            if step is None:
-                shape_done.set()
-            else:
-                self.retarget_plan(*unpack_step(step))
-
-                def apply(users: int, rate: float, classes: list[type[User]] | None) -> None:
-                    self._classes = classes
-                    self.retarget(users, rate)
-
-                follower = asyncio.create_task(follow_shape(shape, step, apply, shape_done))
-        env.events.test_start.fire(environment=env)
-        reset_feeders()
-        master.start(json.dumps(self._plan, default=str))
-        began = time.monotonic()
-        next_tick = began + STATS_INTERVAL_S
-        reason = "stopped"
-        try:
-            while True:
-                now = time.monotonic()
-                if shape is None and req.run_time_s is not None and now - began >= req.run_time_s:
-                    reason = "run time"
-                    break
-                if shape_done.is_set():
-                    reason = "the load shape ended"
-                    break
-                st = self.cluster()
-                if opts.iterations is not None and st["task_runs"] >= opts.iterations:
-                    reason = "iterations"
-                    break
-                if self._plan["users"] and st["spawning_complete"] and st["user_count"] == 0:
-                    reason = "all users stopped"
-                    break
-                if now >= next_tick:
-                    self.engine.tick(st["user_count"], full_history=opts.csv_full_history)
-                    next_tick += STATS_INTERVAL_S
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=0.1)
-                if self._stop.is_set():
-                    break
-        finally:
-            if follower is not None:
-                follower.cancel()
-            self._stopping = True
-            user_count = self.cluster()["user_count"]
-            log.info("Stopping the workers (%s)", reason)
-            master.stop()
-            deadline = (
-                time.monotonic()
-                + opts.stop_timeout_s
-                + opts.heartbeat_interval_s * opts.heartbeat_liveness
-                + 10
-            )
-            while not self.cluster()["all_stopped"] and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            self.engine.tick(user_count, full_history=opts.csv_full_history)
-            env.events.test_stop.fire(environment=env)
-            self._stopping = False
-
-    def retarget_plan(self, users: int, rate: float, classes: list[type[User]] | None) -> None:
-        from .cluster import _step_plan
-
-        assert self._plan is not None
-        self._classes = classes
-        self._plan.update(_step_plan(self.env, users, rate, classes))
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-def _hosts(env: Environment) -> str:
-    return ", ".join(sorted({str(c.host) for c in env.user_classes if c.host}))
+        if self._run is not None:
+            self._run.retarget(users, spawn_rate)
 
 
 async def serve(
@@ -423,12 +326,11 @@ async def serve(
     peak_users = 0
     started = False
     settings: dict[str, Any] = {
-        "host": _hosts(env) if not opts.host else opts.host,
+        "host": opts.host or host_summary(env.user_classes),
         "spawn_rate": opts.spawn_rate,
         "run_time_s": opts.run_time_s,
         "target_user_count": opts.users,
     }
-    run: asyncio.Task[None] | None = None
     stopping: set[asyncio.Task[None]] = set()
     autoquit: asyncio.Task[None] | None = None
 
@@ -480,7 +382,7 @@ async def serve(
             autoquit = asyncio.create_task(later())
 
     def start(req: SwarmRequest) -> None:
-        nonlocal run, started, peak_users
+        nonlocal started, peak_users
         if req.host:
             for cls in env.user_classes:
                 cls.host = req.host
@@ -499,8 +401,7 @@ async def serve(
         web.clear_history()
         started, peak_users = True, 0
         log.info("Starting %d users at %g users/s (from the web UI)", req.users, req.spawn_rate)
-        run = backend.start(req)
-        run.add_done_callback(run_ended)
+        backend.start(req).add_done_callback(run_ended)
 
     async def handle(cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         action = cmd["action"]

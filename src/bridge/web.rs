@@ -15,15 +15,11 @@ pub struct PyWebUi {
     inner: Option<WebUi>,
 }
 
-fn parse_json(py: Python<'_>, what: &str, text: &str) -> PyResult<serde_json::Value> {
+/// `text` as JSON of type `T`; ValueError naming `what` otherwise (a bug
+/// in the Python runner, not user input).
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
     serde_json::from_str(text).map_err(|e| {
-        config_error(
-            py,
-            ConfigError::Usage {
-                message: format!("{what} is not JSON: {e}"),
-                exit_code: 2,
-            },
-        )
+        pyo3::exceptions::PyValueError::new_err(format!("{what} is not valid JSON: {e}"))
     })
 }
 
@@ -113,6 +109,7 @@ impl PyWebUi {
     /// `workers`, ...) with fresh statistics to every browser. `meta_json`
     /// (host, script, user_classes, peak_users, version) heads the HTML
     /// report; `fields_json` (user_count, task_runs) joins the JSON report.
+    /// Raises ValueError for text that is not such JSON.
     #[pyo3(signature = (status_json, *, meta_json = None, fields_json = None))]
     fn publish(
         &self,
@@ -121,15 +118,10 @@ impl PyWebUi {
         meta_json: Option<&str>,
         fields_json: Option<&str>,
     ) -> PyResult<()> {
-        let status = parse_json(py, "status", status_json)?;
-        let meta: Option<ReportMeta> = match meta_json {
-            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-                pyo3::exceptions::PyValueError::new_err(format!("report meta: {e}"))
-            })?),
-            None => None,
-        };
+        let status: serde_json::Value = parse("status", status_json)?;
+        let meta: Option<ReportMeta> = meta_json.map(|t| parse("report meta", t)).transpose()?;
         let fields = match fields_json {
-            Some(text) => parse_json(py, "report fields", text)?,
+            Some(text) => parse("report fields", text)?,
             None => serde_json::Value::Null,
         };
         let ui = self.ui()?;

@@ -2,14 +2,10 @@
 //! report interval, and each histogram in HdrHistogram's V2 serialization
 //! (the format every HdrHistogram port reads), so the master's merge is exact.
 
-use std::collections::BTreeMap;
-
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::serialization::{Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{
-    new_histogram, ErrorEntry, FailureEntry, SparseEntry, SparseStats, Stats, StatsEntry,
-};
+use crate::stats::{ErrorEntry, FailureEntry, SparseEntry, SparseStats, Stats, StatsEntry};
 
 /// One [`StatsEntry`] on the wire. Times µs, sizes bytes, timestamps unix s.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,48 +76,6 @@ impl WireEntry {
             last_request_s: e.last_request_s,
         }
     }
-
-    /// Decodes one entry.
-    ///
-    /// # Errors
-    /// A histogram that does not deserialize.
-    pub fn to_entry(&self) -> Result<StatsEntry, WireStatsError> {
-        let decode = |bytes: &[u8]| -> Result<hdrhistogram::Histogram<u64>, WireStatsError> {
-            if bytes.is_empty() {
-                return Ok(new_histogram());
-            }
-            let mut h: hdrhistogram::Histogram<u64> = Deserializer::new()
-                .deserialize(&mut &bytes[..])
-                .map_err(|e| {
-                    WireStatsError(format!("histogram of {} {}: {e:?}", self.method, self.name))
-                })?;
-            h.auto(true);
-            Ok(h)
-        };
-        let histogram = decode(&self.histogram_v2)?;
-        let mut e = StatsEntry::new(&self.method, &self.name);
-        e.corrected_histogram = decode(&self.corrected_histogram_v2)?;
-        e.num_requests = self.num_requests;
-        e.num_failures = self.num_failures;
-        e.total_response_time_us = self.total_response_time_us;
-        e.min_response_time_us = self.min_response_time_us;
-        e.max_response_time_us = self.max_response_time_us;
-        e.total_content_bytes = self.total_content_bytes;
-        e.histogram = histogram;
-        e.requests_per_s = self
-            .requests_per_s
-            .iter()
-            .copied()
-            .collect::<BTreeMap<_, _>>();
-        e.failures_per_s = self
-            .failures_per_s
-            .iter()
-            .copied()
-            .collect::<BTreeMap<_, _>>();
-        e.first_request_s = self.first_request_s;
-        e.last_request_s = self.last_request_s;
-        Ok(e)
-    }
 }
 
 impl WireStats {
@@ -132,25 +86,6 @@ impl WireStats {
             failures: stats.failures().cloned().collect(),
             errors: stats.errors().cloned().collect(),
         }
-    }
-
-    /// Decodes into a [`Stats`] ready to [`Stats::merge`]; the Aggregated
-    /// row is rebuilt from the entries.
-    ///
-    /// # Errors
-    /// [`WireStatsError`] for a histogram that does not deserialize.
-    pub fn to_stats(&self, start_s: f64) -> Result<Stats, WireStatsError> {
-        let mut stats = Stats::new(start_s);
-        for w in &self.entries {
-            stats.insert_entry(w.to_entry()?);
-        }
-        for f in &self.failures {
-            stats.insert_failure(f.clone());
-        }
-        for e in &self.errors {
-            stats.insert_error(e.clone());
-        }
-        Ok(stats)
     }
 }
 
@@ -293,7 +228,7 @@ impl WireStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::RequestSample;
+    use crate::stats::{new_histogram, RequestSample};
 
     #[test]
     fn sparse_counts_rebuild_the_same_histogram() {
@@ -322,10 +257,11 @@ mod tests {
     }
 
     #[test]
-    fn sparse_merge_equals_the_histogram_merge() {
+    fn sparse_merge_equals_one_registry_over_all_samples() {
+        let mut whole = Stats::new(0.0);
         let mut workers = [Stats::new(0.0), Stats::new(0.0)];
         for i in 0..10_000u64 {
-            workers[(i % 2) as usize].record(&RequestSample {
+            let s = RequestSample {
                 method: "GET".into(),
                 name: format!("/{}", i % 3),
                 response_time_us: (i * 104_729) % 900_000 + 1,
@@ -333,21 +269,21 @@ mod tests {
                 error: (i % 50 == 0).then(|| "HTTPError: 503".into()),
                 at_s: 500.0 + (i % 4) as f64,
                 intended_lag_us: None,
-            });
+            };
+            whole.record(&s);
+            workers[(i % 2) as usize].record(&s);
         }
-        let (mut by_histograms, mut by_pairs) = (Stats::new(0.0), Stats::new(0.0));
+        let mut merged = Stats::new(0.0);
         for w in &workers {
-            let wire = WireStats::from_stats(w);
-            by_histograms.merge(&wire.to_stats(0.0).unwrap());
-            by_pairs.merge_sparse(&wire.into_sparse().unwrap());
+            merged.merge_sparse(&WireStats::from_stats(w).into_sparse().unwrap());
         }
-        let (a, b) = (by_histograms.snapshot(600.0), by_pairs.snapshot(600.0));
+        let (a, b) = (whole.snapshot(600.0), merged.snapshot(600.0));
         assert_eq!(a.total.num_requests, 10_000);
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
             serde_json::to_value(&b).unwrap()
         );
-        assert_eq!(by_histograms.total().histogram, by_pairs.total().histogram);
+        assert_eq!(whole.total().histogram, merged.total().histogram);
     }
 
     #[test]
@@ -371,7 +307,7 @@ mod tests {
         for w in &workers {
             let bytes = rmp_serde::to_vec_named(&WireStats::from_stats(w)).unwrap();
             let back: WireStats = rmp_serde::from_slice(&bytes).unwrap();
-            master.merge(&back.to_stats(0.0).unwrap());
+            master.merge_sparse(&back.into_sparse().unwrap());
         }
         let (a, b) = (master.snapshot(1010.0), whole.snapshot(1010.0));
         assert_eq!(a.total.percentiles_us, b.total.percentiles_us);
@@ -406,7 +342,12 @@ mod tests {
             first_request_s: None,
             last_request_s: None,
         };
-        assert!(w.to_entry().is_err());
+        let report = WireStats {
+            entries: vec![w],
+            failures: vec![],
+            errors: vec![],
+        };
+        assert!(report.into_sparse().is_err());
     }
 
     #[test]
@@ -431,7 +372,7 @@ mod tests {
             let wire = WireStats::from_stats(w);
             let bytes = rmp_serde::to_vec_named(&wire).unwrap();
             let back: WireStats = rmp_serde::from_slice(&bytes).unwrap();
-            master.merge(&back.to_stats(0.0).unwrap());
+            master.merge_sparse(&back.into_sparse().unwrap());
         }
         let (a, b) = (whole.snapshot(2.0), master.snapshot(2.0));
         let corrected = a.total.corrected_percentiles_us.clone().unwrap();

@@ -38,6 +38,7 @@ pub struct Point {
 }
 
 impl Point {
+    /// The Aggregated figures of history row `h`, percentiles in ms.
     pub fn from_row(h: &HistoryRow) -> Self {
         let pick = |i: usize| {
             h.total

@@ -22,7 +22,6 @@ enum Message {
         user_count: u64,
         full_history: bool,
     },
-    Merge(Box<Stats>),
     MergeSparse(Box<SparseStats>),
     Take(mpsc::Sender<Stats>),
     Reset {
@@ -82,11 +81,6 @@ impl Recorder {
             })
             .ok()?;
         rx.recv().ok()
-    }
-
-    /// Adds a worker's report to these statistics (the master's side).
-    pub fn merge(&self, stats: Stats) {
-        let _ = self.tx.send(Message::Merge(Box::new(stats)));
     }
 
     /// Adds a worker's decoded report (the master's side; see
@@ -180,7 +174,6 @@ impl Aggregator {
                         } => {
                             history.push(stats.tick(unix_now_s(), user_count, full_history));
                         }
-                        Message::Merge(other) => stats.merge(&other),
                         Message::MergeSparse(other) => stats.merge_sparse(&other),
                         Message::Take(reply) => {
                             let taken = std::mem::replace(&mut stats, Stats::new(unix_now_s()));

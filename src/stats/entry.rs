@@ -98,23 +98,6 @@ pub struct SparseEntry {
     pub last_request_s: Option<f64>,
 }
 
-impl SparseEntry {
-    /// `e`'s counters, with no samples and no per-second rates.
-    fn counters_of(e: &StatsEntry) -> Self {
-        Self {
-            num_requests: e.num_requests,
-            num_failures: e.num_failures,
-            total_response_time_us: e.total_response_time_us,
-            min_response_time_us: e.min_response_time_us,
-            max_response_time_us: e.max_response_time_us,
-            total_content_bytes: e.total_content_bytes,
-            first_request_s: e.first_request_s,
-            last_request_s: e.last_request_s,
-            ..Self::default()
-        }
-    }
-}
-
 /// Records `n` samples of `value_us`; auto-resizing histograms only refuse
 /// values past u64's range.
 fn record_n(h: &mut Histogram<u64>, value_us: u64, n: u64) {
@@ -185,43 +168,12 @@ impl StatsEntry {
 
     /// Adds every sample of `other` to this entry. Percentiles of the result
     /// equal those of one histogram that saw both sets of samples.
-    pub fn merge(&mut self, other: &StatsEntry) {
-        self.merge_counters(&SparseEntry {
-            requests_per_s: other.requests_per_s.iter().map(|(s, n)| (*s, *n)).collect(),
-            failures_per_s: other.failures_per_s.iter().map(|(s, n)| (*s, *n)).collect(),
-            ..SparseEntry::counters_of(other)
-        });
-        self.histogram
-            .add(&other.histogram)
-            .expect("auto-resizing histograms accept any other histogram");
-        self.corrected_histogram
-            .add(&other.corrected_histogram)
-            .expect("auto-resizing histograms accept any other histogram");
-        // Everything merged in arrived since this entry's last tick (a
-        // worker's report holds one interval), so it joins the window whole.
-        self.window
-            .histogram
-            .add(&other.histogram)
-            .expect("auto-resizing histograms accept any other histogram");
-    }
-
-    /// [`StatsEntry::merge`] for an entry whose histograms come as (value,
-    /// count) pairs: the master's path for workers' reports. Costs one
-    /// `record_n` per non-empty bucket instead of a pass over every bucket,
-    /// and builds no histogram for the incoming report.
+    /// Adds every sample of `other` (a worker's report, its histograms as
+    /// (value, count) pairs) to this entry. Percentiles of the result equal
+    /// those of one histogram that saw both sets of samples. Costs one
+    /// `record_n` per non-empty bucket, not a pass over every bucket, and
+    /// builds no histogram for the incoming report.
     pub fn merge_sparse(&mut self, other: &SparseEntry) {
-        self.merge_counters(other);
-        for &(value_us, n) in &other.counts {
-            record_n(&mut self.histogram, value_us, n);
-            record_n(&mut self.window.histogram, value_us, n);
-        }
-        for &(value_us, n) in &other.corrected_counts {
-            record_n(&mut self.corrected_histogram, value_us, n);
-        }
-    }
-
-    /// Everything of a merge but the histograms.
-    fn merge_counters(&mut self, other: &SparseEntry) {
         self.num_requests += other.num_requests;
         self.num_failures += other.num_failures;
         self.total_response_time_us += other.total_response_time_us;
@@ -245,6 +197,13 @@ impl StatsEntry {
         self.window.requests += other.num_requests;
         self.window.failures += other.num_failures;
         self.window.max_us = self.window.max_us.max(other.max_response_time_us);
+        for &(value_us, n) in &other.counts {
+            record_n(&mut self.histogram, value_us, n);
+            record_n(&mut self.window.histogram, value_us, n);
+        }
+        for &(value_us, n) in &other.corrected_counts {
+            record_n(&mut self.corrected_histogram, value_us, n);
+        }
     }
 
     /// Ends the current window: returns its history row (`window_s` long,
@@ -504,8 +463,22 @@ mod tests {
             parts[(i % 2) as usize].record(v, 1, i % 10 == 0, 50.0 + (i % 3) as f64);
         }
         let mut merged = StatsEntry::new("GET", "/a");
-        merged.merge(&parts[0]);
-        merged.merge(&parts[1]);
+        for part in &parts {
+            merged.merge_sparse(&SparseEntry {
+                num_requests: part.num_requests,
+                num_failures: part.num_failures,
+                total_response_time_us: part.total_response_time_us,
+                min_response_time_us: part.min_response_time_us,
+                max_response_time_us: part.max_response_time_us,
+                counts: part
+                    .histogram
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect(),
+                requests_per_s: part.requests_per_s.iter().map(|(s, n)| (*s, *n)).collect(),
+                ..SparseEntry::default()
+            });
+        }
         for &q in &PERCENTILES {
             assert_eq!(
                 merged.response_time_at_quantile_us(q),

@@ -55,7 +55,7 @@ pub struct ErrorEntry {
 /// The statistics of one run (or, on a worker, of one report interval).
 ///
 /// Fed by [`Stats::record`] and [`Stats::record_error`]; combined across
-/// workers by [`Stats::merge`]. Plain data: the aggregator thread owns it.
+/// workers by [`Stats::merge_sparse`]. Plain data: the aggregator thread owns it.
 #[derive(Debug, Clone)]
 pub struct Stats {
     entries: HashMap<(String, String), StatsEntry>,
@@ -176,27 +176,6 @@ impl Stats {
         }
     }
 
-    /// Adds everything in `other` (for example one worker's report) to `self`.
-    pub fn merge(&mut self, other: &Stats) {
-        for (key, entry) in &other.entries {
-            self.entries
-                .entry(key.clone())
-                .or_insert_with(|| StatsEntry::new(&entry.method, &entry.name))
-                .merge(entry);
-        }
-        self.total.merge(&other.total);
-        self.merge_failures_and_errors(other);
-    }
-
-    fn merge_failures_and_errors(&mut self, other: &Stats) {
-        for f in other.failures.values() {
-            self.merge_failure(f);
-        }
-        for e in other.errors.values() {
-            self.merge_error(e);
-        }
-    }
-
     fn merge_failure(&mut self, f: &FailureEntry) {
         let key = (f.method.clone(), f.name.clone(), f.error.clone());
         match self.failures.get_mut(&key) {
@@ -262,24 +241,6 @@ impl Stats {
 
     pub fn errors(&self) -> impl Iterator<Item = &ErrorEntry> {
         self.errors.values()
-    }
-
-    /// Adds a whole entry (decoded from a worker's report) and counts it in
-    /// the Aggregated row.
-    pub fn insert_entry(&mut self, entry: StatsEntry) {
-        self.total.merge(&entry);
-        self.entries
-            .entry((entry.method.clone(), entry.name.clone()))
-            .or_insert_with(|| StatsEntry::new(&entry.method, &entry.name))
-            .merge(&entry);
-    }
-
-    pub fn insert_failure(&mut self, f: FailureEntry) {
-        self.merge_failure(&f);
-    }
-
-    pub fn insert_error(&mut self, e: ErrorEntry) {
-        self.merge_error(&e);
     }
 
     /// The sum of all entries (Locust's "Aggregated" row).
@@ -402,7 +363,10 @@ mod tests {
         let mut b = Stats::new(0.0);
         b.record_error("ValueError: x", "tb1", "w1");
         b.record_error("KeyError: y", "tb2", "w1");
-        a.merge(&b);
+        a.merge_sparse(&SparseStats {
+            errors: b.snapshot(1.0).errors,
+            ..SparseStats::default()
+        });
         let snap = a.snapshot(1.0);
         assert_eq!(snap.errors.len(), 2);
         assert_eq!(snap.errors[0].count, 3);

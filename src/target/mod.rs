@@ -267,18 +267,11 @@ impl DemoTarget {
         let addr = listener.local_addr()?;
         let state = Arc::new(TargetState::default());
         let app = router(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let shutdown = crate::web::serve_until_told(runtime.handle(), listener, app);
         Ok(Self {
             addr,
             state,
-            shutdown: Some(tx),
+            shutdown: Some(shutdown),
             runtime: Some(runtime),
         })
     }

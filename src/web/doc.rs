@@ -12,6 +12,7 @@ use crate::stats::{EntrySnapshot, HistoryRow, StatsSnapshot};
 /// Locust caps both lists at 500 rows; so do we.
 const MAX_ROWS: usize = 500;
 
+/// µs as ms, rounded to whole µs (3 decimals).
 fn ms(us: f64) -> f64 {
     (us / 1000.0 * 1000.0).round() / 1000.0
 }

@@ -204,30 +204,14 @@ impl WebUi {
             authorization,
         });
         let app = router(shared.clone());
-        let (shutdown, stopped) = oneshot::channel::<()>();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        match tls {
+        let shutdown = match tls {
             Some(tls) => {
                 let _guard = rt.enter();
-                let listener = tls::TlsListener::new(listener, tls);
-                rt.spawn(async move {
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
+                serve_until_told(rt, tls::TlsListener::new(listener, tls), app)
             }
-            None => {
-                rt.spawn(async move {
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            }
-        }
+            None => serve_until_told(rt, listener, app),
+        };
         Ok(Self {
             shared,
             addr,
@@ -236,6 +220,7 @@ impl WebUi {
         })
     }
 
+    /// The bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -312,6 +297,28 @@ impl Drop for WebUi {
             let _ = tx.send(());
         }
     }
+}
+
+/// Serves `app` on `listener` from a task on `rt` until the returned sender
+/// is used or dropped; requests in flight then finish (graceful shutdown).
+pub fn serve_until_told<L>(
+    rt: &tokio::runtime::Handle,
+    listener: L,
+    app: Router,
+) -> oneshot::Sender<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (tx, rx) = oneshot::channel::<()>();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    tx
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -483,55 +490,20 @@ async fn state(State(s): State<Arc<Shared>>) -> Response {
 /// `/api/events`: server-sent events, one `update` per publish, carrying the
 /// document and the new chart points.
 async fn events(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let mut rx = s.updates.subscribe();
-    let stream = async_stream(move |tx| async move {
+    let updates = futures_util::stream::unfold(s.updates.subscribe(), |mut rx| async move {
         loop {
             match rx.recv().await {
                 Ok(update) => {
-                    if tx
-                        .send(Event::default().event("update").data(&*update))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                    let event = Event::default().event("update").data(&*update);
+                    return Some((Ok::<_, std::convert::Infallible>(event), rx));
                 }
                 // A slow browser missed some; the next update is complete.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-/// A stream fed by a task through a small channel (axum's SSE wants a
-/// `Stream`; this avoids a dependency for one adapter).
-fn async_stream<F, Fut>(
-    body: F,
-) -> impl futures_core::Stream<Item = Result<Event, std::convert::Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(body(tx));
-    EventStream { rx }
-}
-
-struct EventStream {
-    rx: tokio::sync::mpsc::Receiver<Event>,
-}
-
-impl futures_core::Stream for EventStream {
-    type Item = Result<Event, std::convert::Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|e| e.map(Ok))
-    }
+    Sse::new(updates).keep_alive(KeepAlive::default())
 }
 
 #[derive(Deserialize)]
