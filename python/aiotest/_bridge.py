@@ -1,17 +1,28 @@
 """Delivers the Rust engine's finished requests to asyncio futures.
 
-The engine pushes completions onto a queue and writes one wake-up byte to a
-socket only when the queue was empty and undrained, so one ``_drain`` call
-resolves a whole batch of futures (see ``src/engine/completion.rs``).
+On a loop made by :func:`new_event_loop` (every loop aiotest starts), the
+engine is *driven*: its requests run on the loop's own thread, turned by
+:class:`EngineSelector` once per loop turn, which hands back every request
+finished in that turn (see ``src/engine/driven.rs``).
+
+On any other loop, requests run on the engine's threads, which push
+completions onto a queue and write one wake-up byte to a socket only when
+the queue was empty and undrained, so one ``_drain`` call resolves a whole
+batch of futures (see ``src/engine/completion.rs``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import selectors
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from ._core import Engine, HttpSession, RawResponse
 from .events import RequestEvent
+
+T = TypeVar("T")
 
 
 class EngineBridge:
@@ -32,15 +43,28 @@ class EngineBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Starts draining completions on ``loop``; call from inside it."""
+        """Starts delivering completions on ``loop``; call from inside it.
+        A loop from :func:`new_event_loop` drives the engine itself."""
         self._loop = loop
-        loop.add_reader(self.engine.wakeup_fd(), self._drain)
+        selector = getattr(loop, "aiotest_selector", None)
+        if isinstance(selector, EngineSelector):
+            self.engine.set_driven(True)
+            selector.bridge = self
+        else:
+            self.engine.set_driven(False)
+            loop.add_reader(self.engine.wakeup_fd(), self._drain)
 
     def detach(self) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(self.engine.wakeup_fd())
+        loop = self._loop
+        if loop is None:
+            return
+        selector = getattr(loop, "aiotest_selector", None)
+        if isinstance(selector, EngineSelector) and selector.bridge is self:
+            selector.bridge = None
+        else:
+            loop.remove_reader(self.engine.wakeup_fd())
             self._drain()
-            self._loop = None
+        self._loop = None
 
     def submit(self, session: HttpSession, *args: Any) -> asyncio.Future[RawResponse]:
         """Starts a request (see ``Engine.submit``, whose ``record`` argument says
@@ -55,9 +79,13 @@ class EngineBridge:
         return fut
 
     def _drain(self) -> None:
+        self.deliver(self.engine.drain())
+
+    def deliver(self, finished: list[tuple[int, RawResponse]]) -> None:
+        """Resolves the futures of ``finished`` requests and tells listeners."""
         pending = self._pending
         event = self.request_event
-        for request_id, raw in self.engine.drain():
+        for request_id, raw in finished:
             fut, recorded = pending.pop(request_id)
             if recorded:
                 # Listeners hear of every request the engine recorded, here,
@@ -78,3 +106,67 @@ class EngineBridge:
                     raw.intended_lag_us,
                 )
                 event.notify_response(raw, raw.error)
+
+
+class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The selector of :func:`new_event_loop`'s loops: each ``select`` also
+    turns the driven engine of the attached :class:`EngineBridge`.
+
+    A turn that finds work for Python returns at once; otherwise it blocks
+    in the engine's reactor, which also watches this selector's own
+    descriptor, until a request finishes, a descriptor turns ready or the
+    loop's timeout passes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bridge: EngineBridge | None = None
+        self._watched_by: Engine | None = None
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        bridge = self.bridge
+        if bridge is None:
+            return super().select(timeout)
+        engine = self._watched_by = bridge.engine
+        fd = self.fileno()
+        finished = engine.drive(fd, 0.0)
+        ready = super().select(0)
+        if not ready and not finished and (timeout is None or timeout > 0):
+            finished = engine.drive(fd, timeout)
+            ready = super().select(0)
+        if finished:
+            bridge.deliver(finished)
+        return ready
+
+    def close(self) -> None:
+        if self._watched_by is not None:
+            self._watched_by.unwatch(self.fileno())
+            self._watched_by = None
+        self.bridge = None
+        super().close()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """An asyncio loop that drives aiotest's engine on its own thread (see
+    :class:`EngineSelector`); asyncio code runs on it as on any loop."""
+    selector = EngineSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    loop.aiotest_selector = selector  # type: ignore[attr-defined]
+    return loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on a loop from :func:`new_event_loop`."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(main)
+    loop = new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

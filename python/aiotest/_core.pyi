@@ -148,6 +148,19 @@ class Engine:
         Raises ValueError for an unknown method."""
     def drain(self) -> list[tuple[int, RawResponse]]:
         """Finished requests since the last call."""
+    def set_driven(self, driven: bool) -> None:
+        """True: requests submitted from now on run on the thread that calls
+        :meth:`drive`; False (the default): on the engine's own threads."""
+    def drive(
+        self, wake_fd: int, timeout_s: float | None = None
+    ) -> list[tuple[int, RawResponse]]:
+        """One turn of the driven engine, without the GIL: starts submitted
+        requests and runs what is ready; unless ``timeout_s`` is 0, then waits
+        until a request finishes, ``wake_fd`` turns readable or ``timeout_s``
+        passes (None: no limit). Returns the finished requests. Raises
+        OSError when ``wake_fd`` cannot be watched."""
+    def unwatch(self, wake_fd: int) -> None:
+        """Stops watching ``wake_fd``; call it before closing it."""
     def record(
         self,
         method: str,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, TextIO
 
-from . import _core
+from . import _bridge, _core
 from .config import config_file_values
 from .exceptions import AiotestError, ConfigError
 
@@ -67,15 +67,15 @@ def run_cli(argv: list[str]) -> int:
         from . import cluster
 
         if opts.processes:
-            return asyncio.run(cluster.run_processes(env, classes, opts, checks))
+            return _bridge.run(cluster.run_processes(env, classes, opts, checks))
         if opts.worker:
-            return asyncio.run(cluster.run_worker(classes, opts))
-        return asyncio.run(cluster.run_master(env, opts, checks))
+            return _bridge.run(cluster.run_worker(classes, opts))
+        return _bridge.run(cluster.run_master(env, opts, checks))
     if not opts.headless:
         from .web import LocalBackend, serve
 
-        return asyncio.run(serve(env, opts, checks, LocalBackend(env, opts)))
-    return asyncio.run(run_headless(env, opts, checks))
+        return _bridge.run(serve(env, opts, checks, LocalBackend(env, opts)))
+    return _bridge.run(run_headless(env, opts, checks))
 
 
 def _custom_option_parser(argv: list[str], file_values: list[tuple[str, str, list[str]]]):  # type: ignore[no-untyped-def]

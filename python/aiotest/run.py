@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _core
+from . import _bridge, _core
 from .env import Environment
 from .exceptions import ConfigError
 from .open_model import follow_arrival_stages
@@ -287,7 +287,7 @@ def run(
         ConfigError: Bad arguments: no run time and no iterations, a bad
             host, a bad check, or user classes without tasks.
     """
-    return asyncio.run(
+    return _bridge.run(
         run_async(
             user_classes,
             users=users,

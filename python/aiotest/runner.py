@@ -4,6 +4,7 @@ gracefully, and counting task runs and user errors."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import traceback
@@ -147,6 +148,9 @@ class LocalRunner:
             self.open_model.start()  # arrivals begin once the pool is there
         if order and self.user_count == 0:
             self.all_users_stopped.set()  # they all ended while the ramp went on
+        # The users' long-lived objects leave the collector's generations:
+        # full collections then skip them (CPython's advice for servers).
+        gc.freeze()
         log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
         env.events.spawning_complete.fire(user_count=self.user_count)
 

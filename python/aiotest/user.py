@@ -12,6 +12,7 @@ import inspect
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import ConfigError, StopUser
@@ -138,11 +139,14 @@ class User(metaclass=_UserMeta):
 
     def pick_task(self) -> TaskFn:
         """A task chosen at random by weight."""
-        return random.choices(self._task_fns, cum_weights=self._task_cum_weights)[0]
+        fns = self._task_fns
+        if len(fns) == 1:
+            return fns[0]
+        return random.choices(fns, cum_weights=self._task_cum_weights)[0]
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         result = fn(*args)
-        if inspect.isawaitable(result):
+        if type(result) is CoroutineType or inspect.isawaitable(result):
             await result
 
     async def run(self) -> None:

@@ -1,6 +1,7 @@
 //! The engine, sessions, responses and stats snapshots, as Python classes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -9,7 +10,7 @@ use pyo3::types::PyBytes;
 use super::errors::{config_error, dispatch_error, engine_error};
 use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
-use crate::engine::{Engine, HttpOutcome, HttpSession, RequestSpec};
+use crate::engine::{Completion, Engine, HttpOutcome, HttpSession, RequestSpec};
 use crate::report;
 use crate::stats::{console, unix_now_s, RequestSample, StatsSnapshot};
 
@@ -101,12 +102,39 @@ impl PyEngine {
 
     /// Every finished request since the last call, as `(id, RawResponse)`.
     fn drain(&self, py: Python<'_>) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
-        self.inner
-            .completions()
-            .drain()
-            .into_iter()
-            .map(|c| Ok((c.id, Py::new(py, PyRawResponse { outcome: c.outcome })?)))
-            .collect()
+        wrap_completions(py, self.inner.completions().drain())
+    }
+
+    /// Runs requests submitted from now on on the thread that calls
+    /// `drive()` (True) or on the engine's own threads (False, the default).
+    fn set_driven(&self, driven: bool) {
+        self.inner.set_driven(driven);
+    }
+
+    /// One turn of the driven engine, without the GIL: starts the requests
+    /// submitted since the last turn and runs what is ready; unless
+    /// `timeout_s` is 0, then waits until a request finishes, `wake_fd`
+    /// turns readable or `timeout_s` passes (None: no limit). Returns the
+    /// finished requests as `(id, RawResponse)`. Raises OSError when
+    /// `wake_fd` cannot be watched.
+    #[pyo3(signature = (wake_fd, timeout_s = None))]
+    fn drive(
+        &self,
+        py: Python<'_>,
+        wake_fd: i32,
+        timeout_s: Option<f64>,
+    ) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
+        let timeout = timeout_s.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
+        let engine = self.inner.clone();
+        let done = py
+            .detach(move || engine.drive(wake_fd, timeout))
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        wrap_completions(py, done)
+    }
+
+    /// Stops watching `wake_fd`; call it before closing that descriptor.
+    fn unwatch(&self, wake_fd: i32) {
+        self.inner.unwatch(wake_fd);
     }
 
     /// Records one timed action (µs, bytes); `error` makes it a failure;
@@ -184,6 +212,15 @@ impl PyEngine {
         let engine = self.inner.clone();
         py.detach(move || engine.wait_idle(timeout_s))
     }
+}
+
+fn wrap_completions(
+    py: Python<'_>,
+    done: Vec<Completion>,
+) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
+    done.into_iter()
+        .map(|c| Ok((c.id, Py::new(py, PyRawResponse { outcome: c.outcome })?)))
+        .collect()
 }
 
 #[pymethods]

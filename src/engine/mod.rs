@@ -6,10 +6,12 @@
 //! byte, measured here in Rust; Python never times requests.
 
 mod completion;
+mod driven;
 mod request;
 mod session;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +46,17 @@ pub struct Completion {
 /// stats aggregator and one completion queue, shared by every user.
 pub struct Engine {
     runtime: tokio::runtime::Runtime,
-    aggregator: Aggregator,
+    /// Owns the stats thread, which stops when the engine is dropped.
+    _aggregator: Aggregator,
     completions: Arc<CompletionQueue<Completion>>,
     tls: Arc<rustls::ClientConfig>,
     next_id: AtomicU64,
     in_flight: Arc<AtomicU64>,
+    /// Requests run on `driven` (turned by the Python loop's thread, see
+    /// [`Engine::drive`]) rather than on `runtime`'s threads.
+    driven_mode: AtomicBool,
+    driven: driven::Driven,
+    recorder: Recorder,
 }
 
 impl Engine {
@@ -64,9 +72,13 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Start(e.to_string()))?;
+        let aggregator = Aggregator::start();
         Ok(Self {
             runtime,
-            aggregator: Aggregator::start(),
+            recorder: aggregator.recorder(),
+            _aggregator: aggregator,
+            driven_mode: AtomicBool::new(false),
+            driven: driven::Driven::new()?,
             completions: Arc::new(
                 CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?,
             ),
@@ -83,7 +95,7 @@ impl Engine {
 
     /// A handle to this engine's statistics.
     pub fn recorder(&self) -> Recorder {
-        self.aggregator.recorder()
+        self.recorder.clone()
     }
 
     pub fn completions(&self) -> &CompletionQueue<Completion> {
@@ -107,15 +119,17 @@ impl Engine {
         let prepared = session
             .resolve(&spec.url)
             .and_then(|url| Ok((url, session.client(spec.allow_redirects)?)));
-        let recorder = self.recorder();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let job = driven::Job { id, prepared, spec };
+        if self.driven_mode.load(Ordering::Acquire) {
+            self.driven.submit(job);
+            return id;
+        }
+        let recorder = self.recorder.clone();
         let completions = self.completions.clone();
         let in_flight = self.in_flight.clone();
-        in_flight.fetch_add(1, Ordering::AcqRel);
         self.runtime.spawn(async move {
-            let outcome = match prepared {
-                Ok((url, client)) => request::execute(&client, url, &spec).await,
-                Err(e) => HttpOutcome::failed_before_sending(&spec, e.to_string()),
-            };
+            let (id, spec, outcome) = job.run().await;
             if spec.record {
                 recorder.record(outcome.sample());
             }
@@ -123,6 +137,37 @@ impl Engine {
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         id
+    }
+
+    /// Chooses where requests submitted from now on run: on the engine's
+    /// threads, their completions announced on [`Engine::completions`]'s
+    /// descriptor (`false`, the default), or on the thread that calls
+    /// [`Engine::drive`], which then returns them (`true`).
+    pub fn set_driven(&self, driven: bool) {
+        self.driven_mode.store(driven, Ordering::Release);
+    }
+
+    /// One turn of the driven runtime (see `driven.rs`): starts the
+    /// requests submitted since the last turn, runs what is ready, and
+    /// unless `timeout` is zero waits until a request finishes, `wake_fd`
+    /// turns readable or `timeout` passes (`None`: no limit). Returns the
+    /// requests finished in this turn; those to record are recorded.
+    ///
+    /// # Errors
+    /// [`EngineError::Start`] when `wake_fd` cannot be watched.
+    pub fn drive(
+        &self,
+        wake_fd: RawFd,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Completion>, EngineError> {
+        self.driven
+            .turn(wake_fd, timeout, &self.recorder, &self.in_flight)
+    }
+
+    /// Stops watching the descriptor given to [`Engine::drive`]; call it
+    /// before that descriptor is closed.
+    pub fn unwatch(&self, wake_fd: RawFd) {
+        self.driven.unwatch(wake_fd);
     }
 
     /// Requests started and not yet completed.

@@ -9,6 +9,7 @@ use super::unix_now_s;
 
 enum Message {
     Sample(RequestSample),
+    Samples(Vec<RequestSample>),
     Error {
         message: String,
         traceback: String,
@@ -49,6 +50,14 @@ impl Recorder {
     pub fn record(&self, sample: RequestSample) {
         // A closed channel means the run is over; late samples have no reader.
         let _ = self.tx.send(Message::Sample(sample));
+    }
+
+    /// Records many finished requests with one message: what the driven
+    /// engine sends once per loop turn instead of one message per request.
+    pub fn record_batch(&self, samples: Vec<RequestSample>) {
+        if !samples.is_empty() {
+            let _ = self.tx.send(Message::Samples(samples));
+        }
     }
 
     /// Records one exception raised in user code.
@@ -153,6 +162,7 @@ impl Aggregator {
                 while let Ok(message) = rx.recv() {
                     match message {
                         Message::Sample(s) => stats.record(&s),
+                        Message::Samples(batch) => batch.iter().for_each(|s| stats.record(s)),
                         Message::Error {
                             message,
                             traceback,
