@@ -41,6 +41,9 @@ class EngineBridge:
         # id -> (future, recorded by the engine?)
         self._pending: dict[int, tuple[asyncio.Future[RawResponse], bool]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Turns of a driving loop so far (stays 0 on other loops): a user
+        #: whose task saw it change has already let the others run.
+        self.turns = 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts delivering completions on ``loop``; call from inside it.
@@ -127,6 +130,7 @@ class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type
         bridge = self.bridge
         if bridge is None:
             return super().select(timeout)
+        bridge.turns += 1
         engine = self._watched_by = bridge.engine
         fd = self.fileno()
         finished = engine.drive(fd, 0.0)

@@ -154,19 +154,26 @@ class User(metaclass=_UserMeta):
         then ``on_stop``. Exceptions in user code are recorded as errors and
         the user goes on; :class:`StopUser` ends this user."""
         runner = self.environment.runner
+        bridge = self.environment.bridge
         try:
             if not await self._start():
                 return
             while not self._stop_requested:
                 if not runner.claim_iteration():
                     return
+                turn = bridge.turns if bridge is not None else -1
                 if not await self._run_one_task():
                     return
                 if self._stop_requested:
                     return
+                wait_s = self.wait_time()
+                if not wait_s and bridge is not None and bridge.turns != turn:
+                    # Zero wait, and the task already gave the loop a turn
+                    # (it awaited a request): other users have had theirs.
+                    continue
                 self._waiting = True
                 try:
-                    await asyncio.sleep(self.wait_time())
+                    await asyncio.sleep(wait_s)
                 finally:
                     self._waiting = False
         finally:
@@ -189,7 +196,9 @@ class User(metaclass=_UserMeta):
         fn = self.pick_task()
         self._task_started_at = time.monotonic()
         try:
-            await self._call(fn, self)
+            result = fn(self)
+            if type(result) is CoroutineType or inspect.isawaitable(result):
+                await result
         except StopUser:
             return False
         except Exception as exc:
