@@ -88,9 +88,10 @@ class EngineBridge:
         """Resolves the futures of ``finished`` requests and tells listeners."""
         pending = self._pending
         event = self.request_event
+        listened = event.has_listeners
         for request_id, raw in finished:
             fut, recorded = pending.pop(request_id)
-            if recorded:
+            if recorded and listened:
                 # Listeners hear of every request the engine recorded, here,
                 # whether or not its user is still waiting for it.
                 event.notify_response(raw, raw.error)

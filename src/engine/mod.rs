@@ -191,7 +191,7 @@ impl Engine {
 
 /// One rustls configuration for the whole process: ring for crypto, the
 /// platform's trust store for verification.
-fn tls_config() -> Result<rustls::ClientConfig, EngineError> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, EngineError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)

@@ -1,7 +1,8 @@
 //! One virtual user's HTTP session: its own cookie jar and connection pool,
 //! sharing the process-wide TLS configuration.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::cookie::Jar;
@@ -22,7 +23,13 @@ pub struct HttpSession {
     no_redirect: OnceLock<Client>,
     jar: Arc<Jar>,
     tls: Arc<rustls::ClientConfig>,
+    /// URLs as given, resolved: most tasks request the same few URLs, and
+    /// parsing one (host validation included) costs more than a lookup.
+    resolved: Mutex<HashMap<String, reqwest::Url>>,
 }
+
+/// How many resolved URLs a session keeps before it starts over.
+const RESOLVED_CACHE_ENTRIES: usize = 64;
 
 impl HttpSession {
     pub(crate) fn new(
@@ -41,6 +48,7 @@ impl HttpSession {
             no_redirect: OnceLock::new(),
             jar,
             tls,
+            resolved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -65,6 +73,19 @@ impl HttpSession {
     /// [`EngineError::NoHost`] for a relative URL without a host, and
     /// [`EngineError::BadUrl`] for a result that is not a URL.
     pub fn resolve(&self, url: &str) -> Result<reqwest::Url, EngineError> {
+        let mut cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = cache.get(url) {
+            return Ok(hit.clone());
+        }
+        let parsed = self.parse(url)?;
+        if cache.len() >= RESOLVED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(url.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
+    fn parse(&self, url: &str) -> Result<reqwest::Url, EngineError> {
         let full = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_owned()
         } else {
@@ -136,6 +157,28 @@ pub fn validate_base_url(url: &str) -> Result<String, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_urls_are_the_same_from_the_cache() {
+        let tls = Arc::new(crate::engine::tls_config().unwrap());
+        let session = HttpSession::new(Some("http://127.0.0.1:8080/api"), tls).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                session.resolve("/hello").unwrap().as_str(),
+                "http://127.0.0.1:8080/api/hello"
+            );
+            assert_eq!(
+                session.resolve("x?q=1").unwrap().as_str(),
+                "http://127.0.0.1:8080/api/x?q=1"
+            );
+            assert!(session.resolve("http://[bad").is_err());
+        }
+        for i in 0..(RESOLVED_CACHE_ENTRIES * 2) {
+            let url = session.resolve(&format!("/n/{i}")).unwrap();
+            assert!(url.as_str().ends_with(&format!("/n/{i}")));
+        }
+        assert!(session.resolved.lock().unwrap().len() <= RESOLVED_CACHE_ENTRIES);
+    }
 
     #[test]
     fn base_urls_are_checked() {
