@@ -47,7 +47,8 @@ worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log stderr error;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 http {{
     access_log off;
     client_body_temp_path {tmp};

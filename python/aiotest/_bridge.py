@@ -112,6 +112,16 @@ class EngineBridge:
                 event.notify_response(raw, raw.error)
 
 
+# NOTE: tokio's timers, like epoll's timeout, tick in whole milliseconds, so a
+# blocking wait ends up to 1 ms after the loop's timer is due. Waits paced
+# below that clump together: users of `constant_pacing` then fire in bursts,
+# and at 2,000 req/s (bench/run.py latency, 50 users) bursts of 10-18
+# requests put their queueing into the measured p50 (1.0 ms, against 0.14 ms
+# with precise timers). So a turn never blocks within _SPIN_S of the next
+# timer: it returns and the loop turns again until the timer is due.
+_SPIN_S = 0.001
+
+
 class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     """The selector of :func:`new_event_loop`'s loops: each ``select`` also
     turns the driven engine of the attached :class:`EngineBridge`.
@@ -136,8 +146,10 @@ class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type
         fd = self.fileno()
         finished = engine.drive(fd, 0.0)
         ready = super().select(0)
-        if not ready and not finished and (timeout is None or timeout > 0):
-            finished = engine.drive(fd, timeout)
+        if not ready and not finished and (timeout is None or timeout > _SPIN_S):
+            # Block until _SPIN_S before the loop's next timer, then spin
+            # (the loop calls again at once) up to it.
+            finished = engine.drive(fd, None if timeout is None else timeout - _SPIN_S)
             ready = super().select(0)
         if finished:
             bridge.deliver(finished)
