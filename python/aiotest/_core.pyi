@@ -143,9 +143,10 @@ class Engine:
         record: bool,
         intended_lag_us: int | None = None,
     ) -> int:
-        """Starts a request and returns its id. ``intended_lag_us`` (open
-        workload model) also records it corrected for coordinated omission.
-        Raises ValueError for an unknown method."""
+        """Starts a request and returns its id; its result comes from
+        :meth:`drive` in driven mode, else from :meth:`drain`.
+        ``intended_lag_us`` (open workload model) also records it corrected
+        for coordinated omission. Raises ValueError for an unknown method."""
     def drain(self) -> list[tuple[int, RawResponse]]:
         """Finished requests since the last call."""
     def set_driven(self, driven: bool) -> None:

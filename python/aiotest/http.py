@@ -295,7 +295,7 @@ class HttpSession:
             method,
             target,
             name or url,
-            list(pairs.items()) if pairs else [],
+            list(pairs.items()),
             body,
             self.timeout_s if timeout is None else float(timeout),
             allow_redirects,

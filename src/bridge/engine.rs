@@ -68,7 +68,8 @@ impl PyEngine {
         Ok(PySession { inner })
     }
 
-    /// Starts a request; returns its id. The result comes from `drain()`.
+    /// Starts a request; returns its id. The result comes from `drive()` in
+    /// driven mode, else from `drain()`.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (session, method, url, name, headers, body, timeout_s, allow_redirects, record, intended_lag_us = None))]
     fn submit(
@@ -214,6 +215,7 @@ impl PyEngine {
     }
 }
 
+/// Finished requests as Python sees them: `(id, RawResponse)` pairs.
 fn wrap_completions(
     py: Python<'_>,
     done: Vec<Completion>,

@@ -34,28 +34,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use super::request::{self, HttpOutcome, RequestSpec};
+use super::request::Job;
 use super::{Completion, EngineError};
 use crate::stats::{Recorder, RequestSample};
-
-/// A request submitted and not yet started: it starts on the next turn.
-pub(crate) struct Job {
-    pub id: u64,
-    pub prepared: Result<(reqwest::Url, reqwest::Client), EngineError>,
-    pub spec: RequestSpec,
-}
-
-impl Job {
-    /// Runs the request to its end; the outcome of a request that could not
-    /// be prepared is a failure recorded like any other.
-    pub async fn run(self) -> (u64, RequestSpec, HttpOutcome) {
-        let outcome = match self.prepared {
-            Ok((url, client)) => request::execute(&client, url, &self.spec).await,
-            Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
-        };
-        (self.id, self.spec, outcome)
-    }
-}
 
 /// What the request tasks finished during a turn.
 #[derive(Default)]
@@ -161,13 +142,11 @@ impl Driven {
                 // Spawned from inside the runtime: onto its local queue,
                 // with no wake-up of a parked driver.
                 tokio::spawn(async move {
-                    let (id, spec, outcome) = job.run().await;
+                    let (done, sample) = job.run().await;
                     {
                         let mut f = lock(&shared.finished);
-                        if spec.record {
-                            f.samples.push(outcome.sample());
-                        }
-                        f.completions.push(Completion { id, outcome });
+                        f.samples.extend(sample);
+                        f.completions.push(done);
                     }
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                     shared.notify.notify_one();
@@ -234,7 +213,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
-    use super::super::Engine;
+    use super::super::{Engine, RequestSpec};
     use super::*;
     use crate::target::DemoTarget;
 
@@ -261,7 +240,9 @@ mod tests {
             .new_session(Some(&format!("http://{}", target.addr)))
             .unwrap();
         let (idle, _keep) = UnixStream::pair().unwrap();
-        let ids: Vec<u64> = (0..20).map(|_| engine.submit(&session, get("/hello"))).collect();
+        let ids: Vec<u64> = (0..20)
+            .map(|_| engine.submit(&session, get("/hello")))
+            .collect();
         let mut done = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while done.len() < ids.len() && Instant::now() < deadline {

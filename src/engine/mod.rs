@@ -112,15 +112,16 @@ impl Engine {
     }
 
     /// Starts one request and returns its id at once. Its [`Completion`]
-    /// arrives on the completion queue; when `spec.record` is set it is also
-    /// recorded in the statistics before that.
+    /// arrives on the completion queue, or, in driven mode, from the
+    /// [`Engine::drive`] turn that finishes it; when `spec.record` is set it
+    /// is also recorded in the statistics before that.
     pub fn submit(&self, session: &HttpSession, spec: RequestSpec) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prepared = session
             .resolve(&spec.url)
             .and_then(|url| Ok((url, session.client(spec.allow_redirects)?)));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let job = driven::Job { id, prepared, spec };
+        let job = request::Job { id, prepared, spec };
         if self.driven_mode.load(Ordering::Acquire) {
             self.driven.submit(job);
             return id;
@@ -129,11 +130,11 @@ impl Engine {
         let completions = self.completions.clone();
         let in_flight = self.in_flight.clone();
         self.runtime.spawn(async move {
-            let (id, spec, outcome) = job.run().await;
-            if spec.record {
-                recorder.record(outcome.sample());
+            let (done, sample) = job.run().await;
+            if let Some(sample) = sample {
+                recorder.record(sample);
             }
-            completions.push(Completion { id, outcome });
+            completions.push(done);
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         id

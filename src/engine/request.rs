@@ -6,6 +6,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Url};
 
+use super::{Completion, EngineError};
 use crate::stats::{unix_now_s, RequestSample};
 
 /// Timeout of a request that does not set one, in seconds. Locust's
@@ -86,6 +87,34 @@ impl HttpOutcome {
             at_s: self.ended_at_s,
             intended_lag_us: self.intended_lag_us,
         }
+    }
+}
+
+/// A submitted request, resolved against its session, not yet started.
+pub(crate) struct Job {
+    pub id: u64,
+    /// The absolute URL and the session's client, or why there are none.
+    pub prepared: Result<(Url, Client), EngineError>,
+    pub spec: RequestSpec,
+}
+
+impl Job {
+    /// Runs the request to its end. Returns its completion and, when
+    /// `spec.record` is set, the sample to record. A request that could not
+    /// be prepared ends as a failure like any other.
+    pub async fn run(self) -> (Completion, Option<RequestSample>) {
+        let outcome = match self.prepared {
+            Ok((url, client)) => execute(&client, url, &self.spec).await,
+            Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
+        };
+        let sample = self.spec.record.then(|| outcome.sample());
+        (
+            Completion {
+                id: self.id,
+                outcome,
+            },
+            sample,
+        )
     }
 }
 
