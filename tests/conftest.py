@@ -192,6 +192,14 @@ class CountingServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _CountingHandler)
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
+        #: TCP connections accepted so far.
+        self.connections = 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = super().get_request()
+        with self.lock:
+            self.connections += 1
+        return accepted
 
     @property
     def url(self) -> str:

@@ -7,6 +7,7 @@
 
 mod completion;
 mod driven;
+mod h1;
 mod request;
 mod session;
 
@@ -119,7 +120,7 @@ impl Engine {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prepared = session
             .resolve(&spec.url)
-            .and_then(|url| Ok((url, session.client(spec.allow_redirects)?)));
+            .map(|url| (url, session.state.clone()));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let job = request::Job { id, prepared, spec };
         if self.driven_mode.load(Ordering::Acquire) {

@@ -1,11 +1,16 @@
 //! Running one request and describing its outcome.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method, Url};
+use http_body_util::Full;
+use reqwest::cookie::CookieStore;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Method, StatusCode, Url};
 
+use super::h1::Origin;
+use super::session::{SessionState, USER_AGENT};
 use super::{Completion, EngineError};
 use crate::stats::{unix_now_s, RequestSample};
 
@@ -93,8 +98,8 @@ impl HttpOutcome {
 /// A submitted request, resolved against its session, not yet started.
 pub(crate) struct Job {
     pub id: u64,
-    /// The absolute URL and the session's client, or why there are none.
-    pub prepared: Result<(Url, Client), EngineError>,
+    /// The absolute URL and the session, or why there are none.
+    pub prepared: Result<(Url, Arc<SessionState>), EngineError>,
     pub spec: RequestSpec,
 }
 
@@ -102,9 +107,21 @@ impl Job {
     /// Runs the request to its end. Returns its completion and, when
     /// `spec.record` is set, the sample to record. A request that could not
     /// be prepared ends as a failure like any other.
-    pub async fn run(self) -> (Completion, Option<RequestSample>) {
+    ///
+    /// Plain-http requests take the session's own HTTP/1.1 connections
+    /// (`h1.rs`); https, and every request while an http proxy is set in
+    /// the environment, go through the session's reqwest client.
+    pub async fn run(mut self) -> (Completion, Option<RequestSample>) {
         let outcome = match self.prepared {
-            Ok((url, client)) => execute(&client, url, &self.spec).await,
+            Ok((url, session)) if url.scheme() == "http" && !http_proxy_set() => {
+                execute_plain(&session, url, &mut self.spec).await
+            }
+            // Boxed, like the redirect hop below: reqwest's future is several
+            // times the size of the plain path's, and every spawn moves it.
+            Ok((url, session)) => match session.client(self.spec.allow_redirects) {
+                Ok(client) => Box::pin(execute(&client, url, &self.spec)).await,
+                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
+            },
             Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
         };
         let sample = self.spec.record.then(|| outcome.sample());
@@ -118,33 +135,243 @@ impl Job {
     }
 }
 
-/// Sends `spec` to `url` and reads the whole body, timing both.
-pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> HttpOutcome {
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
-    out.url = url.to_string();
-    let mut builder = client
-        .request(spec.method.clone(), url)
-        .timeout(Duration::from_secs_f64(
-            spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001),
-        ));
-    let mut headers = HeaderMap::with_capacity(spec.headers.len());
-    for (k, v) in &spec.headers {
+/// Whether the environment names a proxy for http URLs (`HTTP_PROXY`,
+/// `ALL_PROXY`, either case), as reqwest reads them: such requests then
+/// go through reqwest, which honours it and `NO_PROXY`.
+fn http_proxy_set() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| {
+        ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    })
+}
+
+/// The request's own headers, checked.
+///
+/// # Errors
+/// An `InvalidHeader` failure text naming the header that cannot be sent.
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len() + 4);
+    for (k, v) in headers {
         match (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
             (Ok(k), Ok(v)) => {
-                headers.append(k, v);
+                map.append(k, v);
             }
             _ => {
-                out.error = Some(format!(
+                return Err(format!(
                     "InvalidHeader: '{k}' cannot be sent as an HTTP header"
-                ));
-                return out;
+                ))
             }
         }
     }
-    builder = builder.headers(headers);
+    Ok(map)
+}
+
+fn request_timeout(spec: &RequestSpec) -> Duration {
+    Duration::from_secs_f64(spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001))
+}
+
+/// Sends `spec` to the plain-http `url` on the session's own connections
+/// and reads the whole body, timing both. It sends the headers reqwest
+/// would (`Host`, `User-Agent`, `Accept: */*` and the session's cookies,
+/// unless the request sets them). When the response redirects, the next
+/// hops go through reqwest, by the rules of its redirect policy, and the
+/// response time covers them all.
+async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec) -> HttpOutcome {
+    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    let body = Bytes::from(spec.body.take().unwrap_or_default());
+    let (origin, req) = match plain_request(session, &url, spec, body.clone()) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            out.url = url.into();
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let timeout = request_timeout(spec);
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, session.conns.round_trip(&origin, req)).await {
+        Err(_) => out.error = Some("Timeout: request timed out".to_owned()),
+        Ok(Err(failure)) => out.error = Some(failure.describe()),
+        Ok(Ok((parts, resp_body))) => {
+            if parts.headers.contains_key(header::SET_COOKIE) {
+                let mut values = parts.headers.get_all(header::SET_COOKIE).iter();
+                session.jar().set_cookies(&mut values, &url);
+                out.cookies = set_cookie_pairs(&parts.headers);
+            }
+            if let Some(next) = redirect_target(spec, parts.status, &parts.headers, &url) {
+                let mut follow = follow_up(spec, body, parts.status, &url, &next);
+                follow.timeout_s = Some(timeout.saturating_sub(started.elapsed()).as_secs_f64());
+                let mut out = match session.client(true) {
+                    Ok(client) => Box::pin(execute(&client, next, &follow)).await,
+                    Err(e) => HttpOutcome::failed_before_sending(&follow, e.to_string()),
+                };
+                out.method = spec.method.to_string();
+                out.response_time_us = started.elapsed().as_micros() as u64;
+                return out;
+            }
+            out.status = parts.status.as_u16();
+            out.reason = parts.status.canonical_reason().unwrap_or("").to_owned();
+            out.headers = parts.headers;
+            out.body = resp_body;
+            out.error = status_failure(out.status, &out.reason);
+        }
+    }
+    out.response_time_us = started.elapsed().as_micros() as u64;
+    out.ended_at_s = unix_now_s();
+    out.url = url.into();
+    out
+}
+
+/// The HTTP/1.1 request for `spec` to `url`, in origin form, and where to
+/// send it.
+///
+/// # Errors
+/// A failure text for a header that cannot be sent or a URL that cannot be
+/// requested.
+fn plain_request(
+    session: &SessionState,
+    url: &Url,
+    spec: &RequestSpec,
+    body: Bytes,
+) -> Result<(Origin, http::Request<Full<Bytes>>), String> {
+    let bad_url = || format!("InvalidURL: '{url}' cannot be requested");
+    let origin = Origin::of(url).ok_or_else(bad_url)?;
+    let mut headers = header_map(&spec.headers)?;
+    if !headers.contains_key(header::HOST) {
+        let host = url.host_str().unwrap_or_default();
+        let value = match url.port() {
+            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+            None => HeaderValue::from_str(host),
+        };
+        headers.insert(header::HOST, value.map_err(|_| bad_url())?);
+    }
+    if !headers.contains_key(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    if !headers.contains_key(header::ACCEPT) {
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    if !headers.contains_key(header::COOKIE) {
+        if let Some(cookies) = session.jar().cookies(url) {
+            headers.insert(header::COOKIE, cookies);
+        }
+    }
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut req = http::Request::new(Full::new(body));
+    *req.method_mut() = spec.method.clone();
+    *req.uri_mut() = target.parse().map_err(|_| bad_url())?;
+    *req.headers_mut() = headers;
+    Ok((origin, req))
+}
+
+/// The cookies a response sets, as (name, value), as reqwest's
+/// `Response::cookies` gives them; malformed ones are skipped.
+fn set_cookie_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let pair = v.to_str().ok()?.split(';').next()?;
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Where a response sends the request next, when redirects are followed:
+/// a 301, 302, 303, 307 or 308 with a `Location` that resolves to an http
+/// or https URL against `from`.
+fn redirect_target(
+    spec: &RequestSpec,
+    status: StatusCode,
+    headers: &HeaderMap,
+    from: &Url,
+) -> Option<Url> {
+    if !spec.allow_redirects || !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = headers.get(header::LOCATION)?.to_str().ok()?;
+    from.join(location)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// Headers a redirect turned into a GET drops with its body.
+const PAYLOAD_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+];
+/// Headers never sent on to another origin.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "cookie2",
+    "proxy-authorization",
+    "www-authenticate",
+];
+
+/// The request of a redirect's next hop, by the rules reqwest follows
+/// (tower-http's `FollowRedirect`, RFC 9110 §15.4): 301 and 302 turn POST
+/// into GET and 303 turns anything but HEAD into GET, without a body or its
+/// headers; 307 and 308 resend as they are. Credentials are not sent to
+/// another origin.
+fn follow_up(
+    spec: &RequestSpec,
+    body: Bytes,
+    status: StatusCode,
+    from: &Url,
+    to: &Url,
+) -> RequestSpec {
+    let drop_headers = |headers: &mut Vec<(String, String)>, names: &[&str]| {
+        headers.retain(|(k, _)| !names.iter().any(|h| k.eq_ignore_ascii_case(h)));
+    };
+    let mut next = spec.clone();
+    next.url = to.to_string();
+    next.body = (!body.is_empty()).then(|| body.to_vec());
+    let to_get = match status.as_u16() {
+        301 | 302 => spec.method == Method::POST,
+        303 => true,
+        _ => false,
+    };
+    if to_get {
+        if spec.method != Method::HEAD {
+            next.method = Method::GET;
+        }
+        next.body = None;
+        drop_headers(&mut next.headers, &PAYLOAD_HEADERS);
+    }
+    let same_origin = from.host_str() == to.host_str()
+        && from.port_or_known_default() == to.port_or_known_default()
+        && from.scheme() == to.scheme();
+    if !same_origin {
+        drop_headers(&mut next.headers, &CREDENTIAL_HEADERS);
+    }
+    next
+}
+
+/// Sends `spec` to `url` with reqwest and reads the whole body, timing both.
+pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> HttpOutcome {
+    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    out.url = url.to_string();
+    let headers = match header_map(&spec.headers) {
+        Ok(h) => h,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let mut builder = client
+        .request(spec.method.clone(), url)
+        .timeout(request_timeout(spec))
+        .headers(headers);
     if let Some(body) = &spec.body {
         builder = builder.body(body.clone());
     }
@@ -230,6 +457,138 @@ mod tests {
         assert_eq!(
             status_failure(500, "Internal Server Error").unwrap(),
             "HTTPError: 500 Server Error: Internal Server Error"
+        );
+    }
+}
+
+#[cfg(test)]
+mod plain_path_tests {
+    use super::*;
+    use crate::engine::HttpSession;
+    use crate::target::DemoTarget;
+
+    fn spec(method: Method, url: &str) -> RequestSpec {
+        RequestSpec {
+            method,
+            url: url.to_owned(),
+            name: url.to_owned(),
+            headers: Vec::new(),
+            body: None,
+            timeout_s: Some(10.0),
+            allow_redirects: true,
+            record: true,
+            intended_lag_us: None,
+        }
+    }
+
+    /// Runs `spec` on `session` the way the engine does, on a current-thread
+    /// runtime.
+    fn run(rt: &tokio::runtime::Runtime, session: &HttpSession, spec: RequestSpec) -> HttpOutcome {
+        let prepared = session
+            .resolve(&spec.url)
+            .map(|u| (u, session.state.clone()));
+        rt.block_on(
+            Job {
+                id: 1,
+                prepared,
+                spec,
+            }
+            .run(),
+        )
+        .0
+        .outcome
+    }
+
+    fn setup() -> (DemoTarget, tokio::runtime::Runtime, HttpSession) {
+        let target = DemoTarget::start("127.0.0.1", 0).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tls = Arc::new(crate::engine::tls_config().unwrap());
+        let session = HttpSession::new(Some(&format!("http://{}", target.addr)), tls).unwrap();
+        (target, rt, session)
+    }
+
+    #[test]
+    fn cookies_set_by_a_response_go_with_the_next_requests() {
+        let (target, rt, session) = setup();
+        let out = run(&rt, &session, spec(Method::GET, "/items"));
+        assert_eq!(out.status, 401);
+        let mut login = spec(Method::POST, "/login");
+        login.headers = vec![("Content-Type".into(), "application/json".into())];
+        login.body = Some(br#"{"username": "ann", "password": "x"}"#.to_vec());
+        let out = run(&rt, &session, login);
+        assert_eq!(out.status, 200, "{:?}", out.error);
+        assert_eq!(out.cookies.len(), 1);
+        assert_eq!(out.cookies[0].0, "session");
+        assert!(out.cookies[0].1.starts_with("ann-"));
+        let out = run(&rt, &session, spec(Method::GET, "/items"));
+        assert_eq!(out.status, 200, "{:?}", out.error);
+        assert_eq!(out.error, None);
+        assert_eq!(out.url, format!("http://{}/items", target.addr));
+        // A user-set Cookie header replaces the jar's.
+        let mut own = spec(Method::GET, "/items");
+        own.headers = vec![("Cookie".into(), "theme=dark".into())];
+        assert_eq!(run(&rt, &session, own).status, 401);
+    }
+
+    #[test]
+    fn redirects_follow_reqwests_rules() {
+        let (target, rt, session) = setup();
+        let base = format!("http://{}", target.addr);
+        // 302 turns a POST into a GET, for every later hop too.
+        let mut post = spec(Method::POST, "/redirect/3");
+        post.body = Some(b"x=1".to_vec());
+        let out = run(&rt, &session, post);
+        assert_eq!((out.status, out.error.as_deref()), (200, None));
+        assert_eq!(out.method, "POST", "recorded under the method sent first");
+        assert_eq!(&out.body[..], b"redirected, GET\n");
+        assert_eq!(out.url, format!("{base}/redirect/0?code=302"));
+        let counts = target.state.counts_json();
+        assert_eq!(counts["requests"]["POST /redirect/3"], 1);
+        assert_eq!(counts["requests"]["GET /redirect/2"], 1);
+        assert_eq!(counts["requests"]["GET /redirect/0"], 1);
+        // 307 keeps the method and the body.
+        let mut post = spec(Method::POST, "/redirect/1?code=307");
+        post.body = Some(b"x=1".to_vec());
+        let out = run(&rt, &session, post);
+        assert_eq!(&out.body[..], b"redirected, POST\n");
+        // Not followed when asked not to.
+        let mut once = spec(Method::GET, "/redirect/2");
+        once.allow_redirects = false;
+        let out = run(&rt, &session, once);
+        assert_eq!((out.status, out.error.as_deref()), (302, None));
+        assert_eq!(
+            out.headers.get(header::LOCATION).unwrap(),
+            "/redirect/1?code=302"
+        );
+        // Too long a chain is a failure.
+        let out = run(&rt, &session, spec(Method::GET, "/redirect/12"));
+        let error = out.error.unwrap();
+        assert!(error.starts_with("TooManyRedirects:"), "{error}");
+    }
+
+    #[test]
+    fn bad_headers_and_statuses_are_failures() {
+        let (_target, rt, session) = setup();
+        let mut bad = spec(Method::GET, "/hello");
+        bad.headers = vec![("bad header".into(), "x".into())];
+        let out = run(&rt, &session, bad);
+        assert_eq!(out.status, 0);
+        assert!(out.error.unwrap().starts_with("InvalidHeader:"));
+        let out = run(&rt, &session, spec(Method::GET, "/status/503"));
+        assert_eq!(out.status, 503);
+        assert_eq!(
+            out.error.as_deref(),
+            Some("HTTPError: 503 Server Error: Service Unavailable")
+        );
+        let out = run(&rt, &session, spec(Method::GET, "/hello"));
+        assert_eq!((&out.body[..], out.status), (&b"hello"[..], 200));
+        assert_eq!(
+            session.state.conns.idle_count(),
+            1,
+            "one kept-alive connection"
         );
     }
 }

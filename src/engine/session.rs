@@ -9,6 +9,7 @@ use reqwest::cookie::Jar;
 use reqwest::redirect::Policy;
 use reqwest::Client;
 
+use super::h1::Connections;
 use super::EngineError;
 
 /// User-Agent sent unless the request sets its own.
@@ -19,13 +20,22 @@ pub const USER_AGENT: &str = concat!("aiotest/", env!("CARGO_PKG_VERSION"));
 pub struct HttpSession {
     /// The user's host, with no trailing slash; relative URLs join it.
     pub base_url: Option<String>,
-    pub(crate) client: Client,
-    no_redirect: OnceLock<Client>,
-    jar: Arc<Jar>,
-    tls: Arc<rustls::ClientConfig>,
+    pub(crate) state: Arc<SessionState>,
     /// URLs as given, resolved: most tasks request the same few URLs, and
     /// parsing one (host validation included) costs more than a lookup.
     resolved: Mutex<HashMap<String, reqwest::Url>>,
+}
+
+/// What a session's requests share while they run.
+pub(crate) struct SessionState {
+    jar: Arc<Jar>,
+    tls: Arc<rustls::ClientConfig>,
+    /// reqwest clients (following redirects, and not), built on first use:
+    /// plain-http requests do not need them.
+    redirecting: OnceLock<Client>,
+    no_redirect: OnceLock<Client>,
+    /// Idle keep-alive connections of the plain-http path.
+    pub conns: Connections,
 }
 
 /// How many resolved URLs a session keeps before it starts over.
@@ -40,30 +50,17 @@ impl HttpSession {
             Some(b) => Some(validate_base_url(b)?),
             None => None,
         };
-        let jar = Arc::new(Jar::default());
-        let client = build_client(&tls, &jar, true)?;
         Ok(Self {
             base_url,
-            client,
-            no_redirect: OnceLock::new(),
-            jar,
-            tls,
+            state: Arc::new(SessionState {
+                jar: Arc::new(Jar::default()),
+                tls,
+                redirecting: OnceLock::new(),
+                no_redirect: OnceLock::new(),
+                conns: Connections::default(),
+            }),
             resolved: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// The client for this request: the shared one, or (for
-    /// `allow_redirects=False`) a second one built on first use that shares
-    /// the cookie jar.
-    pub(crate) fn client(&self, allow_redirects: bool) -> Result<Client, EngineError> {
-        if allow_redirects {
-            return Ok(self.client.clone());
-        }
-        if let Some(c) = self.no_redirect.get() {
-            return Ok(c.clone());
-        }
-        let c = build_client(&self.tls, &self.jar, false)?;
-        Ok(self.no_redirect.get_or_init(|| c).clone())
     }
 
     /// Resolves `url` against the user's host. Absolute http(s) URLs pass
@@ -103,6 +100,31 @@ impl HttpSession {
             url: full,
             detail: e.to_string(),
         })
+    }
+}
+
+impl SessionState {
+    /// The reqwest client for a request that needs one, following
+    /// redirects or not; built on first use, sharing the cookie jar.
+    ///
+    /// # Errors
+    /// [`EngineError::Client`] when reqwest cannot build it.
+    pub fn client(&self, allow_redirects: bool) -> Result<Client, EngineError> {
+        let slot = if allow_redirects {
+            &self.redirecting
+        } else {
+            &self.no_redirect
+        };
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
+        }
+        let c = build_client(&self.tls, &self.jar, allow_redirects)?;
+        Ok(slot.get_or_init(|| c).clone())
+    }
+
+    /// The session's cookies, which both request paths read and update.
+    pub fn jar(&self) -> &Jar {
+        &self.jar
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `POST /cart` | JSON `{"item_id": n}`, needs the cookie |
 //! | `GET /slow?ms=N`, `GET /delay/{ms}` | answers after N ms (at most 10 s) |
 //! | `GET /status/{code}` | answers with that status |
+//! | any method `/redirect/{n}?code=C` | redirects (status C, default 302) to `/redirect/{n-1}`; `/redirect/0` answers 200 with the method it got |
 //! | `GET /error` | 500 |
 //! | `GET /__stats` | JSON counts of every request served, by "METHOD path" |
 //! | `POST /__reset` | zeroes the counts |
@@ -26,7 +27,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -67,6 +68,7 @@ pub fn router(state: Arc<TargetState>) -> Router {
         .route("/slow", get(slow))
         .route("/delay/{ms}", get(delay))
         .route("/status/{code}", get(status))
+        .route("/redirect/{n}", any(redirect))
         .route(
             "/error",
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n") }),
@@ -242,6 +244,32 @@ async fn status(Path(code): Path<u16>) -> Response {
         Ok(s) => (s, format!("status {code}\n")).into_response(),
         Err(_) => (StatusCode::BAD_REQUEST, "status must be 100-999\n").into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct RedirectQuery {
+    code: Option<u16>,
+}
+
+async fn redirect(
+    method: axum::http::Method,
+    Path(n): Path<u32>,
+    Query(q): Query<RedirectQuery>,
+) -> Response {
+    if n == 0 {
+        return format!("redirected, {method}\n").into_response();
+    }
+    let code = q.code.unwrap_or(302);
+    if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "code must be 301, 302, 303, 307 or 308\n",
+        )
+            .into_response();
+    }
+    let location = format!("/redirect/{}?code={code}", n - 1);
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND);
+    (status, [(header::LOCATION, location)]).into_response()
 }
 
 /// A running demo target on its own small runtime; stops when dropped.

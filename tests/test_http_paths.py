@@ -1,0 +1,50 @@
+"""How requests travel: over each user's own keep-alive connections, or
+through the proxy the environment names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import CountingServer, free_port, run_aiotest
+
+USER = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Prober(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def probe(self):
+        await self.session.get("/probe?n=1")
+"""
+
+
+def test_each_user_keeps_one_connection(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("probe.py", USER)
+    before = http_server.connections  # the fixture's own port check
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "3", "-r", "100", "-i", "90",
+        "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == 90 == http_server.counts["GET /probe"]
+    # Keep-alive, and no connection shared between users.
+    assert http_server.connections - before == 3
+
+
+def test_requests_go_through_the_http_proxy_of_the_environment(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    # Nothing listens on the host itself: only the proxy can answer.
+    host = f"http://127.0.0.1:{free_port()}"
+    path = write_file("probe.py", USER)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-r", "100", "-i", "20", "-H", host,
+        cwd=tmp_path, env={"HTTP_PROXY": http_server.url, "NO_PROXY": ""},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == 20 and run.total["num_failures"] == 0
+    # A proxy gets the absolute URL.
+    assert http_server.counts[f"GET {host}/probe"] == 20
