@@ -30,10 +30,9 @@ pub struct HttpSession {
 pub(crate) struct SessionState {
     jar: Arc<Jar>,
     tls: Arc<rustls::ClientConfig>,
-    /// reqwest clients (following redirects, and not), built on first use:
-    /// plain-http requests do not need them.
-    redirecting: OnceLock<Client>,
-    no_redirect: OnceLock<Client>,
+    /// reqwest clients, built on first use (plain-http requests need none)
+    /// and indexed by [`Redirects`].
+    clients: [OnceLock<Client>; 3],
     /// Idle keep-alive connections of the plain-http path.
     pub conns: Connections,
 }
@@ -55,8 +54,7 @@ impl HttpSession {
             state: Arc::new(SessionState {
                 jar: Arc::new(Jar::default()),
                 tls,
-                redirecting: OnceLock::new(),
-                no_redirect: OnceLock::new(),
+                clients: Default::default(),
                 conns: Connections::default(),
             }),
             resolved: Mutex::new(HashMap::new()),
@@ -105,20 +103,16 @@ impl HttpSession {
 
 impl SessionState {
     /// The reqwest client for a request that needs one, following
-    /// redirects or not; built on first use, sharing the cookie jar.
+    /// `redirects`; built on first use, sharing the cookie jar.
     ///
     /// # Errors
     /// [`EngineError::Client`] when reqwest cannot build it.
-    pub fn client(&self, allow_redirects: bool) -> Result<Client, EngineError> {
-        let slot = if allow_redirects {
-            &self.redirecting
-        } else {
-            &self.no_redirect
-        };
+    pub fn client(&self, redirects: Redirects) -> Result<Client, EngineError> {
+        let slot = &self.clients[redirects as usize];
         if let Some(c) = slot.get() {
             return Ok(c.clone());
         }
-        let c = build_client(&self.tls, &self.jar, allow_redirects)?;
+        let c = build_client(&self.tls, &self.jar, redirects)?;
         Ok(slot.get_or_init(|| c).clone())
     }
 
@@ -128,18 +122,33 @@ impl SessionState {
     }
 }
 
+/// How many redirects a reqwest client follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Redirects {
+    /// None: `allow_redirects=False`.
+    None = 0,
+    /// Up to [`MAX_REDIRECTS`].
+    All = 1,
+    /// The rest of a chain whose first hop the plain-http path took.
+    AfterFirst = 2,
+}
+
+/// The longest redirect chain followed: reqwest's default, kept on both
+/// request paths (`requests`, under Locust's `HttpUser`, allows 30).
+pub(crate) const MAX_REDIRECTS: usize = 10;
+
 fn build_client(
     tls: &rustls::ClientConfig,
     jar: &Arc<Jar>,
-    redirects: bool,
+    redirects: Redirects,
 ) -> Result<Client, EngineError> {
     Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .cookie_provider(jar.clone())
-        .redirect(if redirects {
-            Policy::limited(10)
-        } else {
-            Policy::none()
+        .redirect(match redirects {
+            Redirects::None => Policy::none(),
+            Redirects::All => Policy::limited(MAX_REDIRECTS),
+            Redirects::AfterFirst => Policy::limited(MAX_REDIRECTS - 1),
         })
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
