@@ -10,9 +10,10 @@
 // task that returns the connection to the pool) and moves its large futures
 // around. On the one-core throughput scenario of bench/run.py that stack
 // was about a fifth of the load core (perf, 2026-11-22); this path keeps
-// hyper's connection task and drops the rest. Sessions also stop paying for
-// a reqwest client (about 8 KB each) until one needs it. The figures are in
-// bench/README.md.
+// hyper's connection task and drops the rest: 14.2k -> 21.2k requests/s
+// (+49 %) against the reqwest build in alternating runs, the same hour.
+// Sessions also stop paying for a reqwest client (about 8 KB each) until
+// one needs it: 61.6 -> 53.8 KB per user at 10,000 users (bench/README.md).
 
 use std::sync::{Mutex, MutexGuard};
 
