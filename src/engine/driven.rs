@@ -218,17 +218,7 @@ mod tests {
     use crate::target::DemoTarget;
 
     fn get(url: &str) -> RequestSpec {
-        RequestSpec {
-            method: reqwest::Method::GET,
-            url: url.to_owned(),
-            name: url.to_owned(),
-            headers: Vec::new(),
-            body: None,
-            timeout_s: Some(10.0),
-            allow_redirects: true,
-            record: true,
-            intended_lag_us: None,
-        }
+        RequestSpec::for_tests(reqwest::Method::GET, url)
     }
 
     #[test]

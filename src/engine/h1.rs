@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use url::Url;
 
+use super::request::root_cause;
+
 /// The sending half of one keep-alive connection.
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -63,6 +65,8 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// The failure text recorded for it, e.g. `ConnectionError: Connection
+    /// refused (os error 111)`.
     pub fn describe(&self) -> String {
         match self {
             Self::Connect(e) => format!("ConnectionError: {e}"),
@@ -70,14 +74,6 @@ impl Failure {
             Self::Body(e) => format!("ResponseError: {}", root_cause(e)),
         }
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    root.to_string()
 }
 
 /// One session's idle keep-alive connections.

@@ -116,16 +116,20 @@ impl Job {
             Ok((url, session)) if url.scheme() == "http" && !http_proxy_set() => {
                 execute_plain(&session, url, &mut self.spec).await
             }
-            // Boxed, like the redirect hop below: reqwest's future is several
-            // times the size of the plain path's, and every spawn moves it.
-            Ok((url, session)) => match session.client(if self.spec.allow_redirects {
-                Redirects::All
-            } else {
-                Redirects::None
-            }) {
-                Ok(client) => Box::pin(execute(&client, url, &self.spec)).await,
-                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
-            },
+            Ok((url, session)) => {
+                let redirects = if self.spec.allow_redirects {
+                    Redirects::All
+                } else {
+                    Redirects::None
+                };
+                match session.client(redirects) {
+                    // Boxed, like the redirect hop of `execute_plain`:
+                    // reqwest's future is several times the size of the
+                    // plain path's, and every spawn moves it.
+                    Ok(client) => Box::pin(execute(&client, url, &self.spec)).await,
+                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
+                }
+            }
             Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
         };
         let sample = self.spec.record.then(|| outcome.sample());
@@ -175,6 +179,8 @@ fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// How long `spec` may take in all: its own timeout, else
+/// [`DEFAULT_TIMEOUT_S`]; at least 1 ms.
 fn request_timeout(spec: &RequestSpec) -> Duration {
     Duration::from_secs_f64(spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001))
 }
@@ -435,15 +441,40 @@ pub fn describe_error(e: &reqwest::Error) -> String {
     } else {
         "RequestError"
     };
-    let mut root: &dyn std::error::Error = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    let cause = root.to_string();
+    let cause = root_cause(e);
     if e.is_timeout() && cause.contains("timed out") {
         return format!("{kind}: request timed out");
     }
     format!("{kind}: {cause}")
+}
+
+/// The text of the innermost error in `e`'s `source()` chain: the cause a
+/// failure text names (an OS error, a parse error), without its wrappers.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root.to_string()
+}
+
+#[cfg(test)]
+impl RequestSpec {
+    /// A recorded request without headers or body, named by its URL, with a
+    /// 10 s timeout: the common case of the engine's tests.
+    pub(crate) fn for_tests(method: Method, url: &str) -> Self {
+        Self {
+            method,
+            url: url.to_owned(),
+            name: url.to_owned(),
+            headers: Vec::new(),
+            body: None,
+            timeout_s: Some(10.0),
+            allow_redirects: true,
+            record: true,
+            intended_lag_us: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -472,17 +503,7 @@ mod plain_path_tests {
     use crate::target::DemoTarget;
 
     fn spec(method: Method, url: &str) -> RequestSpec {
-        RequestSpec {
-            method,
-            url: url.to_owned(),
-            name: url.to_owned(),
-            headers: Vec::new(),
-            body: None,
-            timeout_s: Some(10.0),
-            allow_redirects: true,
-            record: true,
-            intended_lag_us: None,
-        }
+        RequestSpec::for_tests(method, url)
     }
 
     /// Runs `spec` on `session` the way the engine does, on a current-thread
