@@ -215,7 +215,8 @@ def http_server() -> Iterator[CountingServer]:
     server = CountingServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    wait_for_port(server.server_address[1])
+    # The socket listens from construction on, so no port probe: a probe
+    # would be one more connection, counted whenever the thread accepts it.
     yield server
     server.shutdown()
     server.server_close()
