@@ -1,39 +1,60 @@
-//! Plain-http requests on hyper's HTTP/1.1 connection API: the fast path.
+//! Plain-http requests: HTTP/1.1 on each session's own keep-alive
+//! connections, the fast path.
 //!
-//! Each session keeps its own idle keep-alive connections here, per origin,
-//! so connections stay per user as in Locust. A request takes an idle
-//! connection of its origin (or opens one), sends on it, reads the whole
-//! body, and puts the connection back. https, proxies and the hops after a
+//! Each session keeps its idle connections here, per origin, so connections
+//! stay per user as in Locust. A request takes an idle connection of its
+//! origin (or opens one), writes the request, reads the whole response and
+//! puts the connection back when the response allows it. Response heads and
+//! chunk sizes are parsed by `httparse` (the parser hyper uses); this file
+//! frames messages by the rules of RFC 9112 (sections 6 and 7: which
+//! responses have a body, Content-Length, chunked, read-until-close, and
+//! section 9.3 for persistence). https, proxies and the hops after a
 //! redirect go through reqwest instead (`request.rs` decides).
-// NOTE: reqwest runs every request through its tower stack (cookie layer,
-// redirect layer, hyper-util's pool keyed by an `Arc`'d authority, a second
-// task that returns the connection to the pool) and moves its large futures
-// around. On the one-core throughput scenario of bench/run.py that stack
-// was about a fifth of the load core (perf, 2026-11-22); this path keeps
-// hyper's connection task and drops the rest: 14.2k -> 21.2k requests/s
-// (+49 %) against the reqwest build in alternating runs, the same hour.
-// Sessions also stop paying for a reqwest client (about 8 KB each) until
-// one needs it: 61.6 -> 53.8 KB per user at 10,000 users (bench/README.md).
+// NOTE: this path first ran on hyper's HTTP/1.1 connection API, which took
+// 14.2k -> 21.2k requests/s from reqwest. hyper gives every connection a
+// task of its own, a request channel whose first block holds 32 requests
+// (~9 KB), an 8 KB write buffer and a read buffer that a response's header
+// values keep alive while the next read reserves another: heaptrack
+// measured 48 KB of heap per user at 3,000 users (wait 1 s), 40 KB of it
+// in those (2026-11-23). Here an idle connection is its socket alone, a
+// response is read into one buffer that is freed with it, and the request
+// runs in the caller's task: no channel, no second task to wake.
+// Figures before and after: bench/README.md.
 
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::request::root_cause;
-
-/// The sending half of one keep-alive connection.
-type Sender = SendRequest<Full<Bytes>>;
+/// The response head: status, version and headers.
+pub(crate) type Head = http::response::Parts;
 
 /// How many idle connections a session keeps; more are closed when they
 /// come back. A user seldom runs more requests at once than this.
 const MAX_IDLE_PER_SESSION: usize = 8;
+/// A response's buffer starts as large as the session's previous response
+/// (rounded up to a power of two), within these bounds, and grows when the
+/// response is larger. Small first: the buffers of all requests in flight
+/// are alive at once, e.g. when 10,000 users start together.
+const FIRST_READ_BYTES: (usize, usize) = (512, 64 * 1024);
+/// A read asks for at least this many bytes.
+const MIN_READ_BYTES: usize = 512;
+/// A read asks for at most this many bytes ahead of a body's known end.
+const MAX_READ_BYTES: usize = 1 << 20;
+/// The largest response head accepted, in bytes (hyper allows ~400 KB).
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+/// The most header fields a response head may have (hyper allows 100).
+const MAX_HEADERS: usize = 128;
+/// Bodies up to this size are sent in the same write as the head.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+/// The text of a connection closed before a message was complete (hyper's).
+const CLOSED_EARLY: &str = "connection closed before message completed";
 
 /// Where a connection goes: the URL's host (IPv6 in brackets) and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,15 +74,15 @@ impl Origin {
 }
 
 /// Why a request on this path failed, in the words of
-/// [`super::describe_error`]: the kind, then the root cause.
+/// [`super::describe_error`]: the kind, then the cause.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// The connection could not be opened (DNS, refused, unreachable).
-    Connect(std::io::Error),
-    /// The request failed before a response head arrived.
-    Request(hyper::Error),
+    Connect(io::Error),
+    /// The request failed before a whole response head arrived.
+    Request(String),
     /// The response head arrived and its body did not.
-    Body(hyper::Error),
+    Body(String),
 }
 
 impl Failure {
@@ -70,73 +91,107 @@ impl Failure {
     pub fn describe(&self) -> String {
         match self {
             Self::Connect(e) => format!("ConnectionError: {e}"),
-            Self::Request(e) => format!("RequestError: {}", root_cause(e)),
-            Self::Body(e) => format!("ResponseError: {}", root_cause(e)),
+            Self::Request(e) => format!("RequestError: {e}"),
+            Self::Body(e) => format!("ResponseError: {e}"),
         }
     }
+}
+
+/// How an exchange on one connection failed. On a reused connection, the
+/// first two mean the server had closed it while it was idle.
+enum Broken {
+    /// The request could not be written: the server has not acted on it.
+    Unsent(String),
+    /// The connection was closed or reset before a byte of the response
+    /// arrived.
+    Unanswered(String),
+    /// Any other failure.
+    Failed(Failure),
 }
 
 /// One session's idle keep-alive connections.
 #[derive(Default)]
 pub(crate) struct Connections {
-    idle: Mutex<Vec<(Origin, Sender)>>,
+    idle: Mutex<Vec<(Origin, TcpStream)>>,
+    /// The size of the session's last response, in bytes: how large the
+    /// next response's buffer starts.
+    last_response_bytes: AtomicUsize,
 }
 
 impl Connections {
-    fn idle(&self) -> MutexGuard<'_, Vec<(Origin, Sender)>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<(Origin, TcpStream)>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends `req` (origin-form URI, with its `Host` header) to `origin` on
     /// an idle connection, else on a new one, and reads the whole response.
-    /// A request that a reused connection could not even start (the server
-    /// closed it while idle) is sent once more on a new connection.
+    /// The body's framing headers (`Content-Length`, `Transfer-Encoding`)
+    /// are the engine's: it sends `Content-Length` for a body, and for an
+    /// empty POST, PUT or PATCH. A request that finds its reused connection
+    /// closed by the server (nothing of a response came back) is sent once
+    /// more on a new connection when it may be (RFC 9110, 9.2.2: idempotent
+    /// methods, or nothing was written).
     ///
     /// # Errors
     /// [`Failure`] says which step failed; the connection is then dropped.
     pub async fn round_trip(
         &self,
         origin: &Origin,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(http::response::Parts, Bytes), Failure> {
-        let (mut sender, reused) = match self.take_idle(origin).await {
-            Some(sender) => (sender, true),
-            None => (Box::pin(connect(origin)).await?, false),
+        req: Request<Bytes>,
+    ) -> Result<(Head, Bytes), Failure> {
+        let encoded = encode(&req);
+        let body = req.body();
+        let body_apart = (body.len() > INLINE_BODY_BYTES).then_some(body);
+        let method = req.method();
+        let (mut stream, reused) = match self.take_idle(origin) {
+            Some(stream) => (stream, true),
+            None => (connect(origin).await?, false),
         };
-        let resp: Response<Incoming> = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
-            Err(mut e) => match e.take_message() {
-                Some(req) if reused => {
-                    sender = Box::pin(connect(origin)).await?;
-                    sender.send_request(req).await.map_err(Failure::Request)?
-                }
-                _ => return Err(Failure::Request(e.into_error())),
-            },
+        let first_read = self
+            .last_response_bytes
+            .load(Ordering::Relaxed)
+            .next_power_of_two()
+            .clamp(FIRST_READ_BYTES.0, FIRST_READ_BYTES.1);
+        let mut outcome = exchange(&mut stream, &encoded, body_apart, method, first_read).await;
+        let retry = match &outcome {
+            Err(Broken::Unsent(_)) => reused,
+            Err(Broken::Unanswered(_)) => reused && method.is_idempotent(),
+            _ => false,
         };
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(Failure::Body)?.to_bytes();
-        let mut idle = self.idle();
-        if idle.len() < MAX_IDLE_PER_SESSION && !sender.is_closed() {
-            idle.push((origin.clone(), sender));
+        if retry {
+            stream = connect(origin).await?;
+            outcome = exchange(&mut stream, &encoded, body_apart, method, first_read).await;
         }
-        Ok((parts, body))
-    }
-
-    /// An idle connection to `origin` that can take a request now, if any;
-    /// closed ones found on the way are dropped.
-    async fn take_idle(&self, origin: &Origin) -> Option<Sender> {
-        loop {
-            let mut sender = {
-                let mut idle = self.idle();
-                let at = idle.iter().rposition(|(o, _)| o == origin)?;
-                idle.swap_remove(at).1
-            };
-            // Ready at once unless the connection closed since its last
-            // response; hyper then says so here.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+        let (head, body, reusable, received) = outcome.map_err(|broken| match broken {
+            Broken::Unsent(why) | Broken::Unanswered(why) => Failure::Request(why),
+            Broken::Failed(failure) => failure,
+        })?;
+        self.last_response_bytes.store(received, Ordering::Relaxed);
+        if reusable {
+            let mut idle = self.idle();
+            if idle.len() < MAX_IDLE_PER_SESSION {
+                idle.push((origin.clone(), stream));
             }
         }
+        Ok((head, body))
+    }
+
+    /// An idle connection to `origin` that is still open, if any; closed
+    /// ones found on the way are dropped.
+    fn take_idle(&self, origin: &Origin) -> Option<TcpStream> {
+        let mut idle = self.idle();
+        while let Some(at) = idle.iter().rposition(|(o, _)| o == origin) {
+            let (_, stream) = idle.swap_remove(at);
+            // An open, quiet connection has nothing to read: the reactor
+            // has no readiness for it, so this makes no system call. A
+            // closed one reads end of file (or an error).
+            let mut probe = [0u8; 1];
+            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     /// How many idle connections the session holds.
@@ -146,24 +201,407 @@ impl Connections {
     }
 }
 
-/// Opens a TCP connection to `origin` (resolving its name if needed, with
-/// the system resolver) and starts hyper's HTTP/1.1 task on it.
-async fn connect(origin: &Origin) -> Result<Sender, Failure> {
+/// Opens a TCP connection to `origin`, resolving its name if needed with
+/// the system resolver.
+async fn connect(origin: &Origin) -> Result<TcpStream, Failure> {
     let host = origin.host.trim_start_matches('[').trim_end_matches(']');
     let stream = TcpStream::connect((host, origin.port))
         .await
         .map_err(Failure::Connect)?;
     // As reqwest is configured: no Nagle delay on small requests.
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(Failure::Request)?;
-    tokio::spawn(async move {
-        // Its errors reach the request that was using it.
-        let _ = conn.await;
-    });
-    Ok(sender)
+    Ok(stream)
+}
+
+/// The request line and header section of `req` (RFC 9112, sections 3 and
+/// 5), with its body too when that is at most [`INLINE_BODY_BYTES`].
+fn encode(req: &Request<Bytes>) -> Vec<u8> {
+    let body = req.body();
+    let inline = body.len() <= INLINE_BODY_BYTES;
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(
+        128 + target.len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+            + if inline { body.len() } else { 0 },
+    );
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let method = req.method();
+    if !body.is_empty()
+        || *method == Method::POST
+        || *method == Method::PUT
+        || *method == Method::PATCH
+    {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if inline {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Writes one request on `stream` and reads its response, starting with a
+/// buffer of `first_read` bytes: the head, the body, whether the connection
+/// can carry another request, and the response's size in bytes.
+async fn exchange(
+    stream: &mut TcpStream,
+    encoded: &[u8],
+    body_apart: Option<&Bytes>,
+    method: &Method,
+    first_read: usize,
+) -> Result<(Head, Bytes, bool, usize), Broken> {
+    let mut write = stream.write_all(encoded).await;
+    if let (Ok(()), Some(body)) = (&write, body_apart) {
+        write = stream.write_all(body).await;
+    }
+    if let Err(e) = write {
+        // Nothing of the request was acted on: a server does not answer a
+        // request it has not read whole.
+        return Err(if is_reset(&e) {
+            Broken::Unsent(e.to_string())
+        } else {
+            Broken::Failed(Failure::Request(e.to_string()))
+        });
+    }
+    let mut reader = Reader {
+        stream,
+        buf: BytesMut::with_capacity(first_read),
+        received: 0,
+    };
+    let head = reader.head().await?;
+    let (body, whole) = reader.body(method, &head).await.map_err(Broken::Failed)?;
+    // Bytes after the response belong to no request: the connection is
+    // not reused then.
+    let reusable = whole && reader.buf.is_empty() && keeps_alive(&head);
+    Ok((head, body, reusable, reader.received))
+}
+
+/// Reads one response from a connection into one buffer.
+struct Reader<'a> {
+    stream: &'a mut TcpStream,
+    /// Bytes read and not consumed yet.
+    buf: BytesMut,
+    /// Bytes read in all.
+    received: usize,
+}
+
+impl Reader<'_> {
+    /// Reads at least one more byte into the buffer, asking for `want`
+    /// bytes or more; `Ok(false)` at the end of the stream.
+    async fn fill(&mut self, want: usize) -> io::Result<bool> {
+        let want = want.clamp(MIN_READ_BYTES, MAX_READ_BYTES);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        self.received += n;
+        Ok(n > 0)
+    }
+
+    /// The final response head; informational (1xx) responses before it are
+    /// skipped, except 101.
+    async fn head(&mut self) -> Result<Head, Broken> {
+        loop {
+            match parse_head(&self.buf) {
+                Ok(Some((len, head))) => {
+                    self.buf.advance(len);
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(None) if self.buf.len() > MAX_HEAD_BYTES => {
+                    return Err(Broken::Failed(Failure::Request(format!(
+                        "the response head is larger than {MAX_HEAD_BYTES} bytes"
+                    ))))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Broken::Failed(Failure::Request(e))),
+            }
+            let nothing_yet = self.received == 0;
+            match self.fill(self.buf.capacity()).await {
+                Ok(true) => {}
+                Ok(false) if nothing_yet => {
+                    return Err(Broken::Unanswered(CLOSED_EARLY.to_owned()))
+                }
+                Err(e) if nothing_yet && is_reset(&e) => {
+                    return Err(Broken::Unanswered(e.to_string()))
+                }
+                Ok(false) => return Err(Broken::Failed(Failure::Request(CLOSED_EARLY.to_owned()))),
+                Err(e) => return Err(Broken::Failed(Failure::Request(e.to_string()))),
+            }
+        }
+    }
+
+    /// The whole body of the response to `method` with `head`, and whether
+    /// it ended where its framing said (false: it ran until the close).
+    async fn body(&mut self, method: &Method, head: &Head) -> Result<(Bytes, bool), Failure> {
+        match framing(method, head).map_err(Failure::Request)? {
+            Framing::Empty => Ok((Bytes::new(), true)),
+            Framing::Length(len) => {
+                while (self.buf.len() as u64) < len {
+                    let missing =
+                        usize::try_from(len - self.buf.len() as u64).unwrap_or(usize::MAX);
+                    if !self.fill(missing).await.map_err(body_error)? {
+                        return Err(Failure::Body(CLOSED_EARLY.to_owned()));
+                    }
+                }
+                Ok((self.take(len as usize), true))
+            }
+            Framing::Chunked => self.chunked().await.map(|body| (body, true)),
+            Framing::UntilClose => {
+                while self.fill(self.buf.capacity()).await.map_err(body_error)? {}
+                Ok((self.take(self.buf.len()), false))
+            }
+        }
+    }
+
+    /// The next `len` bytes of the buffer, without the allocation behind
+    /// them when they are a small part of it.
+    fn take(&mut self, len: usize) -> Bytes {
+        let taken = self.buf.split_to(len);
+        if len * 2 < taken.capacity() + self.buf.capacity() {
+            Bytes::copy_from_slice(&taken)
+        } else {
+            taken.freeze()
+        }
+    }
+
+    /// A chunked body (RFC 9112, section 7.1), decoded; trailers are read
+    /// and dropped.
+    async fn chunked(&mut self) -> Result<Bytes, Failure> {
+        let mut body = BytesMut::new();
+        loop {
+            let size = match httparse::parse_chunk_size(&self.buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    self.buf.advance(used);
+                    size
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < 4096 => {
+                    self.more().await?;
+                    continue;
+                }
+                _ => return Err(Failure::Body("invalid chunk size line".to_owned())),
+            };
+            if size == 0 {
+                return self.trailers().await.map(|()| body.freeze());
+            }
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|s| *s < usize::MAX - 2)
+                .ok_or_else(|| Failure::Body("chunk size too large".to_owned()))?;
+            while self.buf.len() < size + 2 {
+                if !self
+                    .fill(size + 2 - self.buf.len())
+                    .await
+                    .map_err(body_error)?
+                {
+                    return Err(Failure::Body(CLOSED_EARLY.to_owned()));
+                }
+            }
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(Failure::Body("a chunk does not end with CRLF".to_owned()));
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.advance(size + 2);
+        }
+    }
+
+    /// Reads the trailer section after the last chunk, up to its empty line.
+    async fn trailers(&mut self) -> Result<(), Failure> {
+        loop {
+            if self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+                return Ok(());
+            }
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                self.buf.advance(end + 4);
+                return Ok(());
+            }
+            if self.buf.len() > MAX_HEAD_BYTES {
+                return Err(Failure::Body("the trailers are too large".to_owned()));
+            }
+            self.more().await?;
+        }
+    }
+
+    /// Reads more of the body; the end of the stream is a failure.
+    async fn more(&mut self) -> Result<(), Failure> {
+        match self.fill(MIN_READ_BYTES).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::Body(CLOSED_EARLY.to_owned())),
+            Err(e) => Err(body_error(e)),
+        }
+    }
+}
+
+fn body_error(e: io::Error) -> Failure {
+    Failure::Body(e.to_string())
+}
+
+/// Whether `e` says the peer closed or reset the connection.
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// A response head parsed from the start of `buf`: its length and parts;
+/// `None` while it is incomplete.
+///
+/// # Errors
+/// The parse error, for bytes that are not an HTTP/1.x response head.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, String> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Most heads have a few fields: try a small array before a large one.
+    let mut few = [httparse::EMPTY_HEADER; 24];
+    match head_from(buf, &mut few) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut many = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            head_from(buf, &mut many)
+        }
+        other => other,
+    }
+    .map_err(|e| format!("invalid HTTP response: {e}"))?
+}
+
+/// [`parse_head`] with room for `fields.len()` header fields.
+fn head_from<'b>(
+    buf: &'b [u8],
+    fields: &mut [httparse::Header<'b>],
+) -> Result<Result<Option<(usize, Head)>, String>, httparse::Error> {
+    let mut parsed = httparse::Response::new(fields);
+    let len = match parsed.parse(buf)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(Ok(None)),
+    };
+    Ok(build_head(&parsed).map(|head| Some((len, head))))
+}
+
+/// The parts of a parsed response head.
+///
+/// # Errors
+/// For a status code, header name or header value that `http` refuses.
+fn build_head(parsed: &httparse::Response<'_, '_>) -> Result<Head, String> {
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("invalid HTTP response: invalid status code")?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| {
+            format!(
+                "invalid HTTP response: invalid header name {:?}",
+                field.name
+            )
+        })?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| format!("invalid HTTP response: invalid value of header {name}"))?;
+        headers.append(name, value);
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *resp.headers_mut() = headers;
+    Ok(resp.into_parts().0)
+}
+
+/// How a response's body is delimited (RFC 9112, section 6.3).
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// The framing of the response to `method` with `head`.
+///
+/// # Errors
+/// For a `Content-Length` that is not one number.
+fn framing(method: &Method, head: &Head) -> Result<Framing, String> {
+    let status = head.status;
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if let Some(last) = tokens(&head.headers, &TRANSFER_ENCODING).last() {
+        return Ok(if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in tokens(&head.headers, &CONTENT_LENGTH) {
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("invalid HTTP response: invalid Content-Length {value:?}"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err("invalid HTTP response: conflicting Content-Length values".to_owned());
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Whether the connection stays open after `head` (RFC 9112, section 9.3):
+/// HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+/// `Connection: keep-alive`; never after 101.
+fn keeps_alive(head: &Head) -> bool {
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        return false;
+    }
+    let mut options = tokens(&head.headers, &CONNECTION);
+    if head.version == Version::HTTP_10 {
+        options.any(|t| t.eq_ignore_ascii_case("keep-alive"))
+    } else {
+        !options.any(|t| t.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// The comma-separated list elements of every `name` field.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -216,10 +654,10 @@ mod tests {
         (origin, accepted)
     }
 
-    fn get(origin: &Origin) -> Request<Full<Bytes>> {
+    fn get(origin: &Origin) -> Request<Bytes> {
         Request::get("/x")
             .header("host", format!("{}:{}", origin.host, origin.port))
-            .body(Full::new(Bytes::new()))
+            .body(Bytes::new())
             .unwrap()
     }
 
@@ -279,5 +717,272 @@ mod tests {
         let text = err.describe();
         assert!(text.starts_with("ConnectionError: "), "{text}");
         assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
+
+    /// What the scripted server saw: each request's bytes, and how many
+    /// connections it accepted.
+    #[derive(Default)]
+    struct Seen {
+        requests: std::sync::Mutex<Vec<Vec<u8>>>,
+        connections: AtomicUsize,
+    }
+
+    /// A server that answers the n-th request it reads (on any connection)
+    /// with `replies[n]`: the bytes, written `pieces` at a time with a pause
+    /// between (1 = whole), and whether to close the connection after them.
+    async fn scripted(replies: Vec<(&'static [u8], usize, bool)>) -> (Origin, Arc<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Seen::default());
+        let replies = Arc::new(std::sync::Mutex::new(replies.into_iter()));
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let (seen, replies) = (shared.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: the head, then Content-Length bytes.
+                        let head_end = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < head_end + length {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let request: Vec<u8> = buf.drain(..head_end + length).collect();
+                        seen.requests.lock().unwrap().push(request);
+                        let Some((reply, pieces, close)) = replies.lock().unwrap().next() else {
+                            return;
+                        };
+                        for piece in reply.chunks(reply.len().div_ceil(pieces).max(1)) {
+                            if sock.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            if pieces > 1 {
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            }
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let origin = Origin {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        (origin, seen)
+    }
+
+    fn request(origin: &Origin, method: Method, body: &'static [u8]) -> Request<Bytes> {
+        Request::builder()
+            .method(method)
+            .uri("/p?q=1")
+            .header("host", format!("{}:{}", origin.host, origin.port))
+            .header("content-length", "999")
+            .body(Bytes::from_static(body))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bodies_are_framed_as_rfc_9112_says() {
+        const BIG: usize = 3 << 20;
+        let big_reply: &'static [u8] = Box::leak(
+            [
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n").as_bytes(),
+                &[b'x'; BIG],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let (origin, seen) = scripted(vec![
+            // Chunked, with an extension and a trailer, in small pieces.
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                7,
+                false,
+            ),
+            // HEAD: a length and no body.
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", 1, false),
+            // 204 and 304 have no body.
+            (b"HTTP/1.1 204 No Content\r\n\r\n", 1, false),
+            (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n", 1, false),
+            // Informational responses are skipped.
+            (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok", 3, false),
+            // A large body, and a head dribbled out byte by byte.
+            (big_reply, 5, false),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc", 40, false),
+            // No length: the body runs to the close.
+            (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", 1, true),
+        ])
+        .await;
+        let conns = Connections::default();
+        let (head, body) = conns
+            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .await
+            .unwrap();
+        assert_eq!(
+            (head.status.as_u16(), &body[..]),
+            (200, &b"hello world"[..])
+        );
+        let (head, body) = conns
+            .round_trip(&origin, request(&origin, Method::HEAD, b""))
+            .await
+            .unwrap();
+        assert_eq!((head.status.as_u16(), body.len()), (200, 0));
+        assert_eq!(head.headers["content-length"], "100");
+        for status in [204, 304] {
+            let (head, body) = conns
+                .round_trip(&origin, request(&origin, Method::GET, b""))
+                .await
+                .unwrap();
+            assert_eq!((head.status.as_u16(), body.len()), (status, 0));
+        }
+        let (head, body) = conns
+            .round_trip(&origin, request(&origin, Method::POST, b"{}"))
+            .await
+            .unwrap();
+        assert_eq!((head.status.as_u16(), &body[..]), (201, &b"ok"[..]));
+        let (_, body) = conns
+            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .await
+            .unwrap();
+        assert!(body.len() == BIG && body.iter().all(|b| *b == b'x'));
+        let (_, body) = conns
+            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"abc");
+        // All of these kept the one connection.
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+        let (_, body) = conns
+            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"until the end");
+        assert_eq!(
+            conns.idle_count(),
+            0,
+            "a body read to the close ends the connection"
+        );
+
+        // What went out: our own Content-Length, for bodies and empty POSTs.
+        let requests = seen.requests.lock().unwrap();
+        let first = String::from_utf8_lossy(&requests[0]);
+        assert!(
+            first.starts_with("GET /p?q=1 HTTP/1.1\r\nhost: 127.0.0.1:"),
+            "{first}"
+        );
+        assert!(!first.contains("content-length"), "{first}");
+        assert!(requests[4].ends_with(b"content-length: 2\r\n\r\n{}"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_stay_open_only_when_the_response_allows() {
+        let (origin, seen) = scripted(vec![
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n",
+                1,
+                true,
+            ),
+            (b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", 1, true),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+                1,
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", 1, false),
+        ])
+        .await;
+        let conns = Connections::default();
+        for expected_idle in [0, 0, 1, 1] {
+            conns
+                .round_trip(&origin, request(&origin, Method::POST, b""))
+                .await
+                .unwrap();
+            assert_eq!(conns.idle_count(), expected_idle);
+        }
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+        let requests = seen.requests.lock().unwrap();
+        assert!(requests[0].ends_with(b"content-length: 0\r\n\r\n"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn malformed_responses_fail_with_their_reason() {
+        let many_fields: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\n{}content-length: 0\r\n\r\n",
+                "x-a: 1\r\n".repeat(200)
+            )
+            .into_boxed_str(),
+        );
+        let fifty_fields: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\n{}content-length: 0\r\n\r\n",
+                "x-a: 1\r\n".repeat(50)
+            )
+            .into_boxed_str(),
+        );
+        let cases: [(&'static [u8], &str); 5] = [
+            (
+                b"SSH-2.0-OpenSSH\r\n\r\n",
+                "RequestError: invalid HTTP response",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nab",
+                "RequestError: invalid HTTP response: conflicting",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+                "ResponseError: connection closed before message completed",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                "ResponseError: invalid chunk size line",
+            ),
+            (
+                many_fields.as_bytes(),
+                "RequestError: invalid HTTP response: too many headers",
+            ),
+        ];
+        for (reply, expected) in cases {
+            let (origin, _) = scripted(vec![(reply, 1, true)]).await;
+            let err = Connections::default()
+                .round_trip(&origin, request(&origin, Method::GET, b""))
+                .await
+                .unwrap_err();
+            assert!(
+                err.describe().starts_with(expected),
+                "{} for {:?}",
+                err.describe(),
+                String::from_utf8_lossy(&reply[..20])
+            );
+        }
+        // 50 fields are more than the first try's room, and fine.
+        let (origin, _) = scripted(vec![(fifty_fields.as_bytes(), 1, false)]).await;
+        let (head, _) = Connections::default()
+            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .await
+            .unwrap();
+        assert_eq!(head.headers.get_all("x-a").iter().count(), 50);
     }
 }

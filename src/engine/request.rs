@@ -4,7 +4,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use reqwest::cookie::CookieStore;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
@@ -248,7 +247,7 @@ fn plain_request(
     url: &Url,
     spec: &RequestSpec,
     body: Bytes,
-) -> Result<(Origin, http::Request<Full<Bytes>>), String> {
+) -> Result<(Origin, http::Request<Bytes>), String> {
     let bad_url = || format!("InvalidURL: '{url}' cannot be requested");
     let origin = Origin::of(url).ok_or_else(bad_url)?;
     let mut headers = header_map(&spec.headers)?;
@@ -272,7 +271,7 @@ fn plain_request(
         }
     }
     let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let mut req = http::Request::new(Full::new(body));
+    let mut req = http::Request::new(body);
     *req.method_mut() = spec.method.clone();
     *req.uri_mut() = target.parse().map_err(|_| bad_url())?;
     *req.headers_mut() = headers;
