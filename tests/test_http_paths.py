@@ -18,11 +18,31 @@ class Prober(AsyncHttpUser):
         await self.session.get("/probe?n=1")
 """
 
+TOGETHER = """
+import asyncio
+
+started = 0
+all_started = None
+
+async def _on_start(self):
+    global started, all_started
+    if all_started is None:
+        all_started = asyncio.Event()
+    started += 1
+    if started == 3:
+        all_started.set()
+    await asyncio.wait_for(all_started.wait(), 10)
+
+Prober.on_start = _on_start
+"""
+
 
 def test_each_user_keeps_one_connection(
     http_server: CountingServer, write_file, tmp_path: Path
 ) -> None:
-    path = write_file("probe.py", USER)
+    # Each user starts its tasks once all three have started, so that none
+    # can run out of iterations before the last one sends a request.
+    path = write_file("probe.py", USER + TOGETHER)
     run = run_aiotest(
         "-f", str(path), "--headless", "-u", "3", "-r", "100", "-i", "90",
         "-H", http_server.url, cwd=tmp_path,

@@ -51,8 +51,10 @@ class LocalRunner:
         #: Set when, after spawning, every user has ended by itself
         #: (``StopUser``, or a ``"once"`` feeder that ran dry).
         self.all_users_stopped = asyncio.Event()
-        self._users: dict[type[User], list[tuple[User, asyncio.Task[None]]]] = {
-            cls: [] for cls in environment.user_classes
+        # Per class, in start order: id(user) -> (user, its task). A dict, so
+        # that a user's end is O(1) when thousands end together.
+        self._users: dict[type[User], dict[int, tuple[User, asyncio.Task[None]]]] = {
+            cls: {} for cls in environment.user_classes
         }
         #: This process's place in the cluster (0 of 1 in local mode).
         self.worker_index = 0
@@ -106,7 +108,7 @@ class LocalRunner:
         ``environment.user_classes``) at ``spawn_rate`` users/s. Users keep
         their ``user_index``; the indexes stay 0 to N-1."""
         owned = [
-            sorted(u.user_index for u, _ in self._users[c] if not u._stop_requested)
+            sorted(u.user_index for u, _ in self._users[c].values() if not u._stop_requested)
             for c in self.environment.user_classes
         ]
         wanted = _core.assign_user_indexes([owned], [target])[0]
@@ -122,10 +124,12 @@ class LocalRunner:
         fresh: list[list[int]] = []
         for cls, indexes in zip(classes, wanted, strict=True):
             keep = set(indexes)
-            for user, task in self._users[cls][::-1]:
+            for user, task in reversed(list(self._users[cls].values())):
                 if user.user_index not in keep:
                     self._stop_user(user, task, force=True)
-            running = {u.user_index for u, _ in self._users[cls] if not u._stop_requested}
+            running = {
+                u.user_index for u, _ in self._users[cls].values() if not u._stop_requested
+            }
             fresh.append([i for i in indexes if i not in running][::-1])
         order = _core.spawn_order([len(f) for f in fresh])
         self.state = "spawning"
@@ -182,16 +186,13 @@ class LocalRunner:
         life = user.run() if self.open_model is None else self.open_model.pooled_life(user)
         task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
         entry = (user, task)
-        self._users[cls].append(entry)
+        self._users[cls][id(user)] = entry
         task.add_done_callback(lambda t, cls=cls, entry=entry: self._user_done(cls, entry, t))
 
     def _user_done(
         self, cls: type[User], entry: tuple[User, asyncio.Task[None]], task: asyncio.Task[None]
     ) -> None:
-        try:
-            self._users[cls].remove(entry)
-        except ValueError:
-            pass
+        self._users[cls].pop(id(entry[0]), None)
         if self.state == "running" and self.user_count == 0 and not entry[0]._stop_requested:
             self.all_users_stopped.set()
         if not task.cancelled() and task.exception() is not None:
@@ -199,7 +200,9 @@ class LocalRunner:
 
     def _stop_user(self, user: User, task: asyncio.Task[None], *, force: bool) -> None:
         user._stop_requested = True
-        if force or user._waiting:
+        # A user waiting out its wait time ends without an exception (and
+        # the traceback each would keep until the run ends).
+        if force or (user._waiting and not user._end_wait()):
             task.cancel()
 
     async def stop(self) -> None:
@@ -212,7 +215,7 @@ class LocalRunner:
         if self.open_model is not None:
             self.open_model.stop()
         timeout_s = self.environment.stop_timeout_s
-        entries = [e for users in self._users.values() for e in users]
+        entries = [e for users in self._users.values() for e in users.values()]
         for user, task in entries:
             self._stop_user(user, task, force=timeout_s <= 0)
         tasks = [t for _, t in entries]

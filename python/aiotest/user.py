@@ -32,6 +32,12 @@ def _awaitable(result: Any) -> bool:
     return type(result) is CoroutineType or inspect.isawaitable(result)
 
 
+def _wake_up(wake: asyncio.Future[None]) -> None:
+    """Ends a wait time (a ``call_later`` callback)."""
+    if not wake.done():
+        wake.set_result(None)
+
+
 def task(weight: int | F = 1) -> Any:
     """Marks a method as a task: ``@task`` or ``@task(3)``, where the weight
     makes it that many times as likely to be picked."""
@@ -134,6 +140,8 @@ class User(metaclass=_UserMeta):
         self.worker_count: int = runner.worker_count if runner is not None else 1
         self._stop_requested = False
         self._waiting = False
+        #: The future a wait time awaits, while it does (see _end_wait).
+        self._wake: asyncio.Future[None] | None = None
         self._task_started_at: float | None = None
         self._task_fns, self._task_cum_weights = environment.task_table(type(self))
 
@@ -161,6 +169,7 @@ class User(metaclass=_UserMeta):
         the user goes on; :class:`StopUser` ends this user."""
         runner = self.environment.runner
         bridge = self.environment.bridge
+        loop = asyncio.get_running_loop()
         try:
             if not await self._start():
                 return
@@ -179,11 +188,31 @@ class User(metaclass=_UserMeta):
                     continue
                 self._waiting = True
                 try:
-                    await asyncio.sleep(wait_s)
+                    if wait_s > 0:
+                        # asyncio.sleep's own steps, with the future kept so
+                        # that a stop can end the wait early (_end_wait).
+                        wake = self._wake = loop.create_future()
+                        timer = loop.call_later(wait_s, _wake_up, wake)
+                        try:
+                            await wake
+                        finally:
+                            timer.cancel()
+                            self._wake = None
+                    else:
+                        await asyncio.sleep(0)
                 finally:
                     self._waiting = False
         finally:
             await self._stop()
+
+    def _end_wait(self) -> bool:
+        """Ends the current wait time now; False when the user is not in one
+        this can end (it must be cancelled instead)."""
+        wake = self._wake
+        if wake is None or wake.done():
+            return False
+        wake.set_result(None)
+        return True
 
     async def _start(self) -> bool:
         """Runs ``on_start``; False when it raised :class:`StopUser`."""

@@ -139,10 +139,13 @@ impl Driven {
             for job in jobs {
                 let shared = shared.clone();
                 let in_flight = in_flight.clone();
+                // Made out here, so that the task holds the request's future
+                // and not also the job it was made from.
+                let request = job.run();
                 // Spawned from inside the runtime: onto its local queue,
                 // with no wake-up of a parked driver.
                 tokio::spawn(async move {
-                    let (done, sample) = job.run().await;
+                    let (done, sample) = request.await;
                     {
                         let mut f = lock(&shared.finished);
                         f.samples.extend(sample);

@@ -10,17 +10,20 @@
 //! responses have a body, Content-Length, chunked, read-until-close, and
 //! section 9.3 for persistence). https, proxies and the hops after a
 //! redirect go through reqwest instead (`request.rs` decides).
-// NOTE: this path first ran on hyper's HTTP/1.1 connection API, which took
-// 14.2k -> 21.2k requests/s from reqwest. hyper gives every connection a
-// task of its own, a request channel whose first block holds 32 requests
-// (~9 KB), an 8 KB write buffer and a read buffer that a response's header
-// values keep alive while the next read reserves another: heaptrack
-// measured 48 KB of heap per user at 3,000 users (wait 1 s), 40 KB of it
-// in those (2026-11-23). Here an idle connection is its socket alone, a
-// response is read into one buffer that is freed with it, and the request
-// runs in the caller's task: no channel, no second task to wake.
-// Figures before and after: bench/README.md.
+// NOTE: this path first ran on hyper's HTTP/1.1 connection API (14.2k ->
+// 21.2k requests/s from reqwest). hyper gives every connection a task of
+// its own, a request channel whose first block holds 32 requests (~9 KB),
+// an 8 KB write buffer, and a read buffer that a response's header values
+// keep alive while the next read reserves another: heaptrack measured 48 KB
+// of heap per user at 3,000 users (wait 1 s), 40 KB of it in those
+// (2026-11-23). Here an idle connection is its socket alone, a response is
+// read into one buffer freed with it, and the request runs in the caller's
+// task: no channel, no second task to wake. Alternating runs against the
+// hyper build, the same hour: 38.1k/39.3k -> 44.5k/42.3k requests/s
+// (50 users, one core, nginx), and 10,000 users at wait 1 s peaked at
+// 465 MB RSS -> 93 MB.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -134,43 +137,72 @@ impl Connections {
     ///
     /// # Errors
     /// [`Failure`] says which step failed; the connection is then dropped.
-    pub async fn round_trip(
-        &self,
-        origin: &Origin,
+    pub fn round_trip<'a>(
+        &'a self,
+        origin: &'a Origin,
         req: Request<Bytes>,
-    ) -> Result<(Head, Bytes), Failure> {
+    ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
+        // Only what the exchange needs goes into the future (an async fn
+        // would keep `req` whole in it): every byte of it is in each
+        // request's task, and 10,000 users may have one in flight at once.
         let encoded = encode(&req);
-        let body = req.body();
+        let (parts, body) = req.into_parts();
+        let method = parts.method;
         let body_apart = (body.len() > INLINE_BODY_BYTES).then_some(body);
-        let method = req.method();
-        let (mut stream, reused) = match self.take_idle(origin) {
-            Some(stream) => (stream, true),
-            None => (connect(origin).await?, false),
-        };
         let first_read = self
             .last_response_bytes
             .load(Ordering::Relaxed)
             .next_power_of_two()
             .clamp(FIRST_READ_BYTES.0, FIRST_READ_BYTES.1);
-        let mut outcome = exchange(&mut stream, &encoded, body_apart, method, first_read).await;
-        let retry = match &outcome {
-            Err(Broken::Unsent(_)) => reused,
-            Err(Broken::Unanswered(_)) => reused && method.is_idempotent(),
-            _ => false,
+        self.send(origin, encoded, body_apart, method, first_read)
+    }
+
+    /// [`Self::round_trip`] once the request is encoded.
+    async fn send(
+        &self,
+        origin: &Origin,
+        encoded: Vec<u8>,
+        body_apart: Option<Bytes>,
+        method: Method,
+        first_read: usize,
+    ) -> Result<(Head, Bytes), Failure> {
+        let mut stream = self.take_idle(origin);
+        let reused = stream.is_some();
+        let mut retried = false;
+        let (head, body, reusable, received) = loop {
+            let mut conn = match stream.take() {
+                Some(conn) => conn,
+                None => Box::pin(connect(origin)).await?,
+            };
+            let outcome = exchange(
+                &mut conn,
+                &encoded,
+                body_apart.as_ref(),
+                &method,
+                first_read,
+            )
+            .await;
+            let retry = !retried
+                && reused
+                && match &outcome {
+                    Err(Broken::Unsent(_)) => true,
+                    Err(Broken::Unanswered(_)) => method.is_idempotent(),
+                    _ => false,
+                };
+            if !retry {
+                stream = Some(conn);
+                break outcome.map_err(|broken| match broken {
+                    Broken::Unsent(why) | Broken::Unanswered(why) => Failure::Request(why),
+                    Broken::Failed(failure) => failure,
+                })?;
+            }
+            retried = true;
         };
-        if retry {
-            stream = connect(origin).await?;
-            outcome = exchange(&mut stream, &encoded, body_apart, method, first_read).await;
-        }
-        let (head, body, reusable, received) = outcome.map_err(|broken| match broken {
-            Broken::Unsent(why) | Broken::Unanswered(why) => Failure::Request(why),
-            Broken::Failed(failure) => failure,
-        })?;
         self.last_response_bytes.store(received, Ordering::Relaxed);
-        if reusable {
+        if let (true, Some(conn)) = (reusable, stream) {
             let mut idle = self.idle();
             if idle.len() < MAX_IDLE_PER_SESSION {
-                idle.push((origin.clone(), stream));
+                idle.push((origin.clone(), conn));
             }
         }
         Ok((head, body))

@@ -130,8 +130,9 @@ impl Engine {
         let recorder = self.recorder.clone();
         let completions = self.completions.clone();
         let in_flight = self.in_flight.clone();
+        let request = job.run();
         self.runtime.spawn(async move {
-            let (done, sample) = job.run().await;
+            let (done, sample) = request.await;
             if let Some(sample) = sample {
                 recorder.record(sample);
             }

@@ -191,19 +191,21 @@ fn request_timeout(spec: &RequestSpec) -> Duration {
 /// hops go through reqwest, by the rules of its redirect policy, and the
 /// response time covers them all.
 async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec) -> HttpOutcome {
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
     let body = Bytes::from(spec.body.take().unwrap_or_default());
     let (origin, req) = match plain_request(session, &url, spec, body.clone()) {
         Ok(prepared) => prepared,
         Err(e) => {
+            let mut out = HttpOutcome::failed_before_sending(spec, e);
             out.url = url.into();
-            out.error = Some(e);
             return out;
         }
     };
     let timeout = request_timeout(spec);
     let started = Instant::now();
-    match tokio::time::timeout(timeout, session.conns.round_trip(&origin, req)).await {
+    let result = tokio::time::timeout(timeout, session.conns.round_trip(&origin, req)).await;
+    // Built after the await, so that it is not part of the request's task.
+    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    match result {
         Err(_) => out.error = Some("Timeout: request timed out".to_owned()),
         Ok(Err(failure)) => out.error = Some(failure.describe()),
         Ok(Ok((parts, resp_body))) => {
