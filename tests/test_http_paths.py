@@ -67,3 +67,44 @@ def test_requests_go_through_the_http_proxy_of_the_environment(
     assert run.total["num_requests"] == 20 and run.total["num_failures"] == 0
     # A proxy gets the absolute URL.
     assert http_server.counts[f"GET {host}/probe"] == 20
+
+
+FREED = """
+import gc, os
+from aiotest import AsyncHttpUser, task, constant
+from aiotest.http import Response
+
+class Freed(AsyncHttpUser):
+    wait_time = constant(0)
+
+    async def on_start(self):
+        gc.disable()  # only reference counts free what follows
+
+    @task
+    async def probe(self):
+        await self.session.get("/probe")
+        async with self.session.get("/probe", catch_response=True) as resp:
+            resp.success()
+
+    async def on_stop(self):
+        alive = sum(1 for o in gc.get_objects() if type(o) is Response)
+        gc.enable()
+        with open(os.environ["ALIVE_FILE"], "w") as f:
+            f.write(str(alive))
+"""
+
+
+def test_responses_are_freed_without_the_cycle_collector(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    # A response and its request context pointing at each other would stay
+    # until the collector ran: with 40 iterations, up to 80 would be alive.
+    path = write_file("freed.py", FREED)
+    alive_file = tmp_path / "alive.txt"
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "1", "-r", "10", "-i", "40", "-H", http_server.url,
+        cwd=tmp_path, env={"ALIVE_FILE": str(alive_file)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == 80 and run.total["num_failures"] == 0
+    assert int(alive_file.read_text()) <= 1

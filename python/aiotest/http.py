@@ -180,7 +180,11 @@ class RequestContext:
         # hot path of every request.
         session = self._session
         raw = yield from session._bridge.submit(session._core, *self._args).__await__()
-        response = self._response = Response(raw, self)
+        response = Response(raw, self)
+        if self._catch:
+            # Kept for the decision; __aexit__ lets go of it, since the
+            # response points back here and a cycle waits for the collector.
+            self._response = response
         return response
 
     async def __aenter__(self) -> Response:
@@ -195,6 +199,7 @@ class RequestContext:
     ) -> bool:
         if self._catch and self._response is not None and not self._recorded:
             self._record(self._response._raw.error if self._result is False else self._result)
+        self._response = None
         return False
 
     def set_result(self, error: str | None) -> None:

@@ -51,11 +51,13 @@ class LocalRunner:
         #: Set when, after spawning, every user has ended by itself
         #: (``StopUser``, or a ``"once"`` feeder that ran dry).
         self.all_users_stopped = asyncio.Event()
-        # Per class, in start order: id(user) -> (user, its task). A dict, so
+        # Per class, in start order: each user's task -> the user. A dict, so
         # that a user's end is O(1) when thousands end together.
-        self._users: dict[type[User], dict[int, tuple[User, asyncio.Task[None]]]] = {
+        self._users: dict[type[User], dict[asyncio.Task[None], User]] = {
             cls: {} for cls in environment.user_classes
         }
+        # One bound method for every task's done callback (no object per user).
+        self._on_user_done = self._user_done
         #: This process's place in the cluster (0 of 1 in local mode).
         self.worker_index = 0
         self.worker_count = 1
@@ -108,7 +110,7 @@ class LocalRunner:
         ``environment.user_classes``) at ``spawn_rate`` users/s. Users keep
         their ``user_index``; the indexes stay 0 to N-1."""
         owned = [
-            sorted(u.user_index for u, _ in self._users[c].values() if not u._stop_requested)
+            sorted(u.user_index for u in self._users[c].values() if not u._stop_requested)
             for c in self.environment.user_classes
         ]
         wanted = _core.assign_user_indexes([owned], [target])[0]
@@ -124,11 +126,11 @@ class LocalRunner:
         fresh: list[list[int]] = []
         for cls, indexes in zip(classes, wanted, strict=True):
             keep = set(indexes)
-            for user, task in reversed(list(self._users[cls].values())):
+            for task, user in reversed(list(self._users[cls].items())):
                 if user.user_index not in keep:
                     self._stop_user(user, task, force=True)
             running = {
-                u.user_index for u, _ in self._users[cls].values() if not u._stop_requested
+                u.user_index for u in self._users[cls].values() if not u._stop_requested
             }
             fresh.append([i for i in indexes if i not in running][::-1])
         order = _core.spawn_order([len(f) for f in fresh])
@@ -185,15 +187,21 @@ class LocalRunner:
         user = cls(self.environment, user_index=user_index)
         life = user.run() if self.open_model is None else self.open_model.pooled_life(user)
         task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
-        entry = (user, task)
-        self._users[cls][id(user)] = entry
-        task.add_done_callback(lambda t, cls=cls, entry=entry: self._user_done(cls, entry, t))
+        self._users[cls][task] = user
+        task.add_done_callback(self._on_user_done)
 
-    def _user_done(
-        self, cls: type[User], entry: tuple[User, asyncio.Task[None]], task: asyncio.Task[None]
-    ) -> None:
-        self._users[cls].pop(id(entry[0]), None)
-        if self.state == "running" and self.user_count == 0 and not entry[0]._stop_requested:
+    def _user_done(self, task: asyncio.Task[None]) -> None:
+        user = None
+        for users in self._users.values():
+            user = users.pop(task, None)
+            if user is not None:
+                break
+        if (
+            user is not None
+            and self.state == "running"
+            and self.user_count == 0
+            and not user._stop_requested
+        ):
             self.all_users_stopped.set()
         if not task.cancelled() and task.exception() is not None:
             self.record_error(task.exception())  # type: ignore[arg-type]
@@ -215,7 +223,7 @@ class LocalRunner:
         if self.open_model is not None:
             self.open_model.stop()
         timeout_s = self.environment.stop_timeout_s
-        entries = [e for users in self._users.values() for e in users.values()]
+        entries = [(u, t) for users in self._users.values() for t, u in users.items()]
         for user, task in entries:
             self._stop_user(user, task, force=timeout_s <= 0)
         tasks = [t for _, t in entries]
