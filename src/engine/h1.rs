@@ -167,8 +167,8 @@ impl Connections {
         first_read: usize,
     ) -> Result<(Head, Bytes), Failure> {
         let mut stream = self.take_idle(origin);
-        let reused = stream.is_some();
-        let mut retried = false;
+        // Cleared by a retry, which opens a new connection.
+        let mut reused = stream.is_some();
         let (head, body, reusable, received) = loop {
             let mut conn = match stream.take() {
                 Some(conn) => conn,
@@ -182,8 +182,7 @@ impl Connections {
                 first_read,
             )
             .await;
-            let retry = !retried
-                && reused
+            let retry = reused
                 && match &outcome {
                     Err(Broken::Unsent(_)) => true,
                     Err(Broken::Unanswered(_)) => method.is_idempotent(),
@@ -196,7 +195,7 @@ impl Connections {
                     Broken::Failed(failure) => failure,
                 })?;
             }
-            retried = true;
+            reused = false;
         };
         self.last_response_bytes.store(received, Ordering::Relaxed);
         if let (true, Some(conn)) = (reusable, stream) {
@@ -638,53 +637,12 @@ fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item =
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
-
-    /// A keep-alive server on loopback that answers each request with "ok"
-    /// and counts connections; with `close_after_each`, it closes every
-    /// connection after its answer, without saying so.
-    async fn server(close_after_each: bool) -> (Origin, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if sock.write_all(reply).await.is_err() || close_after_each {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        let origin = Origin {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        (origin, accepted)
-    }
 
     fn get(origin: &Origin) -> Request<Bytes> {
         Request::get("/x")
@@ -693,45 +651,48 @@ mod tests {
             .unwrap()
     }
 
+    /// An "ok" answer for [`scripted`].
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
     #[tokio::test(flavor = "current_thread")]
     async fn sequential_requests_share_one_connection() {
-        let (origin, accepted) = server(false).await;
+        let (origin, seen) = scripted(vec![(OK, 1, false); 20]).await;
         let conns = Connections::default();
         for _ in 0..20 {
             let (parts, body) = conns.round_trip(&origin, get(&origin)).await.unwrap();
             assert_eq!(parts.status, 200);
             assert_eq!(&body[..], b"ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
         assert_eq!(conns.idle_count(), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn connections_the_server_closed_are_replaced() {
-        let (origin, accepted) = server(true).await;
+        let (origin, seen) = scripted(vec![(OK, 1, true); 20]).await;
         let conns = Connections::default();
         for _ in 0..20 {
             let (parts, _) = conns.round_trip(&origin, get(&origin)).await.unwrap();
             assert_eq!(parts.status, 200);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 20);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 20);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn concurrent_requests_open_their_own_connections() {
-        let (origin, accepted) = server(false).await;
+        let (origin, seen) = scripted(vec![(OK, 1, false); 12]).await;
         let conns = Connections::default();
         let all =
             futures_util::future::join_all((0..4).map(|_| conns.round_trip(&origin, get(&origin))))
                 .await;
         assert!(all.iter().all(Result::is_ok));
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
         assert_eq!(conns.idle_count(), 4);
         // They are all reused afterwards.
         for _ in 0..8 {
             conns.round_trip(&origin, get(&origin)).await.unwrap();
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test(flavor = "current_thread")]

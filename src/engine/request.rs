@@ -451,7 +451,7 @@ pub fn describe_error(e: &reqwest::Error) -> String {
 
 /// The text of the innermost error in `e`'s `source()` chain: the cause a
 /// failure text names (an OS error, a parse error), without its wrappers.
-pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut root = e;
     while let Some(next) = root.source() {
         root = next;

@@ -80,6 +80,7 @@ impl HttpSession {
         Ok(parsed)
     }
 
+    /// [`Self::resolve`] without the cache.
     fn parse(&self, url: &str) -> Result<reqwest::Url, EngineError> {
         let full = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_owned()
