@@ -22,6 +22,13 @@ mod bridge;
 // 38.8k requests/s (+9 %). It also returns the memory of a burst of
 // requests, where glibc kept it: 10,000 users peaked at 93-128 MB against
 // 148-158 MB. Python's own objects still use Python's allocator.
+// NOTE: mimalloc is built without its transparent-huge-page advice
+// (`no_thp`): with it, each of its arenas was backed by 2 MiB pages on
+// first touch, and `bench/run.py memory` measured 8 MiB resident for a
+// handful of live allocations. Without it (2026-11-23): one user 38.4 ->
+// 31.3 MB, 10,000 idle users 84 -> 66 MB, 10,000 users at constant(1)
+// peaking 99-115 -> 76-83 MB; requests/s unchanged (55.1k/54.9k/55.1k
+// against 55.2k/55.4k/55.1k in alternating runs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

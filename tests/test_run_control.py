@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import AIOTEST, DemoTarget, run_aiotest
 
 SLOW_USER = """
@@ -74,6 +76,42 @@ def test_stop_timeout_lets_tasks_finish(
     # slow request ran too, and no user started another task.
     assert demo_target.counts()["requests"] == {"GET /slow": 2, "GET /hello": 2}
     assert run.total["num_requests"] == 4
+
+
+WAITING_USER = """
+import asyncio, os
+from aiotest import AsyncHttpUser, task, constant
+
+class Waiting(AsyncHttpUser):
+    wait_time = constant(60)
+
+    @task
+    async def once(self):
+        await self.session.get("/hello")
+
+    async def on_stop(self):
+        task = asyncio.current_task()
+        with open(os.environ["STOPPED_FILE"], "a") as f:
+            f.write(f"{task.cancelling()}\\n")
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is new in 3.11")
+def test_users_in_their_wait_time_stop_without_being_cancelled(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    # Without a stop timeout, a user waiting out its wait time ends the wait
+    # and returns: a cancellation would leave each task its exception and
+    # traceback until the run ends (~1 KB a user).
+    path = write_file("waiting.py", WAITING_USER)
+    stopped = tmp_path / "stopped.txt"
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "3", "-r", "100", "-t", "0.5s",
+        "-H", demo_target.url, cwd=tmp_path, env={"STOPPED_FILE": str(stopped)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == 3
+    assert stopped.read_text().split() == ["0", "0", "0"]
 
 
 def test_ctrl_c_stops_gracefully_and_reports(

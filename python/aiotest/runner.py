@@ -208,9 +208,12 @@ class LocalRunner:
 
     def _stop_user(self, user: User, task: asyncio.Task[None], *, force: bool) -> None:
         user._stop_requested = True
-        # A user waiting out its wait time ends without an exception (and
-        # the traceback each would keep until the run ends).
-        if force or (user._waiting and not user._end_wait()):
+        # A user waiting out its wait time ends it and returns, even when
+        # forced: a cancellation's exception and traceback would stay with
+        # its task until the run ends (~1 KB a user, 10 MB at 10,000).
+        if user._waiting and user._end_wait():
+            return
+        if force or user._waiting:
             task.cancel()
 
     async def stop(self) -> None:
