@@ -112,14 +112,15 @@ class EngineBridge:
                 event.notify_response(raw, raw.error)
 
 
-# NOTE: tokio's timers, like epoll's timeout, tick in whole milliseconds, so a
-# blocking wait ends up to 1 ms after the loop's timer is due. Waits paced
-# below that clump together: users of `constant_pacing` then fire in bursts,
-# and at 2,000 req/s (bench/run.py latency, 50 users) bursts of 10-18
-# requests put their queueing into the measured p50 (1.0 ms, against 0.14 ms
-# with precise timers). So a turn never blocks within _SPIN_S of the next
-# timer: it returns and the loop turns again until the timer is due.
-_SPIN_S = 0.001
+# NOTE: a blocking turn ends on a timerfd (see src/engine/driven.rs), on
+# time to the microsecond, but waking a parked core takes 50-100 us on this
+# kind of machine, and that delay lands on whatever is due: the next user's
+# start, or a response read late. So a turn never blocks within _SPIN_S of
+# the loop's next timer: it returns, and the loop turns again until the
+# timer is due. At 2,000 req/s (bench/run.py latency, 50 users, 2026-11-23)
+# p50/p99 were 61-80/155-341 us with no spin, 50-53/117-132 us spinning
+# 100 us (34 % of the core in all), and 45-54/94-129 us spinning 1 ms (80 %).
+_SPIN_S = 0.0001
 
 
 class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
