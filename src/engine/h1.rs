@@ -45,9 +45,9 @@ const MAX_IDLE_PER_SESSION: usize = 8;
 /// (rounded up to a power of two), within these bounds, and grows when the
 /// response is larger. Small first: the buffers of all requests in flight
 /// are alive at once, e.g. when 10,000 users start together.
-const FIRST_READ_BYTES: (usize, usize) = (512, 64 * 1024);
+const FIRST_READ_BYTES: (usize, usize) = (256, 64 * 1024);
 /// A read asks for at least this many bytes.
-const MIN_READ_BYTES: usize = 512;
+const MIN_READ_BYTES: usize = 256;
 /// A read asks for at most this many bytes ahead of a body's known end.
 const MAX_READ_BYTES: usize = 1 << 20;
 /// The largest response head accepted, in bytes (hyper allows ~400 KB).

@@ -51,6 +51,8 @@ pub struct Engine {
     _aggregator: Aggregator,
     completions: Arc<CompletionQueue<Completion>>,
     tls: Arc<rustls::ClientConfig>,
+    /// Resolved URLs, shared by the engine's sessions.
+    urls: Arc<session::UrlCache>,
     next_id: AtomicU64,
     in_flight: Arc<AtomicU64>,
     /// Requests run on `driven` (turned by the Python loop's thread, see
@@ -84,6 +86,7 @@ impl Engine {
                 CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?,
             ),
             tls: Arc::new(tls_config()?),
+            urls: Arc::default(),
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicU64::new(0)),
         })
@@ -109,7 +112,7 @@ impl Engine {
     /// [`EngineError::BadUrl`] for a malformed host.
     pub fn new_session(&self, base_url: Option<&str>) -> Result<HttpSession, EngineError> {
         let _guard = self.runtime.enter();
-        HttpSession::new(base_url, self.tls.clone())
+        HttpSession::new(base_url, self.tls.clone(), self.urls.clone())
     }
 
     /// Starts one request and returns its id at once. Its [`Completion`]

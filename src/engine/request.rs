@@ -532,7 +532,12 @@ mod plain_path_tests {
             .build()
             .unwrap();
         let tls = Arc::new(crate::engine::tls_config().unwrap());
-        let session = HttpSession::new(Some(&format!("http://{}", target.addr)), tls).unwrap();
+        let session = HttpSession::new(
+            Some(&format!("http://{}", target.addr)),
+            tls,
+            Arc::default(),
+        )
+        .unwrap();
         (target, rt, session)
     }
 

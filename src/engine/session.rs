@@ -21,9 +21,48 @@ pub struct HttpSession {
     /// The user's host, with no trailing slash; relative URLs join it.
     pub base_url: Option<String>,
     pub(crate) state: Arc<SessionState>,
-    /// URLs as given, resolved: most tasks request the same few URLs, and
-    /// parsing one (host validation included) costs more than a lookup.
-    resolved: Mutex<HashMap<String, reqwest::Url>>,
+    /// Shared with the engine's other sessions.
+    urls: Arc<UrlCache>,
+}
+
+/// URLs as given, resolved against their host: most tasks request the same
+/// few URLs, and parsing one (host validation included) costs more than a
+/// lookup. One cache serves all of an engine's sessions, so 10,000 users of
+/// one host share an entry per URL; a map in each session took ~500 bytes
+/// a user.
+#[derive(Default)]
+pub(crate) struct UrlCache {
+    inner: Mutex<UrlMap>,
+}
+
+#[derive(Default)]
+struct UrlMap {
+    /// Host (empty for none) -> URL as given -> resolved URL.
+    by_base: HashMap<String, HashMap<String, reqwest::Url>>,
+    entries: usize,
+}
+
+impl UrlCache {
+    fn map(&self) -> std::sync::MutexGuard<'_, UrlMap> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, base: &str, url: &str) -> Option<reqwest::Url> {
+        self.map().by_base.get(base)?.get(url).cloned()
+    }
+
+    /// Keeps `parsed`; starts over once [`RESOLVED_CACHE_ENTRIES`] are kept.
+    fn put(&self, base: &str, url: &str, parsed: &reqwest::Url) {
+        let mut map = self.map();
+        if map.entries >= RESOLVED_CACHE_ENTRIES {
+            map.by_base.clear();
+            map.entries = 0;
+        }
+        let urls = map.by_base.entry(base.to_owned()).or_default();
+        if urls.insert(url.to_owned(), parsed.clone()).is_none() {
+            map.entries += 1;
+        }
+    }
 }
 
 /// What a session's requests share while they run.
@@ -37,13 +76,14 @@ pub(crate) struct SessionState {
     pub conns: Connections,
 }
 
-/// How many resolved URLs a session keeps before it starts over.
-const RESOLVED_CACHE_ENTRIES: usize = 64;
+/// How many resolved URLs an engine keeps before it starts over.
+const RESOLVED_CACHE_ENTRIES: usize = 4096;
 
 impl HttpSession {
     pub(crate) fn new(
         base_url: Option<&str>,
         tls: Arc<rustls::ClientConfig>,
+        urls: Arc<UrlCache>,
     ) -> Result<Self, EngineError> {
         let base_url = match base_url {
             Some(b) => Some(validate_base_url(b)?),
@@ -57,7 +97,7 @@ impl HttpSession {
                 clients: Default::default(),
                 conns: Connections::default(),
             }),
-            resolved: Mutex::new(HashMap::new()),
+            urls,
         })
     }
 
@@ -68,15 +108,12 @@ impl HttpSession {
     /// [`EngineError::NoHost`] for a relative URL without a host, and
     /// [`EngineError::BadUrl`] for a result that is not a URL.
     pub fn resolve(&self, url: &str) -> Result<reqwest::Url, EngineError> {
-        let mut cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = cache.get(url) {
-            return Ok(hit.clone());
+        let base = self.base_url.as_deref().unwrap_or("");
+        if let Some(hit) = self.urls.get(base, url) {
+            return Ok(hit);
         }
         let parsed = self.parse(url)?;
-        if cache.len() >= RESOLVED_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(url.to_owned(), parsed.clone());
+        self.urls.put(base, url, &parsed);
         Ok(parsed)
     }
 
@@ -193,8 +230,16 @@ mod tests {
     #[test]
     fn resolved_urls_are_the_same_from_the_cache() {
         let tls = Arc::new(crate::engine::tls_config().unwrap());
-        let session = HttpSession::new(Some("http://127.0.0.1:8080/api"), tls).unwrap();
+        let urls = Arc::new(UrlCache::default());
+        let session =
+            HttpSession::new(Some("http://127.0.0.1:8080/api"), tls.clone(), urls.clone()).unwrap();
+        // A session of another host shares the cache, not its entries.
+        let other = HttpSession::new(Some("http://127.0.0.2:9090"), tls, urls.clone()).unwrap();
         for _ in 0..2 {
+            assert_eq!(
+                other.resolve("/hello").unwrap().as_str(),
+                "http://127.0.0.2:9090/hello"
+            );
             assert_eq!(
                 session.resolve("/hello").unwrap().as_str(),
                 "http://127.0.0.1:8080/api/hello"
@@ -209,7 +254,7 @@ mod tests {
             let url = session.resolve(&format!("/n/{i}")).unwrap();
             assert!(url.as_str().ends_with(&format!("/n/{i}")));
         }
-        assert!(session.resolved.lock().unwrap().len() <= RESOLVED_CACHE_ENTRIES);
+        assert!(urls.map().entries <= RESOLVED_CACHE_ENTRIES);
     }
 
     #[test]
