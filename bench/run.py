@@ -287,9 +287,8 @@ def locust(url: str, duration_s: int) -> Row:
                p99_us=float(agg[18]) * 1e3, peak_rss_bytes=rss)  # fmt: skip
 
 
-def median_of(n: int, measure: Callable[[], Row]) -> Row:
-    """Runs ``measure`` n times; keeps the run with the median requests/s."""
-    rows = [measure() for _ in range(n)]
+def median_of(rows: list[Row]) -> Row:
+    """The run with the median requests/s, listing every run's."""
     measured = [r for r in rows if r.rps is not None]
     if not measured:
         return rows[0]
@@ -304,17 +303,26 @@ def median_of(n: int, measure: Callable[[], Row]) -> Row:
 
 def throughput(url: str, args: argparse.Namespace) -> list[Row]:
     d, n = args.duration, args.runs
-    rows = [
-        median_of(n, lambda: wrk(url, d)),
-        median_of(n, lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000)),
-        median_of(n, lambda: locust(url, d)),
-        median_of(n, lambda: oha(url, d)),
+    tools: list[Callable[[], Row]] = [
+        lambda: wrk(url, d),
+        lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000),
+        lambda: locust(url, d),
+        lambda: oha(url, d),
     ]
-    ref = rows[0].rps
-    for r in rows:
-        r.scenario = "throughput"
-        if ref and r.rps:
-            r.ratio = r.rps / ref
+    # Rounds of one run per tool, so that the machine's drift (15-50 % over
+    # minutes on a shared VM) hits every tool alike; each tool's ratio is
+    # the median of its ratios to wrk's run in the same round.
+    rounds = [[measure() for measure in tools] for _ in range(n)]
+    rows = []
+    for k in range(len(tools)):
+        ratios = sorted(
+            r[k].rps / r[0].rps for r in rounds if r[k].rps is not None and r[0].rps
+        )
+        row = median_of([r[k] for r in rounds])
+        row.scenario = "throughput"
+        if ratios:
+            row.ratio = ratios[len(ratios) // 2]
+        rows.append(row)
     return rows
 
 
