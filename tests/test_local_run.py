@@ -23,7 +23,8 @@ def test_example_matches_server_counts(demo_target: DemoTarget) -> None:
         "-H",
         demo_target.url,
     )
-    assert run.returncode == 0, run.stderr
+    # The failures and errors tables end stdout: show them when it fails.
+    assert run.returncode == 0, run.stderr + run.stdout[-3000:]
     seen = demo_target.counts()
     assert run.total["num_requests"] == seen["total"] > 20
     assert run.total["num_failures"] == 0
