@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CountingServer, run_aiotest
+from conftest import CountingServer, DemoTarget, run_aiotest
 
 MIXED_AWAITS = """
 import asyncio, os, time
@@ -62,6 +62,81 @@ class Idle(AsyncHttpUser):
         with events.request.measure("thread", "noop"):
             await asyncio.to_thread(lambda: None)
 """
+
+
+# A user task is resumed straight from the engine's turn when a request it
+# awaits finishes (_bridge.UserTask); everything else in asyncio must see an
+# ordinary Task. Each broken promise raises, and the run's errors show it.
+TASK_PROMISES = """
+import asyncio, contextvars, sys
+from aiotest import AsyncHttpUser, constant, events, task
+
+who = contextvars.ContextVar("who")
+
+class Promises(AsyncHttpUser):
+    wait_time = constant(0)
+
+    async def on_start(self):
+        who.set(self.user_index)
+
+    @task
+    async def promises(self):
+        me = asyncio.current_task()
+        assert type(me).__name__ == "UserTask", type(me)
+        resp = await self.session.get("/hello")
+        assert resp.status == 200, resp
+        assert asyncio.current_task() is me
+        assert who.get() == self.user_index
+        # Requests awaited in tasks of their own (asyncio's C Task).
+        a, b = await asyncio.gather(self.session.get("/hello"), self.session.get("/delay/1"))
+        assert (a.status, b.status) == (200, 200), (a, b)
+        resp = await asyncio.wait_for(self.session.get("/hello"), 5)
+        assert resp.status == 200, resp
+        # A timeout that cancels this task in the middle of a request.
+        with events.request.measure("timeout", "cancelled request") as ctx:
+            try:
+                if sys.version_info >= (3, 11):
+                    async with asyncio.timeout(0.05):
+                        await self.session.get("/delay/2000")
+                else:
+                    await asyncio.wait_for(self.session.get("/delay/2000"), 0.05)
+            except asyncio.TimeoutError:
+                ctx["response_length"] = 1
+            else:
+                raise AssertionError("the request outlived its timeout")
+        assert asyncio.current_task() is me and not me.cancelled()
+        if sys.version_info >= (3, 11):
+            assert me.cancelling() == 0, me.cancelling()
+        # Cancelling the task itself while it runs: the next request is
+        # where the CancelledError lands.
+        me.cancel()
+        try:
+            await self.session.get("/hello")
+        except asyncio.CancelledError:
+            if sys.version_info >= (3, 11):
+                me.uncancel()
+        else:
+            raise AssertionError("a cancelled task's request went on")
+        await asyncio.sleep(0)
+        assert who.get() == self.user_index
+"""
+
+
+def test_user_tasks_keep_asyncio_task_semantics_around_requests(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    path = write_file("promises.py", TASK_PROMISES)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "3", "-r", "100", "-i", "12",
+        "-H", demo_target.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert run.json is not None and run.json["stats"]["errors"] == [], run.json["stats"]["errors"]
+    timeouts = run.entry("timeout", "cancelled request")
+    assert timeouts["num_requests"] == 12 and timeouts["total_content_bytes"] == 12, timeouts
+    # 4 /hello and 1 /delay/1 an iteration, and the abandoned /delay/2000.
+    assert run.entry("GET", "/hello")["num_requests"] == 12 * 4
+    assert run.entry("GET", "/delay/1")["num_requests"] == 12
 
 
 class _Echo(socketserver.StreamRequestHandler):

@@ -179,7 +179,14 @@ class RequestContext:
         # A plain generator rather than a coroutine: one object fewer on the
         # hot path of every request.
         session = self._session
-        raw = yield from session._bridge.submit(session._core, *self._args).__await__()
+        bridge = session._bridge
+        task = bridge.stepping
+        if task is not None:
+            # A UserTask on a driving loop: resumed with the response by the
+            # turn that finishes the request (see _bridge.UserTask).
+            raw = yield bridge.wait_for(task, session._core, self._args)
+        else:
+            raw = yield from bridge.submit(session._core, *self._args).__await__()
         response = Response(raw, self)
         if self._catch:
             # Kept for the decision; __aexit__ lets go of it, since the

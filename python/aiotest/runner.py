@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._bridge import UserTask
 
 if TYPE_CHECKING:
     from .env import Environment
@@ -186,7 +187,12 @@ class LocalRunner:
     def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop, user_index: int) -> None:
         user = cls(self.environment, user_index=user_index)
         life = user.run() if self.open_model is None else self.open_model.pooled_life(user)
-        task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
+        name = f"{cls.__name__}-{user.user_index}"
+        bridge = self.environment.bridge
+        if bridge is not None and bridge.driven:
+            task: asyncio.Task[None] = UserTask(life, loop=loop, name=name, bridge=bridge)
+        else:
+            task = loop.create_task(life, name=name)
         self._users[cls][task] = user
         task.add_done_callback(self._on_user_done)
 
