@@ -22,8 +22,11 @@
 // scheduler, so user code can await anything asyncio can, and removes the
 // thread hand-offs: 16.8k requests/s in the same setting, the same hour,
 // and ~20k with the leaner Python request path that followed (bench/README.md).
-// (b) would also drop asyncio's Task and Future per request, but it makes
-// aiotest the scheduler of every await in user code; not done yet.
+// (b), Rust as the scheduler of every await, was not built: it would make
+// aiotest reimplement asyncio's Task for every await in user code. Its
+// gain for requests is had in Python: `_bridge.UserTask` is resumed by the
+// turn that finishes its request, without an asyncio Future (see the NOTE
+// there: +12 % req/s, the median of eight alternating pairs).
 // NOTE: a blocking turn ends on a timerfd, not on tokio's timer: tokio's
 // wheel ticks in whole milliseconds, so turns overshot the Python loop's
 // next timer by 1-2 ms and users woke late and together. At 2,000 req/s
