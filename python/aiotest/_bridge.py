@@ -30,6 +30,10 @@ from .events import RequestEvent
 
 T = TypeVar("T")
 
+# Where ``record`` sits in the arguments of Engine.submit after the session
+# (see HttpSession.request).
+_RECORD_ARG = 7
+
 
 class EngineBridge:
     """Connects one :class:`aiotest._core.Engine` to one asyncio loop.
@@ -91,15 +95,16 @@ class EngineBridge:
         if loop is None:
             raise RuntimeError("the engine is not attached to a running event loop")
         fut: asyncio.Future[RawResponse] = loop.create_future()
-        # args[7] is `record` (see HttpSession.request).
-        self._pending[self.engine.submit(session, *args)] = (fut, bool(args[7]))
+        self._pending[self.engine.submit(session, *args)] = (fut, bool(args[_RECORD_ARG]))
         return fut
 
-    def wait_for(self, task: UserTask, session: HttpSession, args: tuple[Any, ...]) -> Waiting:
-        """Starts a request for ``task``, the UserTask stepping now on a
-        driving loop; the task yields the returned :class:`Waiting`, and the
-        turn that finishes the request sends it the :class:`RawResponse`."""
-        waiting = Waiting(task, bool(args[7]))
+    def wait_for(self, session: HttpSession, args: tuple[Any, ...]) -> Waiting:
+        """Starts a request (``args`` as :meth:`submit` takes them, in one
+        tuple) for the UserTask stepping now (``self.stepping``, which must
+        be set); the task yields
+        the returned :class:`Waiting`, and the turn that finishes the request
+        sends the task the :class:`RawResponse`."""
+        waiting = Waiting(self.stepping, bool(args[_RECORD_ARG]))  # type: ignore[arg-type]
         self._pending[self.engine.submit(session, *args)] = waiting
         return waiting
 
@@ -115,25 +120,20 @@ class EngineBridge:
         for request_id, raw in finished:
             waiter = pending.pop(request_id)
             if type(waiter) is Waiting:
-                recorded = waiter.recorded
-                if recorded and listened:
-                    event.notify_response(raw, raw.error)
-                task = waiter.task
-                if task is not None:
-                    waiter.task = None
-                    # In the task's own context, as asyncio steps it.
-                    task._context.run(task._Task__step, None, raw)
-                    continue
+                task, fut, recorded = waiter.task, None, waiter.recorded
             else:
-                fut, recorded = waiter
-                if recorded and listened:
-                    # Listeners hear of every request the engine recorded,
-                    # here, whether or not its user still waits for it.
-                    event.notify_response(raw, raw.error)
-                if not fut.done():
-                    fut.set_result(raw)
-                    continue
-            if not recorded:
+                task, (fut, recorded) = None, waiter
+            if recorded and listened:
+                # Listeners hear of every request the engine recorded, here,
+                # whether or not its user still waits for it.
+                event.notify_response(raw, raw.error)
+            if task is not None:
+                waiter.task = None  # type: ignore[union-attr]
+                # In the task's own context, as asyncio steps it.
+                task._context.run(task._Task__step, None, raw)
+            elif fut is not None and not fut.done():
+                fut.set_result(raw)
+            elif not recorded:
                 # A catch_response request whose user was cancelled before it
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
@@ -152,10 +152,8 @@ class EngineBridge:
         longer drives the engine: their requests fail, as a request started
         on a detached bridge does."""
         for waiter in list(self._pending.values()):
-            if type(waiter) is Waiting and waiter.task is not None:
-                task, waiter.task = waiter.task, None
-                exc = RuntimeError("the engine was detached from the event loop")
-                task._loop.call_soon(task._Task__step, exc, context=task._context)
+            if type(waiter) is Waiting:
+                waiter.throw(RuntimeError("the engine was detached from the event loop"))
 
 
 class Waiting:
@@ -180,16 +178,18 @@ class Waiting:
     def cancel(self, msg: Any = None) -> bool:
         """asyncio's ``Future.cancel``, as ``Task.cancel`` calls it on what
         its task waits for: True when the task was still waiting."""
+        return self.throw(asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg))
+
+    def throw(self, exc: BaseException) -> bool:
+        """Lets go of the task, which the loop's next turn wakes with
+        ``exc``; False when it no longer waited (the request stays pending,
+        and its result is recorded when it ends)."""
         task = self.task
         if task is None:
             return False
         self.task = None
-        exc = asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg)
         task._loop.call_soon(task._Task__step, exc, context=task._context)
         return True
-
-    def done(self) -> bool:
-        return self.task is None
 
     def __repr__(self) -> str:
         return f"<aiotest request {'pending' if self.task is not None else 'done'}>"
@@ -288,41 +288,39 @@ class UserTask(tasks._PyTask):  # type: ignore[misc,name-defined]
             self = None  # type: ignore[assignment]  # breaks a cycle with an exception
 
     def _wait_on(self, result: Any) -> None:
-        """What asyncio's Task does with anything else its coroutine yields."""
-        step = self._Task__step
+        """What asyncio's Task does with anything else its coroutine yields:
+        waits for a future, gives the loop a turn for a bare yield, and
+        steps again with a RuntimeError for anything wrong."""
+        error: RuntimeError | None = None
         blocking = getattr(result, "_asyncio_future_blocking", None)
         if blocking is not None:
             if futures._get_loop(result) is not self._loop:
                 error = RuntimeError(
                     f"Task {self!r} got Future {result!r} attached to a different loop"
                 )
-                self._loop.call_soon(step, error, context=self._context)
             elif not blocking:
                 error = RuntimeError(
                     f"yield was used instead of yield from in task {self!r} with {result!r}"
                 )
-                self._loop.call_soon(step, error, context=self._context)
             elif result is self:
                 error = RuntimeError(f"Task cannot await on itself: {self!r}")
-                self._loop.call_soon(step, error, context=self._context)
             else:
                 result._asyncio_future_blocking = False
                 result.add_done_callback(self._Task__wakeup, context=self._context)
                 self._fut_waiter = result
                 if self._must_cancel and result.cancel(msg=self._cancel_message):
                     self._must_cancel = False
-        elif result is None:
-            # A bare yield gives the loop one turn.
-            self._loop.call_soon(step, context=self._context)
+                return
         elif inspect.isgenerator(result):
             error = RuntimeError(
                 f"yield was used instead of yield from for generator in task {self!r} "
                 f"with {result!r}"
             )
-            self._loop.call_soon(step, error, context=self._context)
-        else:
+        elif result is not None:
             error = RuntimeError(f"Task got bad yield: {result!r}")
-            self._loop.call_soon(step, error, context=self._context)
+        # A bare yield (None) gives the loop one turn; an error comes back
+        # into the coroutine on the next step.
+        self._loop.call_soon(self._Task__step, error, context=self._context)
 
 
 # NOTE: a blocking turn ends on a timerfd (see src/engine/driven.rs), on

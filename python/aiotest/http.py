@@ -180,11 +180,10 @@ class RequestContext:
         # hot path of every request.
         session = self._session
         bridge = session._bridge
-        task = bridge.stepping
-        if task is not None:
+        if bridge.stepping is not None:
             # A UserTask on a driving loop: resumed with the response by the
             # turn that finishes the request (see _bridge.UserTask).
-            raw = yield bridge.wait_for(task, session._core, self._args)
+            raw = yield bridge.wait_for(session._core, self._args)
         else:
             raw = yield from bridge.submit(session._core, *self._args).__await__()
         response = Response(raw, self)
