@@ -315,9 +315,7 @@ def throughput(url: str, args: argparse.Namespace) -> list[Row]:
     rounds = [[measure() for measure in tools] for _ in range(n)]
     rows = []
     for k in range(len(tools)):
-        ratios = sorted(
-            r[k].rps / r[0].rps for r in rounds if r[k].rps is not None and r[0].rps
-        )
+        ratios = sorted(r[k].rps / r[0].rps for r in rounds if r[k].rps is not None and r[0].rps)
         row = median_of([r[k] for r in rounds])
         row.scenario = "throughput"
         if ratios:
@@ -409,7 +407,9 @@ def simulator_cmd() -> str:
     return str(root / "target" / "release" / "examples" / "simulate_workers")
 
 
-def master(url: str, args: argparse.Namespace, workers: int = 1000, endpoints: int = 20) -> list[Row]:
+def master(
+    url: str, args: argparse.Namespace, workers: int = 1000, endpoints: int = 20
+) -> list[Row]:
     """Issue 4 target 4: the master keeps up with 1,000 workers reporting
     every second. The master runs on TARGET_CORE (the HTTP target is idle
     here: simulated workers send no requests), the simulator on LOAD_CORE."""
@@ -427,7 +427,9 @@ def master(url: str, args: argparse.Namespace, workers: int = 1000, endpoints: i
             "-u", str(workers), "-r", str(workers), "--web-host", "127.0.0.1",
             "--web-port", str(web_port), "-H", url, "--heartbeat-liveness", "10", "-L", "WARNING",
         ])  # fmt: skip
-        boss = subprocess.Popen(master_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
+        boss = subprocess.Popen(
+            master_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp
+        )
         sim = subprocess.Popen(
             pinned(LOAD_CORE, [simulator, "--port", str(port), "--workers", str(workers),
                                "--endpoints", str(endpoints), "--duration-s", str(duration_s + 20)]),
@@ -450,7 +452,9 @@ def master(url: str, args: argparse.Namespace, workers: int = 1000, endpoints: i
                         sent.append((float(t), int(n)))
                     elif not line:
                         break
-                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/stats/requests", timeout=10) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{web_port}/stats/requests", timeout=10
+                ) as r:
                     doc = json.load(r)
                 total = next(s for s in doc["stats"] if s["name"] == "Aggregated")["num_requests"]
                 seen.append((time.time(), total))
@@ -482,11 +486,17 @@ def master(url: str, args: argparse.Namespace, workers: int = 1000, endpoints: i
         cpu = 100 * (cpu_to[1] - cpu_from[1]) / (cpu_to[0] - cpu_from[0])
     rate = None
     if len(seen) > 2:
-        rate = (seen[-1][1] - seen[len(seen) // 2][1]) / max(seen[-1][0] - seen[len(seen) // 2][0], 1e-3)
+        rate = (seen[-1][1] - seen[len(seen) // 2][1]) / max(
+            seen[-1][0] - seen[len(seen) // 2][0], 1e-3
+        )
     note = (
         f"{workers} workers x {endpoints} endpoints: master CPU "
         + (f"{cpu:.0f}% of a core" if cpu is not None else "unmeasured")
-        + (f", stats lag max {max(lags):.2f} s (median {statistics.median(lags):.2f} s)" if lags else ", no lag samples")
+        + (
+            f", stats lag max {max(lags):.2f} s (median {statistics.median(lags):.2f} s)"
+            if lags
+            else ", no lag samples"
+        )
     )
     return [Row("master capacity", "aiotest --master", rps=rate, note=note)]
 

@@ -45,7 +45,9 @@ def hello_file(write_file) -> Path:  # type: ignore[no-untyped-def]
     return write_file("aiotestfile.py", HELLO_AND_SLOW)
 
 
-def test_locust_routes_drive_a_run(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:
+def test_locust_routes_drive_a_run(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     with WebProcess(
         hello_file, "-H", demo_target.url, "--csv", str(tmp_path / "web"), cwd=tmp_path
     ) as web:
@@ -65,7 +67,12 @@ def test_locust_routes_drive_a_run(hello_file: Path, demo_target: DemoTarget, tm
         )
         assert doc["state"] in ("spawning", "running")
         hello = next(s for s in doc["stats"] if s["name"] == "/hello")
-        for key in ("avg_response_time", "median_response_time", "response_time_percentile_0.95", "current_rps"):
+        for key in (
+            "avg_response_time",
+            "median_response_time",
+            "response_time_percentile_0.95",
+            "current_rps",
+        ):
             assert key in hello
 
         # A swarm during a run edits it.
@@ -101,7 +108,9 @@ def test_locust_routes_drive_a_run(hello_file: Path, demo_target: DemoTarget, tm
         assert csv.decode().startswith("Type,Name,Request Count,Failure Count,Median Response Time")
         assert web.request("/stats/failures/csv")[2].startswith(b"Method,Name,Error,Occurrences")
         assert web.request("/exceptions/csv")[2].startswith(b"Count,Message,Traceback,Nodes")
-        assert web.request("/stats/requests_full_history/csv")[2].startswith(b"Timestamp,User Count")
+        assert web.request("/stats/requests_full_history/csv")[2].startswith(
+            b"Timestamp,User Count"
+        )
         status, headers, html = web.request("/stats/report?download=1")
         assert status == 200 and b"aiotest report" in html
         assert 'filename="aiotest_report.html"' in headers["Content-Disposition"]
@@ -117,7 +126,9 @@ def test_locust_routes_drive_a_run(hello_file: Path, demo_target: DemoTarget, tm
     assert int(total.split(",")[2]) == report["stats"]["total"]["num_requests"]
 
 
-def test_a_second_run_starts_with_fresh_statistics(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:
+def test_a_second_run_starts_with_fresh_statistics(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     with WebProcess(hello_file, "-H", demo_target.url, cwd=tmp_path) as web:
         for run in range(2):
             status, body = web.swarm(user_count=2, spawn_rate=100, run_time="1s")
@@ -154,7 +165,9 @@ def test_swarm_rejects_bad_input_with_the_fix(write_file, tmp_path: Path) -> Non
         assert web.quit() == 0, web.stderr
 
 
-def test_basic_auth_guards_every_route(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:
+def test_basic_auth_guards_every_route(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     with WebProcess(hello_file, "-H", demo_target.url, cwd=tmp_path, login="admin:s3cret") as web:
         for path in ("/", "/stats/requests", "/stop", "/stats/report", "/api/events"):
             status, headers, _ = web.request(path, auth=None)
@@ -170,7 +183,9 @@ def test_basic_auth_guards_every_route(hello_file: Path, demo_target: DemoTarget
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_https_with_a_certificate(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:
+def test_https_with_a_certificate(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -231,7 +246,9 @@ def test_public_address_without_login_warns(hello_file: Path, tmp_path: Path) ->
     assert "without --web-login" in err, err
 
 
-def test_autostart_and_autoquit_run_unattended(hello_file: Path, demo_target: DemoTarget, tmp_path: Path) -> None:
+def test_autostart_and_autoquit_run_unattended(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     run = run_aiotest(
         "-f", str(hello_file), "--web-host", "127.0.0.1", "--web-port", str(free_port()),
         "--autostart", "--autoquit", "0", "-u", "2", "-r", "100", "-t", "1s", "-H", demo_target.url,
@@ -251,9 +268,14 @@ def test_master_web_ui_lists_workers_and_runs_over_them(
     ) as web:  # fmt: skip
         doc = web.wait_for("two workers", lambda d: d.get("worker_count") == 2)
         assert doc["is_distributed"] and len(doc["workers"]) == 2
-        assert {"index", "state", "user_count", "cpu_percent", "memory_bytes", "last_heartbeat_s"} <= set(
-            doc["workers"][0]
-        )
+        assert {
+            "index",
+            "state",
+            "user_count",
+            "cpu_percent",
+            "memory_bytes",
+            "last_heartbeat_s",
+        } <= set(doc["workers"][0])
         status, body = web.swarm(user_count=4, spawn_rate=100)
         assert status == 200, body
         doc = web.wait_for(

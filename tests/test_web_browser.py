@@ -39,7 +39,9 @@ def page(tmp_path: Path) -> Iterator[Any]:
             args=[f for f in FLAGS if f != "--headless"],
             headless=True,
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
         pg = context.new_page()
         pg.set_default_timeout(20_000)
         try:

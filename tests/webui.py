@@ -103,7 +103,9 @@ class WebProcess:
     def stats(self) -> dict[str, Any]:
         return self.json("/stats/requests")
 
-    def wait_for(self, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 20) -> dict[str, Any]:
+    def wait_for(
+        self, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 20
+    ) -> dict[str, Any]:
         """Polls /stats/requests until ``check`` holds (the page updates once a second)."""
         deadline = time.monotonic() + timeout_s
         while True:

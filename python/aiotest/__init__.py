@@ -19,8 +19,8 @@ from .env import Environment
 from .events import events
 from .exceptions import AiotestError, ConfigError, ResponseError, StopUser
 from .http import Response
+from .lifecycle import run, run_async
 from .result import EntryStats, RunResult
-from .run import run, run_async
 from .shape import LoadTestShape
 from .user import AsyncHttpUser, User, tag, task
 from .wait_time import between, constant, constant_pacing, constant_throughput

@@ -73,7 +73,14 @@ class EngineBridge:
             self.engine.set_driven(False)
             loop.add_reader(self.engine.wakeup_fd(), self._drain)
 
+    @property
+    def attached(self) -> bool:
+        """Whether completions are delivered on a loop now."""
+        return self._loop is not None
+
     def detach(self) -> None:
+        """Stops delivering completions; requests still awaited on a driving
+        loop fail with RuntimeError. Idempotent."""
         loop = self._loop
         if loop is None:
             return

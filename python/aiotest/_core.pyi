@@ -152,9 +152,7 @@ class Engine:
     def set_driven(self, driven: bool) -> None:
         """True: requests submitted from now on run on the thread that calls
         :meth:`drive`; False (the default): on the engine's own threads."""
-    def drive(
-        self, wake_fd: int, timeout_s: float | None = None
-    ) -> list[tuple[int, RawResponse]]:
+    def drive(self, wake_fd: int, timeout_s: float | None = None) -> list[tuple[int, RawResponse]]:
         """One turn of the driven engine, without the GIL: starts submitted
         requests and runs what is ready; unless ``timeout_s`` is 0, then waits
         until a request finishes, ``wake_fd`` turns readable or ``timeout_s``

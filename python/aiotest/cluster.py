@@ -1,8 +1,10 @@
-"""Distributed mode: the master and worker processes.
+"""Distributed mode: the master's backend and the worker process.
 
-The Rust links (``_core.Master``, ``_core.Worker``) speak the protocol of
-docs/protocol.md; this module does what only Python can: spawn and stop the
-users on a worker, and drive a run, print and report on the master.
+The Rust links (``Master``, ``Worker``) speak the protocol of
+docs/protocol.md; this module does what only Python can: on a worker, spawn
+and stop the users each ``spawn`` asks for; on the master, turn the link's
+events into a run's milestones for the :class:`~aiotest.lifecycle.RunDriver`
+and into logs.
 """
 
 from __future__ import annotations
@@ -17,35 +19,37 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from . import _core
+from ._core import Engine, Master, Worker
 from .data import reset_all as reset_feeders
 from .env import Environment
-from .exceptions import ConfigError
+from .lifecycle import Backend, StopReason
 from .messages import hub
-from .open_model import follow_arrival_stages
-from .run import follow_shape, unpack_step
+from .options import RunOptions
+from .runner import LocalRunner
+from .shape import LoadStep
 from .user import User
 
 log = logging.getLogger("aiotest.cluster")
 
-STATS_INTERVAL_S = 1.0
-LIVE_STATS_INTERVAL_S = 2.0
+#: Seconds between a worker's progress reports (half the stats interval).
+PROGRESS_INTERVAL_S = 0.5
+#: Seconds between "waiting for ..." log lines.
 WAITING_LOG_INTERVAL_S = 5.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _events_to_queue(loop: asyncio.AbstractEventLoop, link: Any) -> asyncio.Queue[dict[str, Any]]:
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+def _pump_events(link: Any, handle: Callable[[dict[str, Any]], None]) -> None:
+    """Calls ``handle`` with each event of ``link`` (a ``Master`` or
+    ``Worker``) as it arrives, on the running loop."""
 
     def drain() -> None:
         for text in link.drain_events():
-            queue.put_nowait(json.loads(text))
+            handle(json.loads(text))
 
-    loop.add_reader(link.wakeup_fd(), drain)
-    return queue
+    asyncio.get_running_loop().add_reader(link.wakeup_fd(), drain)
 
 
 class _Load:
@@ -68,171 +72,11 @@ class _Load:
         return percent, rss
 
 
-# ---------------------------------------------------------------- worker
-
-
-async def run_worker(classes: list[type[User]], opts: SimpleNamespace) -> int:
-    """Serves master after master until told to quit (Ctrl-C, SIGTERM, or
-    the ``quit`` message): runs the users each ``spawn`` asks for, stops them
-    on ``stop``, when the master leaves or falls silent, and then waits for
-    the next master. Returns the exit code."""
-    engine = _core.Engine()
-    worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    link = _core.Worker(
-        engine,
-        master_host=opts.master_host,
-        master_port=opts.master_port,
-        worker_id=worker_id,
-        heartbeat_interval_s=opts.heartbeat_interval_s,
-        heartbeat_liveness=opts.heartbeat_liveness,
-        secret=opts.secret,
-    )
-    loop = asyncio.get_running_loop()
-    events = _events_to_queue(loop, link)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: events.put_nowait({"event": "interrupted"}))
-    by_name = {c.__name__: c for c in classes}
-    # One environment for the worker's life: `events.init` listeners run
-    # once, and what they keep on it lasts across runs.
-    env = Environment(user_classes=classes, parsed_options=opts, engine=engine, require_host=False)
-    env.events.init.fire(environment=env)
-    hub.connect(lambda name, data_json, _index: link.send_message(name, data_json), "worker")
-    state = SimpleNamespace(runner=None, run_id=0, spawn=None, task_runs_done=0, index=None)
-    load = _Load()
-    last_waiting = 0.0
-
-    def task_runs() -> int:
-        return state.task_runs_done + (state.runner.task_runs if state.runner else 0)
-
-    def send_progress() -> None:
-        runner = state.runner
-        cpu, rss = load.sample()
-        link.progress(
-            runner.state if runner else "ready",
-            runner.user_count if runner else 0,
-            task_runs(),
-            cpu,
-            rss,
-        )
-
-    async def report_progress() -> None:
-        while True:
-            send_progress()
-            await asyncio.sleep(STATS_INTERVAL_S / 2)
-
-    async def stop_users() -> None:
-        if state.spawn is not None:
-            state.spawn.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await state.spawn
-            state.spawn = None
-        if state.runner is not None:
-            await state.runner.stop()
-
-    async def spawn(event: dict[str, Any]) -> None:
-        settings = event["settings"]
-        if event["run_id"] != state.run_id or state.runner is None:
-            await stop_users()
-            if state.runner is not None:
-                state.task_runs_done += state.runner.task_runs
-            unknown = [c["name"] for c in event["user_classes"] if c["name"] not in by_name]
-            if unknown:
-                log.error(
-                    "the master asked for user classes this aiotestfile lacks: %s",
-                    ", ".join(unknown),
-                )
-            env.configure(
-                user_classes=[
-                    by_name[c["name"]] for c in event["user_classes"] if c["name"] in by_name
-                ],
-                host=settings.get("host"),
-                tags=settings.get("tags"),
-                exclude_tags=settings.get("exclude_tags"),
-                stop_timeout_s=settings.get("stop_timeout_s", 0.0),
-            )
-            reset_feeders()
-            # The master's values of the aiotestfile's own options govern,
-            # and its context is in place before any user starts.
-            vars(opts).update(settings.get("options") or {})
-            env.context.clear()
-            env.context.update(settings.get("context") or {})
-            state.run_id = event["run_id"]
-            state.runner = env.create_local_runner(iterations=settings.get("iterations"))
-            state.runner.on_new_error = link.exception
-            state.runner.node = worker_id
-        runner = state.runner
-        runner.iterations = settings.get("iterations")
-        runner.use_arrival_rate(settings.get("arrival_rate_per_s"))
-        runner.worker_index = state.index or 0
-        runner.worker_count = event["worker_count"]
-        indexes = {c["name"]: c["user_indexes"] for c in event["user_classes"]}
-        wanted = [indexes.get(cls.__name__, []) for cls in runner.environment.user_classes]
-        run_id = event["run_id"]
-
-        async def ramp() -> None:
-            await runner.start_indexed(wanted, event["spawn_rate_per_s"])
-            link.spawning_complete(run_id, runner.user_count)
-
-        if state.spawn is not None:
-            state.spawn.cancel()
-        state.spawn = asyncio.create_task(ramp())
-
-    progress = asyncio.create_task(report_progress())
-    try:
-        while True:
-            event = await events.get()
-            kind = event["event"]
-            log.debug("from the master link: %s", event)
-            if kind == "waiting":
-                now = time.monotonic()
-                if now - last_waiting >= WAITING_LOG_INTERVAL_S - 0.5:
-                    log.info(
-                        "Waiting for the master at %s (%s)", event["endpoint"], event["detail"]
-                    )
-                    last_waiting = now
-            elif kind == "joined":
-                state.index = event["worker_index"]
-                log.info("Joined the master as worker %d", state.index)
-            elif kind == "refused":
-                print(f"error: the master refused this worker: {event['reason']}", file=sys.stderr)
-                return 2
-            elif kind == "spawn":
-                await spawn(event)
-            elif kind == "stop":
-                await stop_users()
-                send_progress()  # the final task count goes with the last report
-                link.stopped(event["run_id"])
-            elif kind == "master_lost":
-                log.warning(
-                    "The master was silent for %.1fs: stopping users, waiting for a master",
-                    event["silent_s"],
-                )
-                await stop_users()
-            elif kind == "master_left":
-                log.info("The master left: waiting for the next one")
-                await stop_users()
-            elif kind in ("quit", "interrupted"):
-                await stop_users()
-                if kind == "interrupted":
-                    link.quit()
-                log.info("Quitting (%s)", "the master said so" if kind == "quit" else "interrupted")
-                return 0
-            elif kind == "custom":
-                hub.deliver(env, event["name"], event["data"], None)
-            elif kind == "message_dropped":
-                log.warning("Dropped a message from the master: %s", event["reason"])
-    finally:
-        hub.connect(None)
-        progress.cancel()
-        loop.remove_reader(link.wakeup_fd())
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 # ---------------------------------------------------------------- master
 
 
-def _workers_table(status: dict[str, Any]) -> str:
+def workers_table(status: dict[str, Any]) -> str:
+    """The master's console table of its workers (``Master.status()``)."""
     lines = [f"Workers: {status['live_workers']} connected, {status['user_count']} users"]
     lines.append(f"  {'#':>3}  {'state':<9} {'users':>6} {'cpu %':>6} {'mem MB':>7}  id")
     for w in sorted(status["workers"], key=lambda w: w["index"]):
@@ -243,14 +87,38 @@ def _workers_table(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str]) -> int:
-    """Waits for the workers, runs the test over them, then prints the
-    merged statistics and writes the reports. Returns the exit code."""
-    from .main import finish_run
+class ClusterBackend(Backend):
+    """Runs the users on the workers of a master link; its engine holds the
+    merged statistics. Make it with :meth:`open`, and :meth:`close` it.
 
-    engine = _core.Engine(worker_threads=2)
-    try:
-        master = _core.Master(
+    Args:
+        env: The run object (its events fire on the master too).
+        opts: The master's options (heartbeats, stop timeout, settings).
+        master: The bound ``Master``.
+        engine: The master's engine (statistics only: it runs no users).
+    """
+
+    distributed = True
+
+    def __init__(self, env: Environment, opts: RunOptions, master: Any, engine: Any) -> None:
+        super().__init__(engine)
+        self.env, self.opts, self.master = env, opts, master
+        self._run_id = 0
+        self._state = "ready"
+        self._plan: dict[str, Any] = {}
+        self._all_stopped = asyncio.Event()
+        _pump_events(master, self._on_event)
+        hub.connect(master.send_message, "master")
+
+    @classmethod
+    def open(cls, env: Environment, opts: RunOptions) -> ClusterBackend:
+        """Binds the master's port and starts its link.
+
+        Raises:
+            OSError: The port cannot be bound (the message says to pick another).
+        """
+        engine = Engine(worker_threads=2)
+        master = Master(
             engine,
             bind_host=opts.master_bind_host,
             bind_port=opts.master_bind_port,
@@ -258,70 +126,82 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
             heartbeat_liveness=opts.heartbeat_liveness,
             secret=opts.secret,
         )
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    env.use_engine(engine)
-    loop = asyncio.get_running_loop()
-    events = _events_to_queue(loop, master)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    out: TextIO = sys.stderr if opts.json else sys.stdout
-
-    def status() -> dict[str, Any]:
-        return json.loads(master.status())
-
-    async def log_events() -> None:
-        while True:
-            e = await events.get()
-            kind = e["event"]
-            if kind == "worker_joined":
-                log.info("Worker %d joined (%s)", e["index"], e["worker_id"])
-            elif kind == "worker_missing":
-                log.warning(
-                    "Worker %d is missing: silent for %.1fs; its users move to the others",
-                    e["index"],
-                    e["silent_s"],
-                )
-            elif kind == "worker_left":
-                log.info("Worker %d left", e["index"])
-            elif kind == "worker_refused":
-                log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
-            elif kind == "exception":
-                log.error(
-                    "Worker %d: error in user code: %s\n%s",
-                    e["index"],
-                    e["message"],
-                    e["traceback"],
-                )
-            elif kind == "custom":
-                hub.deliver(env, e["name"], e["data"], e["index"])
-            elif kind == "message_dropped":
-                log.warning("Dropped a message: %s", e["reason"])
-            elif kind == "fatal":
-                log.error("Master link failed: %s", e["reason"])
-                stop.set()
-
-    logger = asyncio.create_task(log_events())
-    hub.connect(master.send_message, "master")
-    try:
-        if not opts.secret and opts.master_bind_host not in ("127.0.0.1", "localhost", "::1"):
+        env.use_engine(engine)
+        if not opts.secret and opts.master_bind_host not in _LOOPBACK:
             log.warning(
                 "The master listens on %s without a shared secret: any host that reaches port %d can join",
                 opts.master_bind_host,
                 opts.master_bind_port,
             )
-        if not opts.headless:
-            from .web import MasterBackend, serve
+        return cls(env, opts, master, engine)
 
-            return await serve(
-                env, opts, checks, MasterBackend(env, opts, master, engine), quit_event=stop
+    def close(self) -> None:
+        """Tells the workers this master leaves, and ends the link."""
+        hub.connect(None)
+        self.master.quit()
+        asyncio.get_running_loop().remove_reader(self.master.wakeup_fd())
+
+    def cluster(self) -> dict[str, Any]:
+        """The master's ``ClusterStatus`` (see ``Master.status``)."""
+        status: dict[str, Any] = json.loads(self.master.status())
+        return status
+
+    # -- what the link tells
+
+    def _on_event(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind in ("spawning_complete", "all_users_stopped", "iterations_reached", "all_stopped"):
+            if e["run_id"] == self._run_id:
+                self._on_milestone(kind, e)
+        elif kind == "worker_joined":
+            log.info("Worker %d joined (%s)", e["index"], e["worker_id"])
+        elif kind == "worker_missing":
+            log.warning(
+                "Worker %d is missing: silent for %.1fs; its users move to the others",
+                e["index"],
+                e["silent_s"],
             )
-        # Wait for the workers.
+        elif kind == "worker_left":
+            log.info("Worker %d left", e["index"])
+        elif kind == "worker_refused":
+            log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
+        elif kind == "exception":
+            log.error(
+                "Worker %d: error in user code: %s\n%s", e["index"], e["message"], e["traceback"]
+            )
+        elif kind == "custom":
+            hub.deliver(self.env, e["name"], e["data"], e["index"])
+        elif kind == "message_dropped":
+            log.warning("Dropped a message: %s", e["reason"])
+        elif kind == "fatal":
+            log.error("Master link failed: %s", e["reason"])
+            self.fatal.set()
+            self.end(StopReason.STOPPED)
+
+    def _on_milestone(self, kind: str, e: dict[str, Any]) -> None:
+        if kind == "spawning_complete":
+            if self._state == "spawning":
+                self._state = "running"
+            self.env.events.spawning_complete.fire(user_count=e["user_count"])
+            self.on_spawned()
+        elif kind == "all_users_stopped":
+            self.end(StopReason.ALL_USERS_STOPPED)
+        elif kind == "iterations_reached":
+            self.end(StopReason.ITERATIONS)
+        elif kind == "all_stopped":
+            self._all_stopped.set()
+
+    # -- the Backend interface
+
+    async def ready(self, stop: asyncio.Event) -> int | None:
+        """Waits for ``--expect-workers`` workers (at most
+        ``--expect-workers-max-wait``); exit code 1 when too few came, 0
+        when stopped while waiting, 2 when ``environment.context`` is not
+        JSON."""
+        opts = self.opts
         started = time.monotonic()
-        last_log = 0.0
-        while (live := status()["live_workers"]) < opts.expect_workers:
+        last_log = None
+        while (live := self.cluster()["live_workers"]) < opts.expect_workers:
             waited = time.monotonic() - started
             if opts.expect_workers_max_wait_s and waited >= opts.expect_workers_max_wait_s:
                 print(
@@ -330,298 +210,404 @@ async def run_master(env: Environment, opts: SimpleNamespace, checks: list[str])
                     file=sys.stderr,
                 )
                 return 1
-            if waited - last_log >= WAITING_LOG_INTERVAL_S or last_log == 0.0:
+            if last_log is None or waited - last_log >= WAITING_LOG_INTERVAL_S:
                 log.info("Waiting for workers: %d of %d connected", live, opts.expect_workers)
-                last_log = waited or 1e-9
+                last_log = waited
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.1)
             if stop.is_set():
                 return 0
         try:
-            json.dumps(env.context)
+            json.dumps(self.env.context)
         except (TypeError, ValueError) as exc:
             print(
                 f"error: environment.context must hold JSON values (str, numbers, lists, dicts): {exc}",
                 file=sys.stderr,
             )
             return 2
-        if env.shape is None:
-            log.info(
-                "Starting %d users at %g users/s over %d workers", opts.users, opts.spawn_rate, live
-            )
-        else:
-            log.info("Following the load shape %s over %d workers", type(env.shape).__name__, live)
-        run = MasterRun(env, opts, master, engine, users=opts.users, spawn_rate=opts.spawn_rate)
+        return None
 
-        def live_table(st: dict[str, Any]) -> None:
-            print(_workers_table(st), file=out)
-            print(engine.snapshot().stats_table(current=True), file=out, flush=True)
+    def can_start(self) -> str | None:
+        if self.cluster()["live_workers"] == 0:
+            return "no worker is connected yet: start workers with --worker, then retry"
+        return None
 
-        _, st = await run.drive(
-            run_time_s=opts.run_time_s,
-            stop=stop,
-            live=None if opts.only_summary else live_table,
-        )
-        snapshot = engine.snapshot(with_history=True)
-        print(_workers_table(st), file=out)
-        return finish_run(env, opts, checks, snapshot, task_runs=st["task_runs"], out=out)
-    finally:
-        hub.connect(None)
-        logger.cancel()
-        master.quit()
-        loop.remove_reader(master.wakeup_fd())
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    def where(self, env: Environment) -> str:
+        return f"over {self.cluster()['live_workers']} workers"
 
-
-class MasterRun:
-    """One run over the workers of ``master``, from its start to its
-    workers' stop: the plan (users per class, spawn rate, settings), its
-    changes (a load shape's steps, ``--arrival-rate`` stages, the web UI's
-    edits), a stats tick every second, and the end conditions. The headless
-    master and the web UI's master share it.
-
-    Args:
-        users: Peak user count (a load shape's first step replaces it).
-        spawn_rate: Users started per second over the whole cluster.
-        classes: Run only these classes; all when None.
-        host: Overrides ``-H`` for this run (the web UI's start form).
-
-    Attributes:
-        stopping: True while the workers are being stopped.
-    """
-
-    def __init__(
-        self,
-        env: Environment,
-        opts: SimpleNamespace,
-        master: Any,
-        engine: _core.Engine,
-        *,
-        users: int,
-        spawn_rate: float,
-        classes: list[type[User]] | None = None,
-        host: str | None = None,
-    ) -> None:
-        self.env, self.opts, self.master, self.engine = env, opts, master, engine
-        self.classes = classes
-        settings = run_settings(env, opts)
-        if host:
-            settings["host"] = host
-        self.plan: dict[str, Any] = {
-            **_step_plan(env, users, spawn_rate, classes),
-            "settings": settings,
+    async def start(self, step: LoadStep, *, arrival_rate_per_s: float | None) -> None:
+        opts, env = self.opts, self.env
+        self._plan = {
+            **self._step_plan(step),
+            "settings": {
+                "host": env.host or opts.host,
+                "tags": sorted(env.tags),
+                "exclude_tags": sorted(env.exclude_tags),
+                "stop_timeout_s": env.stop_timeout_s,
+                "iterations": opts.iterations,
+                "options": dict(opts.custom_options),
+                "context": env.context,
+                "arrival_rate_per_s": arrival_rate_per_s,
+            },
         }
-        self.stopping = False
-        self._started = False
+        self._run_id += 1
+        self._state = "spawning"
+        self._all_stopped.clear()
+        self.master.start(json.dumps(self._plan, default=str))
+
+    def _step_plan(self, step: LoadStep) -> dict[str, Any]:
+        """The part of the run plan a load step changes."""
+        return {
+            "classes": [
+                {"name": c.__name__, "weight": float(c.weight), "fixed_count": int(c.fixed_count)}
+                for c in self.env.user_classes
+                if step.classes is None or c in step.classes
+            ],
+            "users": step.users,
+            "spawn_rate_per_s": step.spawn_rate,
+        }
+
+    def set_load(self, step: LoadStep) -> None:
+        self._plan.update(self._step_plan(step))
+        self._state = "spawning"
+        self.master.start(json.dumps(self._plan, default=str), new_run=False)
+
+    def set_arrival_rate(self, rate_per_s: float) -> None:
+        settings = self._plan["settings"]
+        if settings["arrival_rate_per_s"] != rate_per_s:
+            settings["arrival_rate_per_s"] = rate_per_s
+            self.master.start(json.dumps(self._plan, default=str), new_run=False)
+
+    async def stop(self, reason: StopReason) -> None:
+        """Stops the workers' users; waits for all of them to confirm at
+        most the stop timeout plus a heartbeat timeout plus 10 s."""
+        opts = self.opts
+        log.info("Stopping the workers (%s)", reason.value)
+        self._state = "stopping"
+        self.master.stop()
+        grace_s = opts.stop_timeout_s + opts.heartbeat_interval_s * opts.heartbeat_liveness + 10
+        try:
+            await asyncio.wait_for(self._all_stopped.wait(), timeout=grace_s)
+        except asyncio.TimeoutError:
+            log.warning("Not every worker confirmed stopping; reporting what arrived")
+        self._state = "stopped"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def user_count(self) -> int:
+        return int(self.cluster()["user_count"])
+
+    @property
+    def task_runs(self) -> int:
+        return int(self.cluster()["task_runs"])
 
     def status(self) -> dict[str, Any]:
-        """The master's ``ClusterStatus`` (see ``_core.Master.status``)."""
-        return json.loads(self.master.status())
+        st = self.cluster()
+        return {
+            "state": self._state,
+            "user_count": st["user_count"],
+            "task_runs": st["task_runs"],
+            "worker_count": st["live_workers"],
+            "workers": st["workers"],
+        }
 
-    def retarget(self, users: int, spawn_rate: float) -> None:
-        """Changes the running plan to ``users`` at ``spawn_rate`` users/s,
-        keeping its classes; the workers get it at once."""
-        self.plan.update(_step_plan(self.env, users, spawn_rate, self.classes))
-        if self._started:
-            self.master.start(json.dumps(self.plan, default=str), new_run=False)
-
-    def _shape_step(self, users: int, spawn_rate: float, classes: list[type[User]] | None) -> None:
-        """A load shape's step: its classes (all when None) replace the plan's."""
-        self.classes = classes
-        self.retarget(users, spawn_rate)
-
-    async def drive(
-        self,
-        *,
-        run_time_s: float | None,
-        stop: asyncio.Event,
-        live: Callable[[dict[str, Any]], None] | None = None,
-    ) -> tuple[str, dict[str, Any]]:
-        """Starts the run and drives it to its end: ``run_time_s`` (ignored
-        under a load shape), the shape's or the arrival stages' end, the
-        iterations, every user stopping by itself, or ``stop``. Then stops
-        the workers, waiting for them at most the stop timeout plus a
-        heartbeat timeout plus 10 s. ``live`` gets the cluster status every
-        2 s. Returns the reason and the last cluster status."""
-        env, opts, master = self.env, self.opts, self.master
-        shape = env.shape
-        shape_done = asyncio.Event()
-        followers: list[asyncio.Task[None]] = []
-        if shape is not None:
-            shape.reset_time()
-            step = shape.tick()
-            if step is None:
-                shape_done.set()
-                self.plan.update(_step_plan(env, 0, opts.spawn_rate, None))
-            else:
-                self._shape_step(*unpack_step(step))
-                followers.append(
-                    asyncio.create_task(follow_shape(shape, step, self._shape_step, shape_done))
-                )
-        if opts.arrival_rate:
-
-            def set_rate(rate: float) -> None:
-                if self.plan["settings"]["arrival_rate_per_s"] != rate:
-                    self.plan["settings"]["arrival_rate_per_s"] = rate
-                    master.start(json.dumps(self.plan, default=str), new_run=False)
-
-            followers.append(
-                asyncio.create_task(follow_arrival_stages(opts.arrival_rate, set_rate, shape_done))
-            )
-        env.events.test_start.fire(environment=env)
-        reset_feeders()
-        master.start(json.dumps(self.plan, default=str))
-        self._started = True
-        began = time.monotonic()
-        next_tick = began + STATS_INTERVAL_S
-        next_live = began + LIVE_STATS_INTERVAL_S
-        reason = "stopped"
-        try:
-            while True:
-                now = time.monotonic()
-                if shape is None and run_time_s is not None and now - began >= run_time_s:
-                    reason = "run time"
-                    break
-                if shape_done.is_set():
-                    reason = "the load shape ended" if shape else "the last arrival-rate stage ended"
-                    break
-                st = self.status()
-                if opts.iterations is not None and st["task_runs"] >= opts.iterations:
-                    reason = "iterations"
-                    break
-                if self.plan["users"] and st["spawning_complete"] and st["user_count"] == 0:
-                    reason = "all users stopped"
-                    break
-                if now >= next_tick:
-                    self.engine.tick(st["user_count"], full_history=opts.csv_full_history)
-                    next_tick += STATS_INTERVAL_S
-                if live is not None and now >= next_live:
-                    live(st)
-                    next_live += LIVE_STATS_INTERVAL_S
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=0.1)
-                if stop.is_set():
-                    break
-        finally:
-            for task in followers:
-                task.cancel()
-            self.stopping = True
-            st = await self._stop_workers(reason)
-            self.stopping = False
-        return reason, st
-
-    async def _stop_workers(self, reason: str) -> dict[str, Any]:
-        opts = self.opts
-        user_count = self.status()["user_count"]
-        log.info("Stopping the workers (%s)", reason)
-        self.master.stop()
-        deadline = (
-            time.monotonic()
-            + opts.stop_timeout_s
-            + opts.heartbeat_interval_s * opts.heartbeat_liveness
-            + 10
-        )
-        while not (st := self.status())["all_stopped"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if not st["all_stopped"]:
-            log.warning("Not every worker confirmed stopping; reporting what arrived")
-        self.engine.tick(user_count, full_history=opts.csv_full_history)
-        self.env.events.test_stop.fire(environment=self.env)
-        return st
+    def describe(self) -> str:
+        return workers_table(self.cluster())
 
 
-def run_settings(env: Environment, opts: SimpleNamespace) -> dict[str, Any]:
-    """The ``settings`` of the master's run plan: what every worker's run
-    takes from the master's options (docs/protocol.md, ``spawn``)."""
-    return {
-        "host": opts.host,
-        "tags": opts.tags,
-        "exclude_tags": opts.exclude_tags,
-        "stop_timeout_s": opts.stop_timeout_s,
-        "iterations": opts.iterations,
-        "options": opts.custom_options,
-        "context": env.context,
-        "arrival_rate_per_s": opts.arrival_rate[0]["rate_per_s"] if opts.arrival_rate else None,
-    }
+class LocalWorkers:
+    """``--processes N``: N worker processes on this machine, stopped when
+    the block ends.
 
+    Args:
+        opts: This process's options; the children connect to its
+            ``--master-bind-port`` (to ``--master-port`` with ``--worker``).
+    """
 
-def _step_plan(
-    env: Environment, users: int, rate: float, classes: list[type[User]] | None
-) -> dict[str, Any]:
-    """The part of the master's run plan a load shape's step changes."""
-    return {
-        "classes": [
-            {"name": c.__name__, "weight": float(c.weight), "fixed_count": int(c.fixed_count)}
-            for c in env.user_classes
-            if classes is None or c in classes
-        ],
-        "users": users,
-        "spawn_rate_per_s": rate,
-    }
-
-
-def worker_argv(opts: SimpleNamespace, master_port: int) -> list[str]:
-    """The command line of a local worker for ``--processes``."""
-    argv = [sys.executable, "-m", "aiotest", "-f", opts.aiotestfile, "--worker"]
-    argv += ["--master-host", "127.0.0.1", "--master-port", str(master_port)]
-    argv += [
-        "--heartbeat-interval",
-        str(opts.heartbeat_interval_s),
-        "--heartbeat-liveness",
-        str(opts.heartbeat_liveness),
-    ]
-    argv += ["-L", opts.loglevel]
-    return argv
-
-
-async def run_processes(
-    env: Environment | None, classes: list[type[User]], opts: SimpleNamespace, checks: list[str]
-) -> int:
-    """``--processes N``: N local workers; this process is their master
-    (or, with ``--worker``, only their parent)."""
-    count = (os.cpu_count() or 1) if opts.processes == -1 else opts.processes
-    if opts.worker:
-        port = opts.master_port
-    else:
-        port = opts.master_bind_port
-        if opts.master_bind_host == "*":
-            opts.master_bind_host = "127.0.0.1"
-        opts.expect_workers = max(opts.expect_workers, count)
-    # The secret goes through the environment, where `ps` does not show it.
-    child_env = {**os.environ, "AIOTEST_SECRET": opts.secret} if opts.secret else None
-    children = [
-        await asyncio.create_subprocess_exec(*worker_argv(opts, port), env=child_env)
-        for _ in range(count)
-    ]
-    try:
+    def __init__(self, opts: RunOptions) -> None:
+        self.count = (os.cpu_count() or 1) if opts.processes == -1 else int(opts.processes or 1)
         if opts.worker:
-            codes = await asyncio.gather(*(c.wait() for c in children))
-            return max(codes, default=0)
-        if env is None:
-            raise ConfigError("--processes needs the aiotestfile's user classes")
-        master = asyncio.create_task(run_master(env, opts, checks))
-        all_exited = asyncio.gather(*(c.wait() for c in children))
-        await asyncio.wait({master, all_exited}, return_when=asyncio.FIRST_COMPLETED)
-        if not master.done():
-            # Workers outlive runs, so all of them gone means they failed.
+            self.master_options = opts
+            port = opts.master_port
+        else:
+            bind = "127.0.0.1" if opts.master_bind_host == "*" else opts.master_bind_host
+            self.master_options = opts.replace(
+                master_bind_host=bind, expect_workers=max(opts.expect_workers, self.count)
+            )
+            port = opts.master_bind_port
+        self._argv = _worker_argv(opts, port)
+        # The secret goes through the environment, where `ps` does not show it.
+        self._env = {**os.environ, "AIOTEST_SECRET": opts.secret} if opts.secret else None
+        self.children: list[asyncio.subprocess.Process] = []
+
+    async def __aenter__(self) -> LocalWorkers:
+        for _ in range(self.count):
+            self.children.append(await asyncio.create_subprocess_exec(*self._argv, env=self._env))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for c in self.children:
+            if c.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.terminate()
+        for c in self.children:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(c.wait(), timeout=10)
+
+    async def wait(self) -> int:
+        """Waits for every child to exit; returns the highest exit code."""
+        codes = await asyncio.gather(*(c.wait() for c in self.children))
+        return max(codes, default=0)
+
+    async def supervise(self, master: Awaitable[int]) -> int:
+        """Runs ``master`` (the master's whole run); exit code 1 when every
+        child exits first (workers outlive runs, so they failed)."""
+        run = asyncio.ensure_future(master)
+        gone = asyncio.ensure_future(self.wait())
+        await asyncio.wait({run, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
             print(
                 "error: every local worker exited before the run ended; see their errors above",
                 file=sys.stderr,
             )
-            master.cancel()
+            run.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await master
+                await run
             return 1
-        all_exited.cancel()
+        gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await all_exited
-        return master.result()
-    finally:
-        for c in children:
-            if c.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    c.terminate()
-        for c in children:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(c.wait(), timeout=10)
+            await gone
+        return run.result()
+
+
+def _worker_argv(opts: RunOptions, master_port: int) -> list[str]:
+    """The command line of a local worker for ``--processes``."""
+    return [
+        sys.executable,
+        "-m",
+        "aiotest",
+        "-f",
+        opts.aiotestfile,
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(master_port),
+        "--heartbeat-interval",
+        str(opts.heartbeat_interval_s),
+        "--heartbeat-liveness",
+        str(opts.heartbeat_liveness),
+        "-L",
+        opts.loglevel,
+    ]
+
+
+# ---------------------------------------------------------------- worker
+
+
+class WorkerProcess:
+    """A worker: serves master after master until told to quit (Ctrl-C,
+    SIGTERM, or the ``quit`` message). Runs the users each ``spawn`` asks
+    for, stops them on ``stop``, when the master leaves or falls silent,
+    and then waits for the next master. One handler per link event.
+
+    Args:
+        classes: The aiotestfile's user classes.
+        opts: The worker's options.
+    """
+
+    def __init__(self, classes: list[type[User]], opts: RunOptions) -> None:
+        self.opts = opts
+        self.engine = Engine()
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.link = Worker(
+            self.engine,
+            master_host=opts.master_host,
+            master_port=opts.master_port,
+            worker_id=self.worker_id,
+            heartbeat_interval_s=opts.heartbeat_interval_s,
+            heartbeat_liveness=opts.heartbeat_liveness,
+            secret=opts.secret,
+        )
+        self.by_name = {c.__name__: c for c in classes}
+        # One environment for the worker's life: `events.init` listeners run
+        # once, and what they keep on it lasts across runs.
+        self.env = Environment(
+            user_classes=classes, parsed_options=opts, engine=self.engine, require_host=False
+        )
+        self.runner: LocalRunner | None = None
+        self.run_id = 0
+        self.index: int | None = None
+        self._spawn: asyncio.Task[None] | None = None
+        self._task_runs_done = 0
+        self._load = _Load()
+        self._last_waiting = 0.0
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._exit_code: int | None = None
+
+    async def serve(self) -> int:
+        """Serves until told to quit; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        _pump_events(self.link, self._events.put_nowait)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: self._events.put_nowait({"event": "interrupted"}))
+        self.env.events.init.fire(environment=self.env)
+        hub.connect(
+            lambda name, data_json, _index: self.link.send_message(name, data_json), "worker"
+        )
+        progress = asyncio.create_task(self._report_progress())
+        try:
+            while self._exit_code is None:
+                event = await self._events.get()
+                log.debug("from the master link: %s", event)
+                handler = getattr(self, f"on_{event['event']}", None)
+                if handler is not None:
+                    await handler(event)
+            return self._exit_code
+        finally:
+            hub.connect(None)
+            progress.cancel()
+            loop.remove_reader(self.link.wakeup_fd())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    # -- progress
+
+    def task_runs(self) -> int:
+        """Task executions over every run this worker served."""
+        return self._task_runs_done + (self.runner.task_runs if self.runner else 0)
+
+    def send_progress(self) -> None:
+        """Sends the state, user count, task count, CPU and memory."""
+        runner = self.runner
+        cpu, rss = self._load.sample()
+        self.link.progress(
+            runner.state if runner else "ready",
+            runner.user_count if runner else 0,
+            self.task_runs(),
+            cpu,
+            rss,
+        )
+
+    async def _report_progress(self) -> None:
+        while True:
+            self.send_progress()
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+    async def stop_users(self) -> None:
+        """Stops the spawning and every user of the current run."""
+        if self._spawn is not None:
+            self._spawn.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._spawn
+            self._spawn = None
+        if self.runner is not None:
+            await self.runner.stop()
+
+    # -- link events
+
+    async def on_waiting(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_waiting >= WAITING_LOG_INTERVAL_S - 0.5:
+            log.info("Waiting for the master at %s (%s)", event["endpoint"], event["detail"])
+            self._last_waiting = now
+
+    async def on_joined(self, event: dict[str, Any]) -> None:
+        self.index = event["worker_index"]
+        log.info("Joined the master as worker %d", self.index)
+
+    async def on_refused(self, event: dict[str, Any]) -> None:
+        print(f"error: the master refused this worker: {event['reason']}", file=sys.stderr)
+        self._exit_code = 2
+
+    async def on_spawn(self, event: dict[str, Any]) -> None:
+        if event["run_id"] != self.run_id or self.runner is None:
+            await self._new_run(event)
+        runner = self.runner
+        assert runner is not None
+        settings = event["settings"]
+        runner.iterations = settings.get("iterations")
+        runner.use_arrival_rate(settings.get("arrival_rate_per_s"))
+        runner.worker_index = self.index or 0
+        runner.worker_count = event["worker_count"]
+        indexes = {c["name"]: c["user_indexes"] for c in event["user_classes"]}
+        wanted = [indexes.get(cls.__name__, []) for cls in runner.user_classes]
+        if self._spawn is not None:
+            self._spawn.cancel()
+        self._spawn = asyncio.create_task(
+            self._ramp(runner, wanted, event["spawn_rate_per_s"], event["run_id"])
+        )
+
+    async def _ramp(
+        self, runner: LocalRunner, wanted: list[list[int]], rate: float, run_id: int
+    ) -> None:
+        await runner.start_indexed(wanted, rate)
+        self.link.spawning_complete(run_id, runner.user_count)
+
+    async def _new_run(self, event: dict[str, Any]) -> None:
+        """Sets the environment up for the master's new run."""
+        await self.stop_users()
+        if self.runner is not None:
+            self._task_runs_done += self.runner.task_runs
+        settings = event["settings"]
+        unknown = [c["name"] for c in event["user_classes"] if c["name"] not in self.by_name]
+        if unknown:
+            log.error(
+                "the master asked for user classes this aiotestfile lacks: %s", ", ".join(unknown)
+            )
+        env = self.env
+        env.configure(
+            user_classes=[
+                self.by_name[c["name"]] for c in event["user_classes"] if c["name"] in self.by_name
+            ],
+            host=settings.get("host"),
+            tags=settings.get("tags"),
+            exclude_tags=settings.get("exclude_tags"),
+            stop_timeout_s=settings.get("stop_timeout_s", 0.0),
+        )
+        reset_feeders()
+        # The master's values of the aiotestfile's own options govern, and
+        # its context is in place before any user starts.
+        env.parsed_options = self.opts.replace(custom_options=settings.get("options") or {})
+        env.context.clear()
+        env.context.update(settings.get("context") or {})
+        self.run_id = event["run_id"]
+        self.runner = env.create_local_runner(iterations=settings.get("iterations"))
+        self.runner.on_new_error = self.link.exception
+        self.runner.node = self.worker_id
+
+    async def on_stop(self, event: dict[str, Any]) -> None:
+        await self.stop_users()
+        self.send_progress()  # the final task count goes with the last report
+        self.link.stopped(event["run_id"])
+
+    async def on_master_lost(self, event: dict[str, Any]) -> None:
+        log.warning(
+            "The master was silent for %.1fs: stopping users, waiting for a master",
+            event["silent_s"],
+        )
+        await self.stop_users()
+
+    async def on_master_left(self, _event: dict[str, Any]) -> None:
+        log.info("The master left: waiting for the next one")
+        await self.stop_users()
+
+    async def on_quit(self, _event: dict[str, Any]) -> None:
+        await self.stop_users()
+        log.info("Quitting (the master said so)")
+        self._exit_code = 0
+
+    async def on_interrupted(self, _event: dict[str, Any]) -> None:
+        await self.stop_users()
+        self.link.quit()
+        log.info("Quitting (interrupted)")
+        self._exit_code = 0
+
+    async def on_custom(self, event: dict[str, Any]) -> None:
+        hub.deliver(self.env, event["name"], event["data"], None)
+
+    async def on_message_dropped(self, event: dict[str, Any]) -> None:
+        log.warning("Dropped a message from the master: %s", event["reason"])

@@ -4,22 +4,19 @@ share one path (Locust's ``Environment``)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import _core
 from ._bridge import EngineBridge
+from ._core import Engine, validate_host
 from .events import Events
 from .events import events as global_events
 from .exceptions import ConfigError
 from .messages import MessageHandler, hub
-
-if TYPE_CHECKING:
-    from .runner import LocalRunner
-    from .shape import LoadTestShape
-    from .user import TaskFn, User
+from .options import RunOptions
+from .runner import LocalRunner
+from .shape import LoadTestShape
+from .user import AsyncHttpUser, TaskTable, User, task_table
 
 
 class Environment:
@@ -31,7 +28,8 @@ class Environment:
         tags: Run only tasks with one of these tags (``-T``).
         exclude_tags: Skip tasks with any of these tags (``-E``).
         stop_timeout_s: Seconds users may take to finish their task at stop.
-        parsed_options: The command-line options, when run from the CLI.
+        parsed_options: The command-line options, when run from the CLI
+            (Locust's name); read-only.
         events: Event hooks; the global ``aiotest.events`` by default.
         engine: An engine to share (a worker keeps one across runs); a new
             one is started on first use otherwise.
@@ -50,9 +48,9 @@ class Environment:
         tags: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
         stop_timeout_s: float = 0.0,
-        parsed_options: SimpleNamespace | None = None,
+        parsed_options: RunOptions | None = None,
         events: Events | None = None,
-        engine: _core.Engine | None = None,
+        engine: Engine | None = None,
         require_host: bool = True,
     ) -> None:
         self.events = events or global_events
@@ -65,7 +63,7 @@ class Environment:
         #: The load shape that drives the run (a ``LoadTestShape`` subclass
         #: in the aiotestfile, or ``--test-plan``), or None.
         self.shape: LoadTestShape | None = None
-        self.engine: _core.Engine | None = None
+        self.engine: Engine | None = None
         self.bridge: EngineBridge | None = None
         self.runner: LocalRunner | None = None
         self.configure(
@@ -100,8 +98,8 @@ class Environment:
         self.tags = set(tags or ())
         self.exclude_tags = set(exclude_tags or ())
         self.stop_timeout_s = stop_timeout_s
-        self.host = _core.validate_host(host) if host else None
-        self._task_tables: dict[type, tuple[list[TaskFn], list[int]]] = {}
+        self.host = validate_host(host) if host else None
+        self._task_tables: dict[type[User], TaskTable] = {}
         kept = []
         for cls in user_classes:
             fns, _ = self.task_table(cls)
@@ -118,19 +116,24 @@ class Environment:
         for cls in kept:
             if self.host:
                 cls.host = self.host
-            elif _needs_host(cls) and (cls.host or require_host):
+            elif needs_host(cls) and (cls.host or require_host):
                 if not cls.host:
                     raise ConfigError(
                         f'no host for user class {cls.__name__}: set `host = "http://..."` '
                         "on the class or pass -H/--host"
                     )
-                cls.host = _core.validate_host(cls.host)
+                cls.host = validate_host(cls.host)
 
-    def use_engine(self, engine: _core.Engine) -> None:
+    def use_engine(self, engine: Engine) -> None:
         """Records into ``engine`` (and sends this run's requests through it)."""
         self.engine = engine
         self.bridge = EngineBridge(engine, self.events.request)
         self.events.request._engine = engine
+
+    def host_summary(self) -> str:
+        """The classes' distinct hosts, comma-separated: the target as logs
+        and reports show it."""
+        return host_summary(self.user_classes)
 
     def register_message(self, name: str, handler: MessageHandler) -> None:
         """Calls ``handler(environment=..., msg=CustomMessage)`` for each
@@ -154,33 +157,34 @@ class Environment:
         """
         hub.send(self, name, data, worker_index)
 
-    def task_table(self, cls: type[User]) -> tuple[list[TaskFn], list[int]]:
+    def task_table(self, cls: type[User]) -> TaskTable:
         """The class's runnable tasks after tag filtering, with cumulative
         weights for ``random.choices``. Computed once per class."""
         table = self._task_tables.get(cls)
         if table is None:
-            kept = [(fn, w) for fn, w in cls.tasks if w > 0 and self._tag_ok(fn)]
-            table = ([fn for fn, _ in kept], list(itertools.accumulate(w for _, w in kept)))
-            self._task_tables[cls] = table
+            table = self._task_tables[cls] = task_table(cls, self.tags, self.exclude_tags)
         return table
 
-    def _tag_ok(self, fn: Any) -> bool:
-        fn_tags: set[str] = getattr(fn, "aiotest_tag_set", set())
-        if self.tags and not (fn_tags & self.tags):
-            return False
-        return not (fn_tags & self.exclude_tags)
-
     def create_local_runner(self, *, iterations: int | None = None) -> LocalRunner:
-        """Starts the engine and returns the runner for this process.
+        """Starts the engine (if none is in use yet) and returns a new runner
+        for this process's users, kept as :attr:`runner`.
 
         Args:
             iterations: Total task executions before the run ends (``-i``).
         """
-        from .runner import LocalRunner
-
-        if self.engine is None:
-            self.use_engine(_core.Engine())
-        self.runner = LocalRunner(self, iterations=iterations)
+        if self.engine is None or self.bridge is None:
+            self.use_engine(Engine())
+        assert self.engine is not None and self.bridge is not None
+        self.runner = LocalRunner(
+            environment=self,
+            user_classes=self.user_classes,
+            task_tables={cls: self.task_table(cls) for cls in self.user_classes},
+            engine=self.engine,
+            bridge=self.bridge,
+            events=self.events,
+            stop_timeout_s=self.stop_timeout_s,
+            iterations=iterations,
+        )
         return self.runner
 
 
@@ -190,7 +194,6 @@ def host_summary(user_classes: Sequence[type[User]]) -> str:
     return ", ".join(sorted({str(c.host) for c in user_classes if c.host}))
 
 
-def _needs_host(cls: type) -> bool:
-    from .user import AsyncHttpUser
-
+def needs_host(cls: type) -> bool:
+    """Whether users of ``cls`` send HTTP requests, and so need a host."""
     return issubclass(cls, AsyncHttpUser)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._core import Engine, RawResponse
+from ._core import Engine, RawResponse
+from .exceptions import AiotestError
 
 Listener = Callable[..., Any]
 
@@ -76,8 +76,6 @@ class RequestEvent(EventHook):
             AiotestError: When no test is running to record into.
         """
         if self._engine is None:
-            from .exceptions import AiotestError
-
             raise AiotestError("events.request.fire() needs a running test to record into")
         self._engine.record(
             request_type,

@@ -11,16 +11,13 @@ from __future__ import annotations
 import json as jsonlib
 from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from .events import failure_text
+from ._bridge import EngineBridge
+from ._core import RawResponse
+from .events import RequestEvent, failure_text
 from .exceptions import ResponseError
-
-if TYPE_CHECKING:
-    from ._bridge import EngineBridge
-    from ._core import RawResponse
-    from .events import RequestEvent
 
 
 def _with_default(pairs: dict[str, str], key: str, value: str) -> dict[str, str]:

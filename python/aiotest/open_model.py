@@ -17,11 +17,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .runner import LocalRunner
-    from .user import User
+from .options import ArrivalStage
 
 log = logging.getLogger("aiotest.open_model")
 
@@ -31,11 +29,23 @@ WARN_INTERVAL_S = 5.0
 LATE_S = 0.1
 
 
+class IterationBudget(Protocol):
+    """What the arrivals draw on: the run's iteration limit (``-i``) and
+    the size of the pool (a :class:`aiotest.runner.LocalRunner`)."""
+
+    @property
+    def user_count(self) -> int: ...
+
+    def claim_iteration(self) -> bool: ...
+
+    def release_iteration(self) -> None: ...
+
+
 class OpenModel:
-    """Arrivals for one runner.
+    """Arrivals for one pool of users.
 
     Args:
-        runner: Whose users form the pool and whose iteration limit holds.
+        budget: The pool's runner: its iteration limit and user count.
         rate_per_s: Iterations started per second (> 0).
 
     Attributes:
@@ -43,12 +53,12 @@ class OpenModel:
         dropped: Arrivals dropped because the backlog was full.
     """
 
-    def __init__(self, runner: LocalRunner, rate_per_s: float) -> None:
-        self.runner = runner
+    def __init__(self, budget: IterationBudget, rate_per_s: float) -> None:
+        self.budget = budget
         self.rate_per_s = rate_per_s
         self.started = 0
         self.dropped = 0
-        self._idle: deque[tuple[User, asyncio.Future[float]]] = deque()
+        self._idle: deque[asyncio.Future[float]] = deque()
         self._backlog: deque[float] = deque()
         self._max_backlog = max(1_000, int(10 * rate_per_s))
         self._scheduler: asyncio.Task[None] | None = None
@@ -66,6 +76,16 @@ class OpenModel:
             self._scheduler.cancel()
         self._backlog.clear()
 
+    def set_rate(self, rate_per_s: float, *, restart: bool) -> None:
+        """Changes the arrival rate; with ``restart``, the arrivals start
+        again at once at the new rate (else at the next :meth:`start`)."""
+        self.stop()
+        self.rate_per_s = rate_per_s
+        self._max_backlog = max(1_000, int(10 * rate_per_s))
+        self._scheduler = None
+        if restart:
+            self.start()
+
     async def _arrivals(self) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -75,11 +95,11 @@ class OpenModel:
             while k < due:
                 intended = t0 + k / self.rate_per_s
                 k += 1
-                if not self.runner.claim_iteration():
+                if not self.budget.claim_iteration():
                     return
                 if len(self._backlog) >= self._max_backlog:
                     self.dropped += 1
-                    self.runner.release_iteration()
+                    self.budget.release_iteration()
                 else:
                     self._backlog.append(intended)
             self._dispatch()
@@ -88,7 +108,7 @@ class OpenModel:
 
     def _dispatch(self) -> None:
         while self._idle and self._backlog:
-            _, turn = self._idle.popleft()
+            turn = self._idle.popleft()
             if not turn.done():
                 turn.set_result(self._backlog.popleft())
 
@@ -101,55 +121,42 @@ class OpenModel:
         log.warning(
             "The pool of %d users cannot sustain %g iterations/s: iterations started up to "
             "%.2fs late (%d dropped); raise -u/--users",
-            self.runner.user_count,
+            self.budget.user_count,
             self.rate_per_s,
             self._worst_lag_s,
             self.dropped,
         )
         self._worst_lag_s = 0.0
 
-    async def pooled_life(self, user: User) -> None:
-        """A pool user's task: ``on_start``, then one iteration per arrival
-        it takes, then ``on_stop``."""
+    async def next_turn(self) -> float:
+        """Waits, as an idle user of the pool, for the oldest waiting
+        arrival; returns how late (s) its iteration starts against its
+        intended start time. A pool user's life awaits it before each
+        iteration (see :meth:`aiotest.User.run_pooled`)."""
         loop = asyncio.get_running_loop()
-        turn: asyncio.Future[float] | None = None
+        turn: asyncio.Future[float] = loop.create_future()
+        self._idle.append(turn)
+        self._dispatch()
         try:
-            if not await user._start():
-                return
-            while not user._stop_requested:
-                turn = loop.create_future()
-                self._idle.append((user, turn))
-                self._dispatch()
-                user._waiting = True
-                try:
-                    intended = await turn
-                finally:
-                    user._waiting = False
-                lag_s = max(0.0, loop.time() - intended)
-                self._worst_lag_s = max(self._worst_lag_s, lag_s)
-                self.started += 1
-                user._set_intended_lag(round(lag_s * 1e6))
-                try:
-                    if not await user._run_one_task():
-                        return
-                finally:
-                    user._set_intended_lag(None)
+            intended = await turn
         finally:
-            if turn is not None and not turn.done():
+            if not turn.done():
                 turn.cancel()
-            await user._stop()
+        lag_s = max(0.0, loop.time() - intended)
+        self._worst_lag_s = max(self._worst_lag_s, lag_s)
+        self.started += 1
+        return lag_s
 
 
 async def follow_arrival_stages(
-    stages: Sequence[dict[str, Any]], apply: Callable[[float], Any], done: asyncio.Event
+    stages: Sequence[ArrivalStage], apply: Callable[[float], object], done: asyncio.Event
 ) -> None:
-    """Steps through ``--arrival-rate`` stages (``rate_per_s``,
-    ``duration_s``): applies each rate in turn, and sets ``done`` after the
-    last stage's duration; a last stage without one holds until the run
-    ends. The master and local mode share it."""
+    """Steps through ``--arrival-rate`` stages: applies each rate in turn,
+    and sets ``done`` after the last stage's duration; a last stage without
+    one holds until the run ends."""
     for stage in stages:
-        apply(stage["rate_per_s"])
-        if stage["duration_s"] is None:
+        apply(stage.rate_per_s)
+        if stage.duration_s is None:
             return
-        await asyncio.sleep(stage["duration_s"])
+        await asyncio.sleep(stage.duration_s)
     done.set()

@@ -1,4 +1,6 @@
-"""Options an aiotestfile adds to the command line, in Locust's habits::
+"""The options of a run: :class:`RunOptions`, parsed once from the command
+line, the environment and config files, and the options an aiotestfile
+adds to the command line, in Locust's habits::
 
     @events.init_command_line_parser.add_listener
     def _(parser):
@@ -13,8 +15,10 @@ reach every worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .exceptions import ConfigError
@@ -118,3 +122,154 @@ class OptionParser:
                 raise ConfigError(f"--{o.long} {value!r}: pick one of {choices}")
             out[o.dest] = value
         return out
+
+
+@dataclass(frozen=True)
+class ArrivalStage:
+    """One ``--arrival-rate`` stage: ``rate_per_s`` iterations started per
+    second for ``duration_s`` (None: until the run ends; last stage only)."""
+
+    rate_per_s: float
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class PlanStage:
+    """One ``--test-plan`` stage: ``users`` for ``duration_s``, ramped at
+    ``spawn_rate_per_s`` (None: ``-r``)."""
+
+    users: int
+    spawn_rate_per_s: float | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every option of a run, parsed once (by ``_core.parse_options``, in
+    the precedence command line, environment variable, config file,
+    default) and never changed after: a changed copy is made with
+    :meth:`replace`. Names and units follow the command line (``-t`` is
+    :attr:`run_time_s`); ``docs`` of each flag: ``aiotest --help``.
+
+    The aiotestfile's own options (``events.init_command_line_parser``)
+    are in :attr:`custom_options` and read as attributes too
+    (``parsed_options.shop_id``), as in Locust.
+    """
+
+    aiotestfile: str = "aiotestfile.py"
+    host: str | None = None
+    users: int = 1
+    spawn_rate: float = 1.0
+    run_time_s: float | None = None
+    arrival_rate: tuple[ArrivalStage, ...] | None = None
+    test_plan: tuple[PlanStage, ...] | None = None
+    headless: bool = False
+    web_host: str = ""
+    web_port: int = 8089
+    web_login: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    autostart: bool = False
+    autoquit_s: float | None = None
+    stop_timeout_s: float = 0.0
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    list: bool = False
+    loglevel: str = "INFO"
+    logfile: str | None = None
+    exit_code_on_error: int = 1
+    json: bool = False
+    json_file: str | None = None
+    only_summary: bool = False
+    print_stats: bool = False
+    reset_stats: bool = False
+    csv_prefix: str | None = None
+    csv_full_history: bool = False
+    html_file: str | None = None
+    iterations: int | None = None
+    checks: tuple[str, ...] = ()
+    check_fail_ratio: float | None = None
+    check_rps: float | None = None
+    check_avg_response_time: float | None = None
+    master: bool = False
+    master_bind_host: str = "*"
+    master_bind_port: int = 5557
+    expect_workers: int = 1
+    expect_workers_max_wait_s: float = 0.0
+    worker: bool = False
+    master_host: str = "127.0.0.1"
+    master_port: int = 5557
+    processes: int | None = None
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    secret: str | None = field(default=None, repr=False)
+    user_classes: tuple[str, ...] = ()
+    custom_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_parsed(cls, run: Mapping[str, Any], custom_options: Mapping[str, Any]) -> RunOptions:
+        """Builds the options from ``_core.parse_options``' ``run`` object,
+        with ``custom_options`` already converted (:meth:`OptionParser.values`).
+
+        Raises:
+            ConfigError: A key this version does not know (a mismatched build).
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(run) - known)
+        if unknown:
+            raise ConfigError(f"unknown options {', '.join(unknown)}: reinstall aiotest")
+        values = dict(run)
+        for key in ("tags", "exclude_tags", "checks", "user_classes"):
+            values[key] = tuple(values.get(key) or ())
+        if values.get("arrival_rate"):
+            values["arrival_rate"] = tuple(ArrivalStage(**s) for s in values["arrival_rate"])
+        if values.get("test_plan"):
+            values["test_plan"] = tuple(PlanStage(**s) for s in values["test_plan"])
+        values["custom_options"] = MappingProxyType(dict(custom_options))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with ``changes``; ``custom_options`` given as a mapping is
+        merged over the current ones."""
+        if "custom_options" in changes:
+            merged = {**self.custom_options, **changes["custom_options"]}
+            changes["custom_options"] = MappingProxyType(merged)
+        return dataclasses.replace(self, **changes)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not fields: the custom options.
+        custom = self.__dict__.get("custom_options", {})
+        if name in custom:
+            return custom[name]
+        raise AttributeError(f"no option named {name!r}")
+
+
+def resolve_aiotestfile(
+    args: Sequence[str],
+    environ: Mapping[str, str],
+    file_values: Sequence[tuple[str, str, list[str]]],
+) -> str:
+    """The aiotestfile a command line runs, in the precedence every option
+    has: ``-f``/``--aiotestfile`` in ``args`` (without the program name),
+    else ``AIOTEST_AIOTESTFILE`` in ``environ``, else the last config file
+    that sets ``aiotestfile``, else ``aiotestfile.py``. It is needed before
+    the full parse, which then agrees with it: the file's
+    ``init_command_line_parser`` listeners add options to that parse."""
+    path: str | None = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-f", "--aiotestfile") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--aiotestfile="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("-f") and not arg.startswith("--") and len(arg) > 2:
+            path = arg[2:].removeprefix("=")
+    if path is not None:
+        return path
+    if environ.get("AIOTEST_AIOTESTFILE"):
+        return environ["AIOTEST_AIOTESTFILE"]
+    for _, key, values in file_values:
+        if key in ("aiotestfile", "f") and values:
+            path = values[0]
+    return path or "aiotestfile.py"

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
+from ._core import DemoTarget
+from .lifecycle import run
+
 
 @pytest.fixture
 def aiotest_run() -> Callable[..., Any]:
     """:func:`aiotest.run`: runs a test in-process and returns a RunResult."""
-    from .run import run
-
     return run
 
 
@@ -32,8 +33,6 @@ def aiotest_run() -> Callable[..., Any]:
 def aiotest_demo_target() -> Iterator[Any]:
     """The built-in demo target on 127.0.0.1 and a free port; stopped after
     the session."""
-    from ._core import DemoTarget
-
     target = DemoTarget(bind="127.0.0.1", port=0)
     try:
         yield target

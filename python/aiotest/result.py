@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._core import StatsSnapshot
+from ._core import StatsSnapshot
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,15 @@ import gc
 import logging
 import os
 import traceback
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from . import _core
-from ._bridge import UserTask
-
-if TYPE_CHECKING:
-    from .env import Environment
-    from .open_model import OpenModel
-    from .user import User
+from ._bridge import EngineBridge, UserTask
+from ._core import Engine, assign_user_indexes, spawn_order, user_counts
+from .events import Events
+from .messages import hub
+from .open_model import OpenModel
+from .user import TaskTable, User
 
 log = logging.getLogger("aiotest.runner")
 
@@ -29,10 +28,17 @@ _IN_FLIGHT_GRACE_S = 5.0
 
 
 class LocalRunner:
-    """Spawns and stops the users of one process.
+    """Spawns and stops the users of one process; each of its users sees it
+    as their :class:`aiotest.user.UserContext`.
 
     Args:
-        environment: The run object.
+        environment: The run object, handed to each user (``self.environment``).
+        user_classes: The classes it runs, in a fixed order.
+        task_tables: Each class's tasks after tag filtering.
+        engine: Where requests go and statistics are recorded.
+        bridge: Delivers the engine's responses on the running loop.
+        events: The run's event hooks.
+        stop_timeout_s: Seconds users may take to finish their task at stop.
         iterations: Stop after exactly this many task executions in total
             (``-i``); None for no limit.
 
@@ -42,8 +48,26 @@ class LocalRunner:
         iterations_done: Set when ``iterations`` task executions finished.
     """
 
-    def __init__(self, environment: Environment, *, iterations: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        environment: Any,
+        user_classes: Sequence[type[User]],
+        task_tables: Mapping[type[User], TaskTable],
+        engine: Engine,
+        bridge: EngineBridge,
+        events: Events,
+        stop_timeout_s: float = 0.0,
+        iterations: int | None = None,
+    ) -> None:
         self.environment = environment
+        self.user_classes = list(user_classes)
+        self._task_tables = task_tables
+        self.engine = engine
+        self.bridge: EngineBridge | None = bridge
+        self.events = events
+        self.request_event = events.request
+        self.stop_timeout_s = stop_timeout_s
         self.state = "ready"
         self.task_runs = 0
         self.iterations = iterations
@@ -55,7 +79,7 @@ class LocalRunner:
         # Per class, in start order: each user's task -> the user. A dict, so
         # that a user's end is O(1) when thousands end together.
         self._users: dict[type[User], dict[asyncio.Task[None], User]] = {
-            cls: {} for cls in environment.user_classes
+            cls: {} for cls in self.user_classes
         }
         # One bound method for every task's done callback (no object per user).
         self._on_user_done = self._user_done
@@ -94,10 +118,10 @@ class LocalRunner:
         Raises:
             ConfigError: For a bad class weight.
         """
-        all_classes = self.environment.user_classes
+        all_classes = self.user_classes
         chosen = [c for c in all_classes if classes is None or c in classes]
         counts = (
-            _core.user_counts(
+            user_counts(
                 [float(c.weight) for c in chosen], [int(c.fixed_count) for c in chosen], user_count
             )
             if chosen
@@ -111,10 +135,10 @@ class LocalRunner:
         ``environment.user_classes``) at ``spawn_rate`` users/s. Users keep
         their ``user_index``; the indexes stay 0 to N-1."""
         owned = [
-            sorted(u.user_index for u in self._users[c].values() if not u._stop_requested)
-            for c in self.environment.user_classes
+            sorted(u.user_index for u in self._users[c].values() if not u.stop_requested)
+            for c in self.user_classes
         ]
-        wanted = _core.assign_user_indexes([owned], [target])[0]
+        wanted = assign_user_indexes([owned], [target])[0]
         await self.start_indexed(wanted, spawn_rate)
 
     async def start_indexed(self, wanted: list[list[int]], spawn_rate: float) -> None:
@@ -122,23 +146,20 @@ class LocalRunner:
         class ``i``: stops the others at once, and starts the missing ones at
         ``spawn_rate`` users/s, keeping the class mix in proportion during
         the ramp. What a worker does with the master's ``spawn`` message."""
-        env = self.environment
-        classes = env.user_classes
+        classes = self.user_classes
         fresh: list[list[int]] = []
         for cls, indexes in zip(classes, wanted, strict=True):
             keep = set(indexes)
             for task, user in reversed(list(self._users[cls].items())):
                 if user.user_index not in keep:
                     self._stop_user(user, task, force=True)
-            running = {
-                u.user_index for u in self._users[cls].values() if not u._stop_requested
-            }
+            running = {u.user_index for u in self._users[cls].values() if not u.stop_requested}
             fresh.append([i for i in indexes if i not in running][::-1])
-        order = _core.spawn_order([len(f) for f in fresh])
+        order = spawn_order([len(f) for f in fresh])
         self.state = "spawning"
         loop = asyncio.get_running_loop()
-        bridge = env.bridge
-        if bridge is not None and bridge._loop is None:
+        bridge = self.bridge
+        if bridge is not None and not bridge.attached:
             bridge.attach(loop)
         started = loop.time()
         spawned = 0
@@ -158,16 +179,14 @@ class LocalRunner:
         # The users' long-lived objects leave the collector's generations:
         # full collections then skip them (CPython's advice for servers).
         gc.freeze()
-        log.info("All users spawned: %s (%d total)", self._mix_text(), self.user_count)
-        env.events.spawning_complete.fire(user_count=self.user_count)
+        log.info("All users spawned: %s (%d total)", self.mix_text(), self.user_count)
+        self.events.spawning_complete.fire(user_count=self.user_count)
 
     def use_arrival_rate(self, rate_per_s: float | None) -> None:
         """Switches to the open workload model: users become a pool, and
         ``rate_per_s`` task iterations start each second once the pool has
         spawned; None (or 0) goes back to the closed model for new users.
         A new rate restarts the arrivals."""
-        from .open_model import OpenModel
-
         if not rate_per_s:
             if self.open_model is not None:
                 self.open_model.stop()
@@ -176,19 +195,16 @@ class LocalRunner:
         if self.open_model is not None and self.open_model.rate_per_s == rate_per_s:
             return
         if self.open_model is not None:
-            self.open_model.stop()
-            self.open_model.rate_per_s = rate_per_s
-            self.open_model._scheduler = None
-            if self.state == "running":
-                self.open_model.start()
+            self.open_model.set_rate(rate_per_s, restart=self.state == "running")
         else:
             self.open_model = OpenModel(self, rate_per_s)
 
     def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop, user_index: int) -> None:
-        user = cls(self.environment, user_index=user_index)
-        life = user.run() if self.open_model is None else self.open_model.pooled_life(user)
+        user = cls(self.environment, user_index=user_index, context=self)
+        open_model = self.open_model
+        life = user.run() if open_model is None else user.run_pooled(open_model.next_turn)
         name = f"{cls.__name__}-{user.user_index}"
-        bridge = self.environment.bridge
+        bridge = self.bridge
         if bridge is not None and bridge.driven:
             task: asyncio.Task[None] = UserTask(life, loop=loop, name=name, bridge=bridge)
         else:
@@ -206,20 +222,14 @@ class LocalRunner:
             user is not None
             and self.state == "running"
             and self.user_count == 0
-            and not user._stop_requested
+            and not user.stop_requested
         ):
             self.all_users_stopped.set()
         if not task.cancelled() and task.exception() is not None:
             self.record_error(task.exception())  # type: ignore[arg-type]
 
     def _stop_user(self, user: User, task: asyncio.Task[None], *, force: bool) -> None:
-        user._stop_requested = True
-        # A user waiting out its wait time ends it and returns, even when
-        # forced: a cancellation's exception and traceback would stay with
-        # its task until the run ends (~1 KB a user, 10 MB at 10,000).
-        if user._waiting and user._end_wait():
-            return
-        if force or user._waiting:
+        if user.request_stop(force=force):
             task.cancel()
 
     async def stop(self) -> None:
@@ -231,7 +241,7 @@ class LocalRunner:
         self.state = "stopping"
         if self.open_model is not None:
             self.open_model.stop()
-        timeout_s = self.environment.stop_timeout_s
+        timeout_s = self.stop_timeout_s
         entries = [(u, t) for users in self._users.values() for t, u in users.items()]
         for user, task in entries:
             self._stop_user(user, task, force=timeout_s <= 0)
@@ -245,21 +255,21 @@ class LocalRunner:
             _, pending = await asyncio.wait(tasks, timeout=max(5.0, timeout_s))
             for t in pending:
                 t.cancel()
-        engine = self.environment.engine
-        if engine is not None and engine.in_flight():
+        engine = self.engine
+        if engine.in_flight():
             await asyncio.to_thread(engine.wait_idle, _IN_FLIGHT_GRACE_S)
-        if self.environment.bridge is not None:
-            self.environment.bridge.detach()
+        if self.bridge is not None:
+            self.bridge.detach()
         self.state = "stopped"
 
     def register_message(self, name: str, handler: Any) -> None:
         """Locust's spelling of :meth:`Environment.register_message`."""
-        self.environment.register_message(name, handler)
+        hub.register(name, handler)
 
     def send_message(self, name: str, data: Any = None, client_id: int | None = None) -> None:
         """Locust's spelling of :meth:`Environment.send_message`;
         ``client_id`` is the worker index."""
-        self.environment.send_message(name, data, worker_index=client_id)
+        hub.send(self.environment, name, data, client_id)
 
     def claim_iteration(self) -> bool:
         """Reserves one task execution; False once ``iterations`` are all
@@ -292,9 +302,7 @@ class LocalRunner:
             if not f.filename.startswith(_PACKAGE_DIR)
         ]
         tb = "".join(traceback.format_list(frames)).rstrip()
-        engine = self.environment.engine
-        if engine is not None:
-            engine.record_error(message, tb, self.node)
+        self.engine.record_error(message, tb, self.node)
         key = (message, tb)
         if key not in self._errors_logged:
             self._errors_logged.add(key)
@@ -302,5 +310,10 @@ class LocalRunner:
             if self.on_new_error is not None:
                 self.on_new_error(message, tb)
 
-    def _mix_text(self) -> str:
+    def task_table(self, cls: type[User]) -> TaskTable:
+        """``cls``'s tasks after tag filtering (see :func:`aiotest.user.task_table`)."""
+        return self._task_tables[cls]
+
+    def mix_text(self) -> str:
+        """Running users per class, e.g. ``Shopper: 3, Admin: 1``."""
         return ", ".join(f"{name}: {n}" for name, n in self.user_classes_count().items())

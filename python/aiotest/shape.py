@@ -18,12 +18,14 @@ evaluates the shape and hands each step to the workers.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from .user import User
+from .exceptions import ConfigError
+from .user import User
 
 #: What ``tick()`` returns: (users, spawn rate per s[, user classes]) or None.
 ShapeStep = tuple[int, float] | tuple[int, float, Sequence["type[User]"]] | None
@@ -92,8 +94,6 @@ def shape_from_options(opts: Any, found: list[type[LoadTestShape]]) -> LoadTestS
         ConfigError: More than one shape class, or both a class and
             ``--test-plan``.
     """
-    from .exceptions import ConfigError
-
     plan = getattr(opts, "test_plan", None)
     if len(found) > 1:
         names = ", ".join(c.__name__ for c in found)
@@ -103,6 +103,60 @@ def shape_from_options(opts: Any, found: list[type[LoadTestShape]]) -> LoadTestS
             f"both --test-plan and the shape class {found[0].__name__} are given: use one of them"
         )
     if plan:
-        stages = [(s["users"], s["spawn_rate_per_s"], s["duration_s"]) for s in plan]
+        stages = [(s.users, s.spawn_rate_per_s, s.duration_s) for s in plan]
         return StagesShape(stages, default_spawn_rate=opts.spawn_rate)
     return found[0]() if found else None
+
+
+@dataclass(frozen=True)
+class LoadStep:
+    """The load a run holds: ``users`` in all, started at ``spawn_rate``
+    users/s, of ``classes`` (all of the run's classes when None)."""
+
+    users: int
+    spawn_rate: float
+    classes: tuple[type[User], ...] | None = None
+
+
+def unpack_step(step: Any) -> LoadStep:
+    """The :class:`LoadStep` of a shape's ``tick()`` result,
+    ``(users, spawn_rate[, classes])``.
+
+    Raises:
+        ConfigError: Anything else, naming what it got and what to return.
+    """
+    if isinstance(step, tuple) and len(step) in (2, 3):
+        users, rate = step[0], step[1]
+        classes = tuple(step[2]) if len(step) == 3 else None
+        if (
+            isinstance(users, int)
+            and users >= 0
+            and isinstance(rate, (int, float))
+            and 0 < rate < float("inf")
+        ):
+            return LoadStep(users, float(rate), classes)
+    raise ConfigError(
+        f"a load shape's tick() returned {step!r}: return (users, spawn_rate), "
+        "(users, spawn_rate, [UserClass, ...]) or None"
+    )
+
+
+async def follow_shape(
+    shape: LoadTestShape, first: Any, apply: Callable[[LoadStep], None], done: asyncio.Event
+) -> None:
+    """Calls ``shape.tick()`` every :data:`TICK_INTERVAL_S`; applies each
+    step that differs from the last, and sets ``done`` when it returns None.
+
+    Raises:
+        ConfigError: A step that :func:`unpack_step` rejects.
+    """
+    last = first
+    while True:
+        await asyncio.sleep(TICK_INTERVAL_S)
+        step = shape.tick()
+        if step is None:
+            done.set()
+            return
+        if step != last:
+            apply(unpack_step(step))
+            last = step

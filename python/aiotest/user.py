@@ -9,21 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ._bridge import EngineBridge
+from .events import RequestEvent
 from .exceptions import ConfigError, StopUser
 from .http import HttpSession
 from .wait_time import constant
 
-if TYPE_CHECKING:
-    from .env import Environment
-
 F = TypeVar("F", bound=Callable[..., Any])
 TaskFn = Callable[[Any], Any]
+#: A class's runnable tasks and their cumulative weights, for ``random.choices``.
+TaskTable = tuple[list[TaskFn], list[int]]
+
+
+class UserContext(Protocol):
+    """What a user needs from the run it belongs to (its runner, see
+    :class:`aiotest.runner.LocalRunner`): the iteration budget, where errors
+    and requests go, and its place in the cluster. Users see this, not the
+    whole environment."""
+
+    bridge: EngineBridge | None
+    request_event: RequestEvent
+    worker_index: int
+    worker_count: int
+
+    def task_table(self, cls: type[User]) -> TaskTable: ...
+
+    def claim_iteration(self) -> bool: ...
+
+    def task_done(self) -> None: ...
+
+    def record_error(self, exc: BaseException) -> None: ...
+
+
+def task_table(cls: type[User], tags: Collection[str], exclude_tags: Collection[str]) -> TaskTable:
+    """``cls``'s tasks that ``-T/--tags`` and ``-E/--exclude-tags`` keep
+    (a task with any excluded tag is dropped; with ``tags``, only tasks with
+    one of them stay), with cumulative weights; tasks of weight 0 never run."""
+
+    def kept(fn: Any) -> bool:
+        fn_tags: set[str] = getattr(fn, "aiotest_tag_set", set())
+        if tags and not (fn_tags & set(tags)):
+            return False
+        return not (fn_tags & set(exclude_tags))
+
+    pairs = [(fn, w) for fn, w in cls.tasks if w > 0 and kept(fn)]
+    return [fn for fn, _ in pairs], list(itertools.accumulate(w for _, w in pairs))
 
 
 def _awaitable(result: Any) -> bool:
@@ -132,18 +169,23 @@ class User(metaclass=_UserMeta):
     wait_time: Callable[[Any], float] = constant(0)
     tasks: list[tuple[TaskFn, int]] = []
 
-    def __init__(self, environment: Environment, *, user_index: int = 0) -> None:
+    def __init__(
+        self, environment: Any, *, user_index: int = 0, context: UserContext | None = None
+    ) -> None:
+        #: The run object (:class:`aiotest.Environment`), for user code.
         self.environment = environment
         self.user_index = user_index
-        runner = environment.runner
-        self.worker_index: int = runner.worker_index if runner is not None else 0
-        self.worker_count: int = runner.worker_count if runner is not None else 1
+        # The runner passes itself; a user made by hand finds its runner.
+        ctx: UserContext = context if context is not None else environment.runner
+        self._context = ctx
+        self.worker_index: int = ctx.worker_index
+        self.worker_count: int = ctx.worker_count
         self._stop_requested = False
         self._waiting = False
         #: The future a wait time awaits, while it does (see _end_wait).
         self._wake: asyncio.Future[None] | None = None
         self._task_started_at: float | None = None
-        self._task_fns, self._task_cum_weights = environment.task_table(type(self))
+        self._task_fns, self._task_cum_weights = ctx.task_table(type(self))
 
     async def on_start(self) -> None:
         """Runs once when the user starts, before its first task."""
@@ -167,17 +209,17 @@ class User(metaclass=_UserMeta):
         """The user's life: ``on_start``, then tasks and waits until stopped,
         then ``on_stop``. Exceptions in user code are recorded as errors and
         the user goes on; :class:`StopUser` ends this user."""
-        runner = self.environment.runner
-        bridge = self.environment.bridge
+        ctx = self._context
+        bridge = ctx.bridge
         loop = asyncio.get_running_loop()
         try:
             if not await self._start():
                 return
             while not self._stop_requested:
-                if not runner.claim_iteration():
+                if not ctx.claim_iteration():
                     return
                 turn = bridge.turns if bridge is not None else -1
-                if not await self._run_one_task():
+                if not await self.run_iteration():
                     return
                 if self._stop_requested:
                     return
@@ -205,6 +247,47 @@ class User(metaclass=_UserMeta):
         finally:
             await self._stop()
 
+    async def run_pooled(self, next_turn: Callable[[], Awaitable[float]]) -> None:
+        """A pool user's life in the open workload model: ``on_start``, then
+        one iteration each time ``next_turn()`` hands it an arrival (it
+        returns how late, in s, the iteration starts, which each request
+        then carries to be recorded corrected for coordinated omission),
+        until stopped; then ``on_stop``."""
+        try:
+            if not await self._start():
+                return
+            while not self._stop_requested:
+                self._waiting = True
+                try:
+                    lag_s = await next_turn()
+                finally:
+                    self._waiting = False
+                self._set_intended_lag(round(lag_s * 1e6))
+                try:
+                    if not await self.run_iteration():
+                        return
+                finally:
+                    self._set_intended_lag(None)
+        finally:
+            await self._stop()
+
+    def request_stop(self, *, force: bool = False) -> bool:
+        """Asks the user to stop after its current task. A user waiting out
+        its wait time ends the wait and returns at once, even when forced
+        (a cancellation's traceback would stay with its task until the run
+        ends: ~1 KB a user). Returns True when its task must be cancelled:
+        it waits for something else (an arrival), or ``force`` is set and
+        it is inside a task."""
+        self._stop_requested = True
+        if self._waiting:
+            return not self._end_wait()
+        return force
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop_requested
+
     def _end_wait(self) -> bool:
         """Ends the current wait time now; False when the user is not in one
         this can end (it must be cancelled instead)."""
@@ -221,13 +304,13 @@ class User(metaclass=_UserMeta):
         except StopUser:
             return False
         except Exception as exc:  # user code: record and go on
-            self.environment.runner.record_error(exc)
+            self._context.record_error(exc)
         return True
 
-    async def _run_one_task(self) -> bool:
+    async def run_iteration(self) -> bool:
         """Runs one task picked by weight (an iteration); False when the
         user must stop (:class:`StopUser`). Other exceptions are recorded."""
-        runner = self.environment.runner
+        runner = self._context
         fn = self.pick_task()
         self._task_started_at = time.monotonic()
         try:
@@ -249,7 +332,7 @@ class User(metaclass=_UserMeta):
             await self._call(self.on_stop)
         except (Exception, StopUser) as exc:
             if not isinstance(exc, StopUser):
-                self.environment.runner.record_error(exc)
+                self._context.record_error(exc)
 
     def _set_intended_lag(self, lag_us: int | None) -> None:
         """Open workload model: how late the current iteration started."""
@@ -267,12 +350,17 @@ class AsyncHttpUser(User):
     abstract = True
     network_timeout: float = 60.0
 
-    def __init__(self, environment: Environment, *, user_index: int = 0) -> None:
-        super().__init__(environment, user_index=user_index)
+    def __init__(
+        self, environment: Any, *, user_index: int = 0, context: UserContext | None = None
+    ) -> None:
+        super().__init__(environment, user_index=user_index, context=context)
+        bridge = self._context.bridge
+        if bridge is None:
+            raise RuntimeError("an AsyncHttpUser needs a running engine: start it from a run")
         self.session = HttpSession(
-            environment.bridge,
+            bridge,
             base_url=self.host,
-            request_event=environment.events.request,
+            request_event=self._context.request_event,
             timeout_s=self.network_timeout,
         )
 

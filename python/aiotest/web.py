@@ -1,5 +1,5 @@
 """The runner side of the web UI: the Rust core serves the page and the
-JSON API (``_core.WebUi``, routes in docs/web.md); this module turns the
+JSON API (``WebUi``, routes in docs/web.md); this module turns the
 commands it receives (swarm, stop, reset) into runs, and publishes the
 run's status once per stats interval.
 
@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import parse_qs
 
-from . import _core
-from .cluster import MasterRun
-from .env import Environment, _needs_host, host_summary
+from ._core import Engine, WebUi, __version__, parse_duration_s, validate_host
+from .env import Environment, needs_host
 from .exceptions import AiotestError, ConfigError
-from .run import RunControl, execute
+from .lifecycle import Backend, Outcome, RunDriver, RunSpec
+from .options import RunOptions
+from .report import RunFacts, finish_run
+from .shape import LoadStep
 from .user import User
 
 log = logging.getLogger("aiotest.web")
@@ -68,6 +71,7 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
         fields = parse_qs(body, keep_blank_values=True)
 
     def one(name: str) -> str | None:
+        """The last value given for ``name``, stripped; None when blank."""
         values = fields.get(name) or [None]
         value = values[-1]
         return None if value is None or str(value).strip() == "" else str(value).strip()
@@ -94,9 +98,9 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
         ) from None
     host = one("host")
     if host is not None:
-        host = _core.validate_host(host)
+        host = validate_host(host)
     run_time = one("run_time")
-    run_time_s = _core.parse_duration_s(run_time) if run_time else None
+    run_time_s = parse_duration_s(run_time) if run_time else None
     names = [str(n) for n in fields.get("user_classes", []) if str(n).strip()]
     classes = None
     if names:
@@ -110,199 +114,281 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
     return SwarmRequest(users, spawn_rate, host, run_time_s, classes)
 
 
-class Backend:
-    """What the web UI drives: a local runner or a master. Holds at most one
-    run at a time, as an asyncio task that ends when the run has stopped."""
+class WebUiServer:
+    """Serves the web UI until Ctrl-C, SIGTERM or ``--autoquit``, turning
+    the browser's commands into runs on ``backend`` (one
+    :class:`~aiotest.lifecycle.RunDriver` a start), and publishing the
+    status once per :data:`PUBLISH_INTERVAL_S`.
 
-    engine: _core.Engine
+    Args:
+        env: The run object.
+        opts: The command line's options.
+        backend: Where runs go (this process, or a master's workers).
+        web: The bound ``WebUi``.
+    """
 
-    def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+    def __init__(self, env: Environment, opts: RunOptions, backend: Backend, web: WebUi) -> None:
+        self.env, self.opts, self.backend, self.web = env, opts, backend, web
+        self.quit = asyncio.Event()
+        self.started = False
+        self.peak_users = 0
+        self.settings: dict[str, Any] = {
+            "host": opts.host or env.host_summary(),
+            "spawn_rate": opts.spawn_rate,
+            "run_time_s": opts.run_time_s,
+            "target_user_count": opts.users,
+        }
+        self._driver: RunDriver | None = None
+        self._run: asyncio.Task[Outcome] | None = None
+        self._stop_run = asyncio.Event()
+        self._commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def running(self) -> bool:
         """A run was started and has not ended yet."""
-        return self._task is not None and not self._task.done()
+        return self._run is not None and not self._run.done()
 
-    def status(self) -> dict[str, Any]:
-        """``state`` (ready, spawning, running, stopping, stopped),
-        ``user_count`` and ``task_runs``, plus what the backend adds; merged
-        into the ``/stats/requests`` document (docs/web.md)."""
-        raise NotImplementedError
+    def facts(self) -> RunFacts:
+        """What the reports say of the current (or last) run."""
+        return RunFacts(
+            host=self.settings["host"],
+            script=self.opts.aiotestfile,
+            user_classes=tuple(c.__name__ for c in self.env.user_classes),
+            peak_users=self.peak_users,
+            task_runs=self.backend.task_runs,
+        )
 
-    def can_start(self) -> str | None:
-        """Why a run cannot start now (a sentence with the fix), or None."""
-        return None
+    def publish(self) -> None:
+        """Sends the status and fresh statistics to every browser."""
+        status = self.backend.status()
+        if not self.started:
+            status["state"] = "ready"
+        self.peak_users = max(self.peak_users, int(status.get("user_count", 0)))
+        status.update(
+            self.settings,
+            user_classes=[c.__name__ for c in self.env.user_classes],
+            is_distributed=self.backend.distributed,
+            version=__version__,
+        )
+        facts = self.facts()
+        self.web.publish(
+            json.dumps(status, default=str),
+            meta_json=json.dumps(facts.html_meta()),
+            fields_json=json.dumps(
+                {"user_count": facts.peak_users, "task_runs": status.get("task_runs", 0)}
+            ),
+        )
 
-    def start(self, req: SwarmRequest) -> asyncio.Task[None]:
-        """Starts a run; returns its task."""
-        raise NotImplementedError
+    async def _publisher(self) -> None:
+        failing = False
+        while True:
+            try:
+                self.publish()
+                failing = False
+            except Exception:  # the page shows stale figures; say why, once
+                if not failing:
+                    log.exception("publishing the web UI's statistics failed")
+                failing = True
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
 
-    def retarget(self, users: int, spawn_rate: float) -> None:
-        """Ramps the running run to ``users`` at ``spawn_rate`` users/s."""
-        raise NotImplementedError
+    # -- runs
 
-    def task_runs(self) -> int:
-        """Task executions of the current (or last) run."""
-        raise NotImplementedError
+    def start(self, req: SwarmRequest) -> None:
+        """Starts a run of ``req`` (Locust's swarm).
 
-    async def stop(self) -> None:
+        Raises:
+            ConfigError: A class that needs a host has none.
+        """
+        env = self.env
+        if req.host:
+            for cls in env.user_classes:
+                cls.host = req.host
+            env.host = req.host
+            self.settings["host"] = req.host
+        classes = req.classes or env.user_classes
+        missing = [c.__name__ for c in classes if needs_host(c) and not c.host]
+        if missing:
+            raise ConfigError(
+                f"no host for user class {', '.join(missing)}: fill in the host field "
+                "(e.g. http://127.0.0.1:8080) or start aiotest with -H"
+            )
+        self.settings.update(
+            spawn_rate=req.spawn_rate, run_time_s=req.run_time_s, target_user_count=req.users
+        )
+        self.backend.engine.reset_stats(clear_history=True)
+        self.web.clear_history()
+        self.started, self.peak_users = True, 0
+        log.info("Starting %d users at %g users/s (from the web UI)", req.users, req.spawn_rate)
+        step = LoadStep(req.users, req.spawn_rate, tuple(req.classes) if req.classes else None)
+        spec = dataclasses.replace(
+            RunSpec.from_options(self.opts, env.shape, step), run_time_s=req.run_time_s
+        )
+        self._driver = RunDriver(env, self.backend, spec, live=self._live())
+        self._stop_run = asyncio.Event()
+        self._run = asyncio.create_task(self._driver.run(self._stop_run))
+        self._run.add_done_callback(self._run_ended)
+
+    def _live(self) -> Any:
+        """``--print-stats``: the console's live tables during web UI runs."""
+        if not self.opts.print_stats:
+            return None
+        backend = self.backend
+
+        def live() -> None:
+            print(backend.describe(), file=sys.stdout)
+            print(backend.engine.snapshot().stats_table(current=True), flush=True)
+
+        return live
+
+    def _run_ended(self, task: asyncio.Task[Outcome]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            outcome = task.result()
+            if outcome.spawn_error is not None:
+                exc = outcome.spawn_error
+                log.error("Spawning users failed: %s: %s", type(exc).__name__, exc)
+            log.info("Run ended: %s", outcome.reason.value)
+        self.publish()
+        if self.opts.autoquit_s is not None and not any(
+            t.get_name() == "autoquit" for t in self._tasks
+        ):
+            log.info("Quitting in %gs (--autoquit)", self.opts.autoquit_s)
+            self._spawn_task(self._autoquit(self.opts.autoquit_s), name="autoquit")
+
+    async def _autoquit(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self.quit.set()
+
+    async def stop_run(self) -> None:
         """Stops the run, if any, and returns once its users have stopped."""
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class LocalBackend(Backend):
-    """Runs the users in this process, one :func:`execute` per start."""
-
-    def __init__(self, env: Environment, opts: SimpleNamespace) -> None:
-        super().__init__()
-        self.env, self.opts = env, opts
-        if env.engine is None:
-            env.use_engine(_core.Engine())
-        self.engine = env.engine
-        self._control: RunControl | None = None
-
-    def status(self) -> dict[str, Any]:
-        runner = self.env.runner
-        if runner is None or self._task is None:
-            return {"state": "ready", "user_count": 0, "task_runs": 0}
-        return {
-            "state": runner.state if self.running else "stopped",
-            "user_count": runner.user_count,
-            "user_classes_count": runner.user_classes_count(),
-            "task_runs": runner.task_runs,
-        }
-
-    def task_runs(self) -> int:
-        return self.env.runner.task_runs if self.env.runner else 0
-
-    def start(self, req: SwarmRequest) -> asyncio.Task[None]:
-        self._control = RunControl()
-        self._stop = self._control.stop
-        self._task = asyncio.create_task(self._run(req, self._control))
-        return self._task
-
-    async def _run(self, req: SwarmRequest, control: RunControl) -> None:
-        from .main import run_options
-
-        outcome = await execute(
-            self.env,
-            users=req.users,
-            spawn_rate=req.spawn_rate,
-            run_time_s=req.run_time_s,
-            control=control,
-            user_classes=req.classes,
-            **run_options(self.env, self.opts),
-        )
-        if outcome.spawn_error is not None:
-            exc = outcome.spawn_error
-            log.error("Spawning users failed: %s: %s", type(exc).__name__, exc)
-        log.info("Run ended: %s", outcome.reason)
-
-    def retarget(self, users: int, spawn_rate: float) -> None:
-        if self._control is not None:
-            self._control.retarget(users, spawn_rate)
-
-
-class MasterBackend(Backend):
-    """Runs the users on the workers of ``master``: one
-    :class:`~aiotest.cluster.MasterRun` per start."""
-
-    def __init__(self, env: Environment, opts: SimpleNamespace, master: Any, engine: Any) -> None:
-        super().__init__()
-        self.env, self.opts, self.master, self.engine = env, opts, master, engine
-        self._run: MasterRun | None = None
-
-    def cluster(self) -> dict[str, Any]:
-        """The master's ``ClusterStatus`` (see ``_core.Master.status``)."""
-        return json.loads(self.master.status())
-
-    def can_start(self) -> str | None:
-        if self.cluster()["live_workers"] == 0:
-            return "no worker is connected yet: start workers with --worker, then retry"
-        return None
-
-    def status(self) -> dict[str, Any]:
-        st = self.cluster()
-        if self._run is None:
-            state = "ready"
-        elif not self.running:
-            state = "stopped"
-        elif self._run.stopping:
-            state = "stopping"
-        else:
-            state = "running" if st["spawning_complete"] else "spawning"
-        return {
-            "state": state,
-            "user_count": st["user_count"],
-            "task_runs": st["task_runs"],
-            "worker_count": st["live_workers"],
-            "workers": st["workers"],
-        }
-
-    def task_runs(self) -> int:
-        return int(self.cluster()["task_runs"])
-
-    def start(self, req: SwarmRequest) -> asyncio.Task[None]:
-        run = MasterRun(
-            self.env,
-            self.opts,
-            self.master,
-            self.engine,
-            users=req.users,
-            spawn_rate=req.spawn_rate,
-            classes=req.classes,
-            host=req.host,
-        )
-        self._run, self._stop = run, asyncio.Event()
-
-        async def drive() -> None:
-            await run.drive(run_time_s=req.run_time_s, stop=self._stop)
-
-        self._task = asyncio.create_task(drive())
-        return self._task
-
-    def retarget(self, users: int, spawn_rate: float) -> None:
+        self._stop_run.set()
         if self._run is not None:
-            self._run.retarget(users, spawn_rate)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run
+
+    def _spawn_task(self, coro: Any, *, name: str | None = None) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- commands
+
+    async def handle(self, cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answers one browser command: an HTTP status and a JSON body."""
+        action = cmd["action"]
+        if action == "swarm":
+            return self.on_swarm(cmd)
+        if action == "stop":
+            if self.running:
+                self._spawn_task(self.stop_run())
+                return 200, {"success": True, "message": "Test stopped"}
+            return 200, {"success": True, "message": "No test was running"}
+        if action == "reset":
+            self.backend.engine.reset_stats()
+            return 200, {"success": True, "message": "Statistics reset"}
+        return 404, {"success": False, "message": f"unknown action {action}"}
+
+    def on_swarm(self, cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``POST /swarm``: start a run, or change the running one."""
+        try:
+            req = parse_swarm(cmd["body"], cmd["content_type"], self.env)
+            if self.running and self._driver is not None:
+                self._driver.retarget(req.users, req.spawn_rate)
+                self.settings.update(spawn_rate=req.spawn_rate, target_user_count=req.users)
+                message = f"Changed the load to {req.users} users at {req.spawn_rate:g} users/s"
+                log.info("%s", message)
+                return 200, {"success": True, "message": message, "host": self.settings["host"]}
+            problem = self.backend.can_start()
+            if problem:
+                return 409, {"success": False, "message": problem}
+            self.start(req)
+        except AiotestError as exc:
+            return 400, {"success": False, "message": str(exc)}
+        return 200, {
+            "success": True,
+            "message": f"Swarming started: {req.users} users at {req.spawn_rate:g} users/s",
+            "host": self.settings["host"],
+        }
+
+    async def _commander(self) -> None:
+        while True:
+            cmd = await self._commands.get()
+            try:
+                status, body = await self.handle(cmd)
+            except Exception as exc:  # the browser gets the cause
+                log.exception("web command %s failed", cmd.get("action"))
+                status, body = 500, {"success": False, "message": f"{type(exc).__name__}: {exc}"}
+            # Publish first, so that what the reply changed is visible to
+            # the next read of /stats/requests.
+            self.publish()
+            self.web.reply(cmd["id"], status, json.dumps(body))
+
+    async def _autostart(self) -> None:
+        """``--autostart``: a run as the command line describes, once the
+        backend is ready (a master: its expected workers)."""
+        if await self.backend.ready(self.quit) is not None:
+            self.quit.set()
+            return
+        try:
+            self.start(
+                SwarmRequest(
+                    self.opts.users, self.opts.spawn_rate, None, self.opts.run_time_s, None
+                )
+            )
+        except AiotestError as exc:
+            log.error("--autostart: %s", exc)
+            self.quit.set()
+
+    async def serve(self) -> None:
+        """Serves until told to quit, then stops the run (if any)."""
+        loop = asyncio.get_running_loop()
+        web = self.web
+
+        def drain() -> None:
+            for text in web.drain_commands():
+                self._commands.put_nowait(json.loads(text))
+
+        loop.add_reader(web.wakeup_fd(), drain)
+        background = [
+            asyncio.create_task(self._publisher()),
+            asyncio.create_task(self._commander()),
+        ]
+        if self.opts.autostart:
+            background.append(asyncio.create_task(self._autostart()))
+        background.append(asyncio.create_task(_set_when(self.backend.fatal, self.quit)))
+        try:
+            await self.quit.wait()
+            log.info("Quitting")
+            if self.running:
+                await self.stop_run()
+            self.publish()
+        finally:
+            for task in (*background, *self._tasks):
+                task.cancel()
+            loop.remove_reader(web.wakeup_fd())
+            web.stop()
 
 
-async def serve(
-    env: Environment,
-    opts: SimpleNamespace,
-    checks: list[str],
-    backend: Backend,
-    *,
-    quit_event: asyncio.Event | None = None,
-) -> int:
-    """Serves the web UI until Ctrl-C, SIGTERM or ``--autoquit``, running
-    what the browser asks for; then writes the reports of the last run and
-    returns the exit code (as :func:`aiotest.main.finish_run`).
+async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
+    await event.wait()
+    then.set()
 
-    Raises nothing for bad input: a bad address or TLS file is printed and
-    gives exit code 2."""
-    from .main import finish_run
 
-    engine = backend.engine
-    try:
-        web = _core.WebUi(
-            engine,
-            host=opts.web_host,
-            port=opts.web_port,
-            login=opts.web_login,
-            tls_cert=opts.tls_cert,
-            tls_key=opts.tls_key,
-        )
-    except OSError as exc:
-        print(f"error: the web UI: {exc}", file=sys.stderr)
-        return 2
-    except AiotestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+def _open_web_ui(engine: Engine, opts: RunOptions) -> WebUi:
+    """Binds the web UI and logs where it listens.
+
+    Raises:
+        OSError: The address cannot be bound.
+        AiotestError: A bad login or unreadable TLS files.
+    """
+    web = WebUi(
+        engine,
+        host=opts.web_host,
+        port=opts.web_port,
+        login=opts.web_login,
+        tls_cert=opts.tls_cert,
+        tls_key=opts.tls_key,
+    )
     shown_host = "0.0.0.0" if opts.web_host in ("", "*") else opts.web_host
     log.info("Starting web interface at %s://%s:%d", web.scheme, shown_host, web.port)
     if opts.web_host not in _LOOPBACK and not opts.web_login:
@@ -312,179 +398,34 @@ async def serve(
             shown_host,
             web.port,
         )
-    loop = asyncio.get_running_loop()
-    quit_event = quit_event or asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, quit_event.set)
-    commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    return web
 
-    def drain() -> None:
-        for text in web.drain_commands():
-            commands.put_nowait(json.loads(text))
 
-    loop.add_reader(web.wakeup_fd(), drain)
-    peak_users = 0
-    started = False
-    settings: dict[str, Any] = {
-        "host": opts.host or host_summary(env.user_classes),
-        "spawn_rate": opts.spawn_rate,
-        "run_time_s": opts.run_time_s,
-        "target_user_count": opts.users,
-    }
-    stopping: set[asyncio.Task[None]] = set()
-    autoquit: asyncio.Task[None] | None = None
-
-    def publish() -> None:
-        nonlocal peak_users
-        status = backend.status()
-        peak_users = max(peak_users, int(status.get("user_count", 0)))
-        status.update(
-            settings,
-            user_classes=[c.__name__ for c in env.user_classes],
-            is_distributed=isinstance(backend, MasterBackend),
-            version=_core.__version__,
-        )
-        meta = {
-            "host": settings["host"],
-            "script": opts.aiotestfile,
-            "user_classes": [c.__name__ for c in env.user_classes],
-            "peak_users": peak_users,
-            "version": _core.__version__,
-        }
-        web.publish(
-            json.dumps(status, default=str),
-            meta_json=json.dumps(meta),
-            fields_json=json.dumps({"user_count": peak_users, "task_runs": status.get("task_runs", 0)}),
-        )
-
-    async def publisher() -> None:
-        failing = False
-        while True:
-            try:
-                publish()
-                failing = False
-            except Exception:  # the page shows stale figures; say why, once
-                if not failing:
-                    log.exception("publishing the web UI's statistics failed")
-                failing = True
-            await asyncio.sleep(PUBLISH_INTERVAL_S)
-
-    def run_ended(_: asyncio.Task[None]) -> None:
-        nonlocal autoquit
-        publish()
-        if opts.autoquit_s is not None and autoquit is None:
-            log.info("Quitting in %gs (--autoquit)", opts.autoquit_s)
-
-            async def later() -> None:
-                await asyncio.sleep(opts.autoquit_s)
-                quit_event.set()
-
-            autoquit = asyncio.create_task(later())
-
-    def start(req: SwarmRequest) -> None:
-        nonlocal started, peak_users
-        if req.host:
-            for cls in env.user_classes:
-                cls.host = req.host
-            env.host = req.host
-            settings["host"] = req.host
-        missing = [c.__name__ for c in (req.classes or env.user_classes) if _needs_host(c) and not c.host]
-        if missing:
-            raise ConfigError(
-                f"no host for user class {', '.join(missing)}: fill in the host field "
-                "(e.g. http://127.0.0.1:8080) or start aiotest with -H"
-            )
-        settings.update(
-            spawn_rate=req.spawn_rate, run_time_s=req.run_time_s, target_user_count=req.users
-        )
-        engine.reset_stats(clear_history=True)
-        web.clear_history()
-        started, peak_users = True, 0
-        log.info("Starting %d users at %g users/s (from the web UI)", req.users, req.spawn_rate)
-        backend.start(req).add_done_callback(run_ended)
-
-    async def handle(cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        action = cmd["action"]
-        if action == "swarm":
-            try:
-                req = parse_swarm(cmd["body"], cmd["content_type"], env)
-                if backend.running:
-                    backend.retarget(req.users, req.spawn_rate)
-                    settings.update(spawn_rate=req.spawn_rate, target_user_count=req.users)
-                    log.info("Changed the load to %d users at %g users/s", req.users, req.spawn_rate)
-                    return 200, {
-                        "success": True,
-                        "message": f"Changed the load to {req.users} users at {req.spawn_rate:g} users/s",
-                        "host": settings["host"],
-                    }
-                problem = backend.can_start()
-                if problem:
-                    return 409, {"success": False, "message": problem}
-                start(req)
-            except AiotestError as exc:
-                return 400, {"success": False, "message": str(exc)}
-            return 200, {
-                "success": True,
-                "message": f"Swarming started: {req.users} users at {req.spawn_rate:g} users/s",
-                "host": settings["host"],
-            }
-        if action == "stop":
-            if backend.running:
-                stopping.add(task := asyncio.create_task(backend.stop()))
-                task.add_done_callback(stopping.discard)
-                return 200, {"success": True, "message": "Test stopped"}
-            return 200, {"success": True, "message": "No test was running"}
-        if action == "reset":
-            engine.reset_stats()
-            return 200, {"success": True, "message": "Statistics reset"}
-        return 404, {"success": False, "message": f"unknown action {action}"}
-
-    async def commander() -> None:
-        while True:
-            cmd = await commands.get()
-            try:
-                status, body = await handle(cmd)
-            except Exception as exc:  # the browser gets the cause
-                log.exception("web command %s failed", cmd.get("action"))
-                status, body = 500, {"success": False, "message": f"{type(exc).__name__}: {exc}"}
-            # Publish first, so that what the reply changed is visible to
-            # the next read of /stats/requests.
-            publish()
-            web.reply(cmd["id"], status, json.dumps(body))
-
-    async def autostart() -> None:
-        if isinstance(backend, MasterBackend):
-            while backend.cluster()["live_workers"] < opts.expect_workers:
-                await asyncio.sleep(0.1)
-        try:
-            start(
-                SwarmRequest(opts.users, opts.spawn_rate, None, opts.run_time_s, None)
-            )
-        except AiotestError as exc:
-            log.error("--autostart: %s", exc)
-            quit_event.set()
-
-    background = [asyncio.create_task(publisher()), asyncio.create_task(commander())]
-    if opts.autostart:
-        background.append(asyncio.create_task(autostart()))
-    out: TextIO = sys.stderr if opts.json else sys.stdout
+async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backend: Backend) -> int:
+    """Serves the web UI until Ctrl-C, SIGTERM or ``--autoquit``, running
+    what the browser asks for; then writes the reports of the last run and
+    returns the exit code (as :func:`aiotest.report.finish_run`; 0 when no
+    run started). A bad address or TLS file is printed and gives exit
+    code 2."""
     try:
-        await quit_event.wait()
-        log.info("Quitting")
-        if backend.running:
-            await backend.stop()
-        publish()
+        web = _open_web_ui(backend.engine, opts)
+    except OSError as exc:
+        print(f"error: the web UI: {exc}", file=sys.stderr)
+        return 2
+    except AiotestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    server = WebUiServer(env, opts, backend, web)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.quit.set)
+    try:
+        await server.serve()
     finally:
-        for task in background:
-            task.cancel()
-        if autoquit is not None:
-            autoquit.cancel()
-        loop.remove_reader(web.wakeup_fd())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        web.stop()
-    if not started:
+    if not server.started:
         return 0
-    snapshot = engine.snapshot(with_history=True)
-    return finish_run(env, opts, checks, snapshot, task_runs=backend.task_runs(), out=out)
-
+    snapshot = backend.engine.snapshot(with_history=True)
+    out = sys.stderr if opts.json else sys.stdout
+    return finish_run(env.events, env, opts, checks, snapshot, server.facts(), out=out)

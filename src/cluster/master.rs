@@ -100,6 +100,34 @@ pub enum ClusterEvent {
     Fatal {
         reason: String,
     },
+    /// Every live worker runs all its users of the run's current step.
+    SpawningComplete {
+        run_id: u64,
+        user_count: u64,
+    },
+    /// After spawning completed, every user ended by itself.
+    AllUsersStopped {
+        run_id: u64,
+    },
+    /// The workers reported the run's `iterations` task executions.
+    IterationsReached {
+        run_id: u64,
+        task_runs: u64,
+    },
+    /// After a stop, every live worker confirmed it.
+    AllStopped {
+        run_id: u64,
+    },
+}
+
+/// Which of a run's milestones were already told to Python: each is pushed
+/// once, when it first holds (a load shape's step resets `spawned`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Milestones {
+    spawned: bool,
+    users_gone: bool,
+    iterations: bool,
+    stopped: bool,
 }
 
 /// One worker, as the master sees it.
@@ -162,6 +190,9 @@ struct Master<T: Transport> {
     run: Option<RunPlan>,
     run_id: u64,
     stopping: bool,
+    told: Milestones,
+    /// Something a milestone depends on changed since the last check.
+    dirty: bool,
 }
 
 /// Runs the master until [`MasterCommand::Quit`] or until its command
@@ -186,9 +217,16 @@ pub async fn run_master<T: Transport>(
         run: None,
         run_id: 0,
         stopping: false,
+        told: Milestones::default(),
+        dirty: false,
     };
     let mut beat = tokio::time::interval(heartbeats.interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // NOTE: milestones are checked at most every 20 ms, not after every
+    // message: a check walks every worker, and 5,000 workers send 5,000
+    // reports a second.
+    let mut milestones = tokio::time::interval(MILESTONE_CHECK_INTERVAL);
+    milestones.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             received = m.transport.recv() => match received {
@@ -206,6 +244,9 @@ pub async fn run_master<T: Transport>(
                     for slot in m.slots.values_mut() {
                         slot.spawned_run = 0;
                     }
+                    m.told.spawned = false;
+                    m.told.users_gone = false;
+                    m.dirty = true;
                     m.run = Some(plan);
                     m.rebalance().await;
                 }
@@ -228,9 +269,13 @@ pub async fn run_master<T: Transport>(
                 }
             },
             _ = beat.tick() => m.on_heartbeat_tick().await,
+            _ = milestones.tick(), if m.dirty => m.push_milestones(),
         }
     }
 }
+
+/// How often the master looks for a run's milestones, at most.
+const MILESTONE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 impl<T: Transport> Master<T> {
     async fn send(&mut self, peer: &PeerId, message: &Message) {
@@ -263,6 +308,7 @@ impl<T: Transport> Master<T> {
     }
 
     async fn on_frame(&mut self, peer: PeerId, frame: &[u8]) {
+        self.dirty = true;
         let message = match self.codec.decode(frame) {
             Ok(m) => m,
             Err(ProtocolError::BadSignature) => {
@@ -449,6 +495,7 @@ impl<T: Transport> Master<T> {
     }
 
     async fn on_heartbeat_tick(&mut self) {
+        self.dirty = true;
         let timeout = self.heartbeats.timeout();
         let mut lost = Vec::new();
         for slot in self.slots.values_mut() {
@@ -479,6 +526,8 @@ impl<T: Transport> Master<T> {
     async fn start(&mut self, plan: RunPlan) {
         self.run_id += 1;
         self.stopping = false;
+        self.told = Milestones::default();
+        self.dirty = true;
         for slot in self.slots.values_mut() {
             slot.task_runs = 0;
             slot.iterations = None;
@@ -571,8 +620,52 @@ impl<T: Transport> Master<T> {
 
     async fn stop(&mut self) {
         self.stopping = true;
+        self.dirty = true;
         let run_id = self.run_id;
         self.broadcast(&Message::Stop { run_id }).await;
+    }
+
+    /// Pushes each milestone of the run that holds now and was not told yet.
+    fn push_milestones(&mut self) {
+        self.dirty = false;
+        let Some(plan) = &self.run else { return };
+        let run_id = self.run_id;
+        let (mut live, mut user_count, mut task_runs) = (0usize, 0u64, 0u64);
+        let (mut all_spawned, mut all_stopped) = (true, true);
+        for s in self.slots.values() {
+            task_runs += s.task_runs;
+            if s.missing {
+                continue;
+            }
+            live += 1;
+            user_count += s.user_count;
+            all_spawned &= s.spawned_run == run_id;
+            all_stopped &= s.stopped_run == run_id;
+        }
+        let mut out = Vec::new();
+        let told = &mut self.told;
+        if !self.stopping {
+            if !told.spawned && live > 0 && all_spawned {
+                told.spawned = true;
+                out.push(ClusterEvent::SpawningComplete { run_id, user_count });
+            }
+            if !told.users_gone && told.spawned && plan.users > 0 && user_count == 0 {
+                told.users_gone = true;
+                out.push(ClusterEvent::AllUsersStopped { run_id });
+            }
+        } else if !told.stopped && all_stopped {
+            told.stopped = true;
+            out.push(ClusterEvent::AllStopped { run_id });
+        }
+        if let Some(total) = plan.settings.iterations {
+            if !told.iterations && task_runs >= total {
+                told.iterations = true;
+                out.push(ClusterEvent::IterationsReached { run_id, task_runs });
+            }
+        }
+        for event in out {
+            self.events.push(event);
+        }
     }
 
     fn status(&self) -> ClusterStatus {

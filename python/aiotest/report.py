@@ -1,0 +1,188 @@
+"""The end of a run: the final tables, the report files (CSV, HTML, JSON)
+and the checks, all from one statistics snapshot, whoever ran the test
+(local mode, the master, the web UI)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ._core import StatsSnapshot, __version__, validate_checks
+from .events import Events
+from .options import RunOptions
+
+log = logging.getLogger("aiotest.report")
+
+#: Exit code when a --check fails, as locust-plugins uses.
+CHECK_FAILED_EXIT_CODE = 3
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the reports say about a run beside its statistics.
+
+    Attributes:
+        host: The target(s), comma-separated.
+        script: The aiotestfile's path.
+        user_classes: Names of the classes that ran.
+        peak_users: The most users at once (the HTML report's heading).
+        task_runs: Task executions in the run.
+    """
+
+    host: str
+    script: str
+    user_classes: tuple[str, ...]
+    peak_users: int
+    task_runs: int
+
+    def html_meta(self) -> dict[str, Any]:
+        """The HTML report's heading (``StatsSnapshot.html_report``)."""
+        return {
+            "host": self.host,
+            "script": self.script,
+            "user_classes": list(self.user_classes),
+            "peak_users": self.peak_users,
+            "version": __version__,
+        }
+
+    def json_fields(self) -> dict[str, Any]:
+        """The JSON report's fields beside ``stats`` (docs/json.md)."""
+        return {
+            "aiotest_version": __version__,
+            "host": self.host,
+            "user_classes": list(self.user_classes),
+            "user_count": self.peak_users,
+            "task_runs": self.task_runs,
+        }
+
+
+def collect_checks(opts: RunOptions) -> list[str]:
+    """``--check`` values plus locust-plugins' ``--check-*`` flags as checks.
+
+    Raises:
+        ConfigError: A check that does not parse.
+    """
+    checks = list(opts.checks)
+    if opts.check_fail_ratio is not None:
+        checks.append(f"fail_ratio <= {opts.check_fail_ratio}")
+    if opts.check_rps is not None:
+        checks.append(f"rps >= {opts.check_rps}")
+    if opts.check_avg_response_time is not None:
+        checks.append(f"avg <= {opts.check_avg_response_time}ms")
+    validate_checks(checks)
+    return checks
+
+
+def check_output_paths(opts: RunOptions) -> list[str]:
+    """Why a report asked for could not be written, checked before the run
+    rather than after it: one sentence with the fix per bad path."""
+    problems = []
+    for flag, path in (
+        ("--csv", opts.csv_prefix),
+        ("--html", opts.html_file),
+        ("--json-file", opts.json_file),
+    ):
+        if path:
+            folder = os.path.dirname(path) or "."
+            if not os.path.isdir(folder):
+                problems.append(
+                    f"{flag} {path}: folder '{folder}' does not exist: create it or pick another path"
+                )
+    return problems
+
+
+def finish_run(
+    events: Events,
+    environment: Any,
+    opts: RunOptions,
+    checks: Sequence[str],
+    snapshot: StatsSnapshot,
+    facts: RunFacts,
+    *,
+    out: TextIO,
+) -> int:
+    """Prints the final tables, writes every report, fires ``quitting`` and
+    evaluates the checks. Returns the exit code: 3 for a failed check, else
+    ``--exit-code-on-error`` for failures or user errors, else 0."""
+    print_final(snapshot, out)
+    write_reports(snapshot, opts, facts)
+    events.quitting.fire(environment=environment)
+    if checks:
+        table, results = snapshot.evaluate_checks(list(checks))
+        print(table, file=out, flush=True)
+        if not all(passed for _, passed, _ in results):
+            return CHECK_FAILED_EXIT_CODE
+    if snapshot.num_failures or snapshot.num_errors:
+        return opts.exit_code_on_error
+    return 0
+
+
+def print_final(snapshot: StatsSnapshot, out: TextIO) -> None:
+    """The whole run's request, percentile, failure and error tables."""
+    print("\nFinal statistics (whole run)", file=out)
+    print(snapshot.stats_table(current=False), file=out)
+    print(snapshot.percentile_table(), file=out)
+    corrected = snapshot.corrected_percentile_table()
+    if corrected:
+        print(corrected, file=out)
+    tail = snapshot.failures_and_errors()
+    if tail:
+        print(tail, file=out, end="")
+    out.flush()
+
+
+def json_report(snapshot: StatsSnapshot, facts: RunFacts) -> str:
+    """The ``--json`` document (docs/json.md)."""
+    doc = {**facts.json_fields(), "stats": json.loads(snapshot.to_json())}
+    return json.dumps(doc, indent=2)
+
+
+def write_reports(snapshot: StatsSnapshot, opts: RunOptions, facts: RunFacts) -> None:
+    """Writes every report asked for, each atomically (a temporary file,
+    then a rename); one that cannot be written is logged and the others are
+    still written. ``--json`` prints the JSON document to stdout."""
+    files: list[tuple[str, str]] = []
+    if opts.csv_prefix:
+        p = opts.csv_prefix
+        files += [
+            (f"{p}_stats.csv", snapshot.csv_stats()),
+            (f"{p}_stats_history.csv", snapshot.csv_history()),
+            (f"{p}_failures.csv", snapshot.csv_failures()),
+            (f"{p}_exceptions.csv", snapshot.csv_exceptions()),
+        ]
+    if opts.html_file:
+        files.append((opts.html_file, snapshot.html_report(json.dumps(facts.html_meta()))))
+    if opts.json or opts.json_file:
+        text = json_report(snapshot, facts)
+        if opts.json:
+            print(text, flush=True)
+        if opts.json_file:
+            files.append((opts.json_file, text + "\n"))
+    for path, text in files:
+        try:
+            write_atomically(path, text)
+        except OSError as exc:
+            log.error("could not write %s: %s", path, exc)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` so that a reader sees the old file or the
+    whole new one, never a part.
+
+    Raises:
+        OSError: The folder is not writable, or the disk is full.
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
