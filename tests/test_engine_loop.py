@@ -64,9 +64,10 @@ class Idle(AsyncHttpUser):
 """
 
 
-# A user task is resumed straight from the engine's turn when a request it
-# awaits finishes (_bridge.UserTask); everything else in asyncio must see an
-# ordinary Task. Each broken promise raises, and the run's errors show it.
+# A user task is asyncio's own Task, woken straight from the engine's turn
+# when a request it awaits finishes (a RequestAwaitable, in Rust); asyncio
+# must see an ordinary Task throughout. Each broken promise raises, and the
+# run's errors show it.
 TASK_PROMISES = """
 import asyncio, contextvars, sys
 from aiotest import AsyncHttpUser, constant, events, task
@@ -82,7 +83,8 @@ class Promises(AsyncHttpUser):
     @task
     async def promises(self):
         me = asyncio.current_task()
-        assert type(me).__name__ == "UserTask", type(me)
+        assert type(me) is asyncio.Task, type(me)
+        assert me in asyncio.all_tasks(), "a user task is missing from all_tasks()"
         resp = await self.session.get("/hello")
         assert resp.status == 200, resp
         assert asyncio.current_task() is me

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._core import Engine, Master, Worker
+from ._core import ClusterStatus, Engine, Master, Worker, WorkerStatus
 from .data import reset_all as reset_feeders
 from .env import Environment
 from .lifecycle import Backend, StopReason
@@ -46,8 +46,8 @@ def _pump_events(link: Any, handle: Callable[[dict[str, Any]], None]) -> None:
     ``Worker``) as it arrives, on the running loop."""
 
     def drain() -> None:
-        for text in link.drain_events():
-            handle(json.loads(text))
+        for event in link.drain_events():
+            handle(event)
 
     asyncio.get_running_loop().add_reader(link.wakeup_fd(), drain)
 
@@ -75,16 +75,29 @@ class _Load:
 # ---------------------------------------------------------------- master
 
 
-def workers_table(status: dict[str, Any]) -> str:
-    """The master's console table of its workers (``Master.status()``)."""
-    lines = [f"Workers: {status['live_workers']} connected, {status['user_count']} users"]
+def workers_table(status: ClusterStatus) -> str:
+    """The master's console table of its workers."""
+    lines = [f"Workers: {status.live_workers} connected, {status.user_count} users"]
     lines.append(f"  {'#':>3}  {'state':<9} {'users':>6} {'cpu %':>6} {'mem MB':>7}  id")
-    for w in sorted(status["workers"], key=lambda w: w["index"]):
+    for w in sorted(status.workers, key=lambda w: w.index):
         lines.append(
-            f"  {w['index']:>3}  {w['state']:<9} {w['user_count']:>6} {w['cpu_percent']:>6.1f} "
-            f"{w['memory_bytes'] / 1e6:>7.1f}  {w['worker_id']}"
+            f"  {w.index:>3}  {w.state:<9} {w.user_count:>6} {w.cpu_percent:>6.1f} "
+            f"{w.memory_bytes / 1e6:>7.1f}  {w.worker_id}"
         )
     return "\n".join(lines)
+
+
+def worker_dict(w: WorkerStatus) -> dict[str, Any]:
+    """One worker as the web UI's ``/stats/requests`` lists it (docs/web.md)."""
+    return {
+        "index": w.index,
+        "worker_id": w.worker_id,
+        "state": w.state,
+        "user_count": w.user_count,
+        "cpu_percent": w.cpu_percent,
+        "memory_bytes": w.memory_bytes,
+        "last_heartbeat_s": w.last_heartbeat_s,
+    }
 
 
 class ClusterBackend(Backend):
@@ -141,10 +154,9 @@ class ClusterBackend(Backend):
         self.master.quit()
         asyncio.get_running_loop().remove_reader(self.master.wakeup_fd())
 
-    def cluster(self) -> dict[str, Any]:
-        """The master's ``ClusterStatus`` (see ``Master.status``)."""
-        status: dict[str, Any] = json.loads(self.master.status())
-        return status
+    def cluster(self) -> ClusterStatus:
+        """The cluster's status now (see ``Master.status``)."""
+        return self.master.status()
 
     # -- what the link tells
 
@@ -201,7 +213,7 @@ class ClusterBackend(Backend):
         opts = self.opts
         started = time.monotonic()
         last_log = None
-        while (live := self.cluster()["live_workers"]) < opts.expect_workers:
+        while (live := self.cluster().live_workers) < opts.expect_workers:
             waited = time.monotonic() - started
             if opts.expect_workers_max_wait_s and waited >= opts.expect_workers_max_wait_s:
                 print(
@@ -228,12 +240,12 @@ class ClusterBackend(Backend):
         return None
 
     def can_start(self) -> str | None:
-        if self.cluster()["live_workers"] == 0:
+        if self.cluster().live_workers == 0:
             return "no worker is connected yet: start workers with --worker, then retry"
         return None
 
     def where(self, env: Environment) -> str:
-        return f"over {self.cluster()['live_workers']} workers"
+        return f"over {self.cluster().live_workers} workers"
 
     async def start(self, step: LoadStep, *, arrival_rate_per_s: float | None) -> None:
         opts, env = self.opts, self.env
@@ -253,7 +265,7 @@ class ClusterBackend(Backend):
         self._run_id += 1
         self._state = "spawning"
         self._all_stopped.clear()
-        self.master.start(json.dumps(self._plan, default=str))
+        self.master.start(self._plan)
 
     def _step_plan(self, step: LoadStep) -> dict[str, Any]:
         """The part of the run plan a load step changes."""
@@ -270,13 +282,13 @@ class ClusterBackend(Backend):
     def set_load(self, step: LoadStep) -> None:
         self._plan.update(self._step_plan(step))
         self._state = "spawning"
-        self.master.start(json.dumps(self._plan, default=str), new_run=False)
+        self.master.start(self._plan, new_run=False)
 
     def set_arrival_rate(self, rate_per_s: float) -> None:
         settings = self._plan["settings"]
         if settings["arrival_rate_per_s"] != rate_per_s:
             settings["arrival_rate_per_s"] = rate_per_s
-            self.master.start(json.dumps(self._plan, default=str), new_run=False)
+            self.master.start(self._plan, new_run=False)
 
     async def stop(self, reason: StopReason) -> None:
         """Stops the workers' users; waits for all of them to confirm at
@@ -298,20 +310,20 @@ class ClusterBackend(Backend):
 
     @property
     def user_count(self) -> int:
-        return int(self.cluster()["user_count"])
+        return self.cluster().user_count
 
     @property
     def task_runs(self) -> int:
-        return int(self.cluster()["task_runs"])
+        return self.cluster().task_runs
 
     def status(self) -> dict[str, Any]:
         st = self.cluster()
         return {
             "state": self._state,
-            "user_count": st["user_count"],
-            "task_runs": st["task_runs"],
-            "worker_count": st["live_workers"],
-            "workers": st["workers"],
+            "user_count": st.user_count,
+            "task_runs": st.task_runs,
+            "worker_count": st.live_workers,
+            "workers": [worker_dict(w) for w in st.workers],
         }
 
     def describe(self) -> str:

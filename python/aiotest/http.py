@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ._bridge import EngineBridge
-from ._core import RawResponse
+from ._core import RawResponse, RequestSpec
 from .events import RequestEvent, failure_text
 from .exceptions import ResponseError
 
@@ -161,11 +161,11 @@ class RequestContext:
     """What ``session.get(...)`` returns: await it for the :class:`Response`,
     or use it with ``async with``, which ``catch_response=True`` needs."""
 
-    __slots__ = ("_args", "_catch", "_entered", "_recorded", "_response", "_result", "_session")
+    __slots__ = ("_catch", "_entered", "_recorded", "_response", "_result", "_session", "_spec")
 
-    def __init__(self, session: HttpSession, args: tuple[Any, ...], catch_response: bool) -> None:
+    def __init__(self, session: HttpSession, spec: RequestSpec, catch_response: bool) -> None:
         self._session = session
-        self._args = args
+        self._spec = spec
         self._catch = catch_response
         self._response: Response | None = None
         self._entered = False
@@ -176,13 +176,11 @@ class RequestContext:
         # A plain generator rather than a coroutine: one object fewer on the
         # hot path of every request.
         session = self._session
-        bridge = session._bridge
-        if bridge.stepping is not None:
-            # A UserTask on a driving loop: resumed with the response by the
-            # turn that finishes the request (see _bridge.UserTask).
-            raw = yield bridge.wait_for(session._core, self._args)
-        else:
-            raw = yield from bridge.submit(session._core, *self._args).__await__()
+        waiter = session._bridge.submit(session._core, self._spec)
+        # As asyncio's Future.__await__ does: the task sees the awaitable,
+        # sleeps until the engine's turn resolves it, then steps on here.
+        yield waiter
+        raw = waiter.result()
         response = Response(raw, self)
         if self._catch:
             # Kept for the decision; __aexit__ lets go of it, since the
@@ -282,7 +280,8 @@ class HttpSession:
                 ``resp.success()`` / ``resp.failure(reason)``.
 
         Raises:
-            ValueError: For an unknown HTTP method (when sent).
+            ValueError: An unknown HTTP method, or a ``timeout`` that is not
+                a number of seconds above 0.
         """
         target = url
         if params:
@@ -299,18 +298,18 @@ class HttpSession:
                 pairs = _with_default(pairs, "Content-Type", "application/x-www-form-urlencoded")
             else:
                 body = data.encode() if isinstance(data, str) else bytes(data)
-        args = (
-            method,
-            target,
-            name or url,
-            list(pairs.items()),
-            body,
-            self.timeout_s if timeout is None else float(timeout),
-            allow_redirects,
-            not catch_response,
-            self.intended_lag_us,
+        spec = RequestSpec(
+            method=method,
+            url=target,
+            name=name or url,
+            headers=list(pairs.items()),
+            body=body,
+            timeout_s=self.timeout_s if timeout is None else float(timeout),
+            allow_redirects=allow_redirects,
+            record=not catch_response,
+            intended_lag_us=self.intended_lag_us,
         )
-        return RequestContext(self, args, catch_response)
+        return RequestContext(self, spec, catch_response)
 
     def get(self, url: str, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)

@@ -6,7 +6,6 @@ UI), and exit with Locust's codes: 0 clean, 1 failures or user errors
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -87,7 +86,7 @@ def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, object] | None] | int
     if kind == "exit":
         print(payload, end="" if payload.endswith("\n") else "\n")
         return code
-    parsed = json.loads(payload)
+    parsed = payload
     run = parsed["run"]
     opts = RunOptions.from_parsed(run, parser.values(run.pop("custom_options")))
     return opts, parsed.get("command")

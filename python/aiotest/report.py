@@ -5,7 +5,6 @@ and the checks, all from one statistics snapshot, whoever ran the test
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -40,24 +39,16 @@ class RunFacts:
     peak_users: int
     task_runs: int
 
-    def html_meta(self) -> dict[str, Any]:
-        """The HTML report's heading (``StatsSnapshot.html_report``)."""
+    def meta(self) -> dict[str, Any]:
+        """The reports' heading (``StatsSnapshot.html_report`` and
+        ``json_report``, the web UI's downloads): host, script,
+        user_classes, peak_users, version."""
         return {
             "host": self.host,
             "script": self.script,
             "user_classes": list(self.user_classes),
             "peak_users": self.peak_users,
             "version": __version__,
-        }
-
-    def json_fields(self) -> dict[str, Any]:
-        """The JSON report's fields beside ``stats`` (docs/json.md)."""
-        return {
-            "aiotest_version": __version__,
-            "host": self.host,
-            "user_classes": list(self.user_classes),
-            "user_count": self.peak_users,
-            "task_runs": self.task_runs,
         }
 
 
@@ -136,12 +127,6 @@ def print_final(snapshot: StatsSnapshot, out: TextIO) -> None:
     out.flush()
 
 
-def json_report(snapshot: StatsSnapshot, facts: RunFacts) -> str:
-    """The ``--json`` document (docs/json.md)."""
-    doc = {**facts.json_fields(), "stats": json.loads(snapshot.to_json())}
-    return json.dumps(doc, indent=2)
-
-
 def write_reports(snapshot: StatsSnapshot, opts: RunOptions, facts: RunFacts) -> None:
     """Writes every report asked for, each atomically (a temporary file,
     then a rename); one that cannot be written is logged and the others are
@@ -156,9 +141,9 @@ def write_reports(snapshot: StatsSnapshot, opts: RunOptions, facts: RunFacts) ->
             (f"{p}_exceptions.csv", snapshot.csv_exceptions()),
         ]
     if opts.html_file:
-        files.append((opts.html_file, snapshot.html_report(json.dumps(facts.html_meta()))))
+        files.append((opts.html_file, snapshot.html_report(facts.meta())))
     if opts.json or opts.json_file:
-        text = json_report(snapshot, facts)
+        text = snapshot.json_report(facts.meta(), facts.task_runs)
         if opts.json:
             print(text, flush=True)
         if opts.json_file:

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._bridge import EngineBridge, UserTask
+from ._bridge import EngineBridge
 from ._core import Engine, assign_user_indexes, spawn_order, user_counts
 from .events import Events
 from .messages import hub
@@ -203,12 +203,7 @@ class LocalRunner:
         user = cls(self.environment, user_index=user_index, context=self)
         open_model = self.open_model
         life = user.run() if open_model is None else user.run_pooled(open_model.next_turn)
-        name = f"{cls.__name__}-{user.user_index}"
-        bridge = self.bridge
-        if bridge is not None and bridge.driven:
-            task: asyncio.Task[None] = UserTask(life, loop=loop, name=name, bridge=bridge)
-        else:
-            task = loop.create_task(life, name=name)
+        task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
         self._users[cls][task] = user
         task.add_done_callback(self._on_user_done)
 

@@ -173,11 +173,9 @@ class WebUiServer:
         )
         facts = self.facts()
         self.web.publish(
-            json.dumps(status, default=str),
-            meta_json=json.dumps(facts.html_meta()),
-            fields_json=json.dumps(
-                {"user_count": facts.peak_users, "task_runs": status.get("task_runs", 0)}
-            ),
+            status,
+            meta=facts.meta(),
+            fields={"user_count": facts.peak_users, "task_runs": status.get("task_runs", 0)},
         )
 
     async def _publisher(self) -> None:
@@ -321,7 +319,7 @@ class WebUiServer:
             # Publish first, so that what the reply changed is visible to
             # the next read of /stats/requests.
             self.publish()
-            self.web.reply(cmd["id"], status, json.dumps(body))
+            self.web.reply(cmd["id"], status, body)
 
     async def _autostart(self) -> None:
         """``--autostart``: a run as the command line describes, once the
@@ -345,8 +343,8 @@ class WebUiServer:
         web = self.web
 
         def drain() -> None:
-            for text in web.drain_commands():
-                self._commands.put_nowait(json.loads(text))
+            for command in web.drain_commands():
+                self._commands.put_nowait(command)
 
         loop.add_reader(web.wakeup_fd(), drain)
         background = [

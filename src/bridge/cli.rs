@@ -10,17 +10,18 @@ use crate::config::{self, ParseOutcome};
 /// environment variable, is a flag)`; their values come back under
 /// `run.custom_options`.
 ///
-/// Returns `("run", options_json, 0)` or, for `--help` and `--version`,
-/// `("exit", text, 0)`. Raises `aiotest.exceptions.ConfigError` (with
-/// `exit_code` 2) for bad usage. Never exits the process.
+/// Returns `("run", options, 0)`, the options as a dict (`run` and
+/// `command`), or, for `--help` and `--version`, `("exit", text, 0)`.
+/// Raises `aiotest.exceptions.ConfigError` (with `exit_code` 2) for bad
+/// usage. Never exits the process.
 #[pyfunction]
 #[pyo3(signature = (argv, file_values, custom_options = Vec::new()))]
-fn parse_options(
-    py: Python<'_>,
+fn parse_options<'py>(
+    py: Python<'py>,
     argv: Vec<String>,
     file_values: Vec<(String, String, Vec<String>)>,
     custom_options: Vec<(String, String, Option<String>, bool)>,
-) -> PyResult<(String, String, i32)> {
+) -> PyResult<(String, Bound<'py, PyAny>, i32)> {
     let custom: Vec<config::CustomOption> = custom_options
         .into_iter()
         .map(|(long, help, env, flag)| config::CustomOption {
@@ -31,12 +32,10 @@ fn parse_options(
         })
         .collect();
     match config::parse_options(&argv, &file_values, &custom) {
-        Ok(ParseOutcome::Run(cli)) => {
-            let json = serde_json::to_string(&*cli)
-                .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-            Ok(("run".into(), json, 0))
+        Ok(ParseOutcome::Run(cli)) => Ok(("run".into(), pythonize::pythonize(py, &*cli)?, 0)),
+        Ok(ParseOutcome::Exit { text, exit_code }) => {
+            Ok(("exit".into(), text.into_pyobject(py)?.into_any(), exit_code))
         }
-        Ok(ParseOutcome::Exit { text, exit_code }) => Ok(("exit".into(), text, exit_code)),
         Err(e) => Err(config_error(py, e)),
     }
 }

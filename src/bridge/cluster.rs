@@ -1,6 +1,6 @@
 //! The master and worker links, as Python classes. Both run on the engine's
-//! runtime; Python sends commands and drains events (JSON objects) when the
-//! wake-up descriptor turns readable.
+//! runtime; Python sends commands and drains events (dicts with an `event`
+//! key, docs/protocol.md) when the wake-up descriptor turns readable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::engine::PyEngine;
-use crate::cluster::master::{run_master, ClusterEvent, Heartbeats, MasterCommand, RunPlan};
+use crate::cluster::master::{
+    run_master, ClusterEvent, ClusterStatus, Heartbeats, MasterCommand, RunPlan, WorkerStatus,
+};
 use crate::cluster::plan::ClassPlan;
 use crate::cluster::protocol::{Codec, Load, RunSettings};
 use crate::cluster::transport::RouterTransport;
@@ -29,11 +31,73 @@ fn heartbeats(interval_s: f64, liveness: u32) -> PyResult<Heartbeats> {
     })
 }
 
-fn to_json<T: serde::Serialize>(items: Vec<T>) -> Vec<String> {
+/// Events as Python dicts (their serde form: an `event` key and fields).
+fn to_dicts<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    items: Vec<T>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
     items
         .iter()
-        .map(|e| serde_json::to_string(e).expect("events serialize"))
+        .map(|e| Ok(pythonize::pythonize(py, e)?))
         .collect()
+}
+
+/// One worker as the master sees it (`aiotest._core.WorkerStatus`).
+#[pyclass(name = "WorkerStatus", module = "aiotest._core", frozen, get_all)]
+pub struct PyWorkerStatus {
+    index: u32,
+    worker_id: String,
+    /// ready, spawning, running, stopped or missing.
+    state: String,
+    user_count: u64,
+    cpu_percent: f64,
+    memory_bytes: u64,
+    /// Seconds since anything arrived from it.
+    last_heartbeat_s: f64,
+}
+
+impl From<WorkerStatus> for PyWorkerStatus {
+    fn from(w: WorkerStatus) -> Self {
+        Self {
+            index: w.index,
+            worker_id: w.worker_id,
+            state: w.state,
+            user_count: w.user_count,
+            cpu_percent: w.cpu_percent,
+            memory_bytes: w.memory_bytes,
+            last_heartbeat_s: w.last_heartbeat_s,
+        }
+    }
+}
+
+/// The cluster at a glance (`aiotest._core.ClusterStatus`); see `_core.pyi`.
+#[pyclass(name = "ClusterStatus", module = "aiotest._core", frozen, get_all)]
+pub struct PyClusterStatus {
+    workers: Vec<Py<PyWorkerStatus>>,
+    live_workers: usize,
+    run_id: u64,
+    user_count: u64,
+    task_runs: u64,
+    spawning_complete: bool,
+    all_stopped: bool,
+}
+
+impl PyClusterStatus {
+    fn new(py: Python<'_>, st: ClusterStatus) -> PyResult<Self> {
+        Ok(Self {
+            workers: st
+                .workers
+                .into_iter()
+                .map(|w| Py::new(py, PyWorkerStatus::from(w)))
+                .collect::<PyResult<_>>()?,
+            live_workers: st.live_workers,
+            run_id: st.run_id,
+            user_count: st.user_count,
+            task_runs: st.task_runs,
+            spawning_complete: st.spawning_complete,
+            all_stopped: st.all_stopped,
+        })
+    }
 }
 
 fn parse_data(data_json: &str) -> PyResult<serde_json::Value> {
@@ -50,7 +114,7 @@ pub struct PyMaster {
 }
 
 #[derive(Deserialize)]
-struct PlanJson {
+struct PlanDict {
     classes: Vec<ClassPlan>,
     users: u64,
     spawn_rate_per_s: f64,
@@ -99,13 +163,14 @@ impl PyMaster {
         self.events.wakeup_fd()
     }
 
-    /// Events since the last call, each a JSON object with an `event` key.
-    fn drain_events(&self) -> Vec<String> {
-        to_json(self.events.drain())
+    /// Events since the last call, each a dict with an `event` key.
+    fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        to_dicts(py, self.events.drain())
     }
 
-    /// The cluster's status as JSON (see `ClusterStatus`).
-    fn status(&self, py: Python<'_>) -> PyResult<String> {
+    /// The cluster's status now. Raises RuntimeError when the master has
+    /// stopped or does not answer within 10 s.
+    fn status(&self, py: Python<'_>) -> PyResult<PyClusterStatus> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.commands
             .send(MasterCommand::Status(tx))
@@ -113,16 +178,16 @@ impl PyMaster {
         let status = py
             .detach(move || rx.recv_timeout(Duration::from_secs(10)))
             .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the master did not answer"))?;
-        Ok(serde_json::to_string(&status).expect("status serializes"))
+        PyClusterStatus::new(py, status)
     }
 
     /// Starts a run, or with `new_run=False` changes the running one (a
-    /// load shape's step): `plan_json` holds `classes` (name, weight,
-    /// fixed_count), `users`, `spawn_rate_per_s` and `settings`. Raises
-    /// ValueError for a bad plan.
-    #[pyo3(signature = (plan_json, *, new_run = true))]
-    fn start(&self, plan_json: &str, new_run: bool) -> PyResult<()> {
-        let p: PlanJson = serde_json::from_str(plan_json)
+    /// load shape's step): `plan` holds `classes` (name, weight,
+    /// fixed_count), `users`, `spawn_rate_per_s` and `settings`
+    /// (docs/protocol.md, `spawn`). Raises ValueError for a bad plan.
+    #[pyo3(signature = (plan, *, new_run = true))]
+    fn start(&self, plan: &Bound<'_, PyAny>, new_run: bool) -> PyResult<()> {
+        let p: PlanDict = pythonize::depythonize(plan)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("run plan: {e}")))?;
         let plan = RunPlan {
             classes: p.classes,
@@ -222,9 +287,9 @@ impl PyWorker {
         self.events.wakeup_fd()
     }
 
-    /// Events since the last call, each a JSON object with an `event` key.
-    fn drain_events(&self) -> Vec<String> {
-        to_json(self.events.drain())
+    /// Events since the last call, each a dict with an `event` key.
+    fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        to_dicts(py, self.events.drain())
     }
 
     /// The worker's state for its heartbeats; `task_runs` is a running total.
@@ -281,6 +346,8 @@ impl PyWorker {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMaster>()?;
+    m.add_class::<PyClusterStatus>()?;
+    m.add_class::<PyWorkerStatus>()?;
     m.add_class::<PyWorker>()?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The engine, sessions, responses and stats snapshots, as Python classes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::awaitable::PyRequestAwaitable;
 use super::errors::{config_error, dispatch_error, engine_error};
 use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
@@ -21,7 +23,81 @@ type CheckRow = (String, bool, String);
 #[pyclass(name = "Engine", module = "aiotest._core", frozen)]
 pub struct PyEngine {
     pub(crate) inner: Arc<Engine>,
+    /// What each request in flight resolves, by request id.
+    pending: Mutex<HashMap<u64, Py<PyRequestAwaitable>>>,
 }
+
+/// What to send (`aiotest._core.RequestSpec`): built once per request by
+/// the Python session, checked when built. See `_core.pyi`.
+#[pyclass(name = "RequestSpec", module = "aiotest._core", frozen)]
+pub struct PyRequestSpec {
+    inner: RequestSpec,
+}
+
+#[pymethods]
+impl PyRequestSpec {
+    /// Raises ValueError for an unknown method or a timeout that is not a
+    /// number of seconds above 0.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None))]
+    fn new(
+        method: &str,
+        url: String,
+        name: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        timeout_s: Option<f64>,
+        allow_redirects: bool,
+        record: bool,
+        intended_lag_us: Option<u64>,
+    ) -> PyResult<Self> {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))?;
+        if let Some(t) = timeout_s {
+            if !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S) {
+                return Err(PyValueError::new_err(format!(
+                    "timeout={t}: give seconds above 0 and at most {MAX_TIMEOUT_S}"
+                )));
+            }
+        }
+        Ok(Self {
+            inner: RequestSpec {
+                method,
+                url,
+                name,
+                headers,
+                body,
+                timeout_s,
+                allow_redirects,
+                record,
+                intended_lag_us,
+            },
+        })
+    }
+
+    #[getter]
+    fn method(&self) -> &str {
+        self.inner.method.as_str()
+    }
+    #[getter]
+    fn url(&self) -> &str {
+        &self.inner.url
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// Whether the engine records it (False for `catch_response=True`).
+    #[getter]
+    fn record(&self) -> bool {
+        self.inner.record
+    }
+}
+
+/// The longest request timeout, in seconds (a day): longer ones overflow
+/// no clock, but they are a mistake.
+const MAX_TIMEOUT_S: f64 = 86_400.0;
 
 /// One user's session: its own cookies and connections.
 #[pyclass(name = "HttpSession", module = "aiotest._core", frozen)]
@@ -51,6 +127,7 @@ impl PyEngine {
         let engine = Engine::start(threads).map_err(|e| engine_error(py, e))?;
         Ok(Self {
             inner: Arc::new(engine),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -68,42 +145,39 @@ impl PyEngine {
         Ok(PySession { inner })
     }
 
-    /// Starts a request; returns its id. The result comes from `drive()` in
-    /// driven mode, else from `drain()`.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (session, method, url, name, headers, body, timeout_s, allow_redirects, record, intended_lag_us = None))]
+    /// Starts the request `spec` for `session`; returns what to await on
+    /// `event_loop`. Its response arrives from `drive()` in driven mode,
+    /// else from `drain()`, which resolve it.
     fn submit(
         &self,
+        py: Python<'_>,
         session: &PySession,
-        method: &str,
-        url: String,
-        name: String,
-        headers: Vec<(String, String)>,
-        body: Option<Vec<u8>>,
-        timeout_s: Option<f64>,
-        allow_redirects: bool,
-        record: bool,
-        intended_lag_us: Option<u64>,
-    ) -> PyResult<u64> {
-        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))?;
-        let spec = RequestSpec {
-            method,
-            url,
-            name,
-            headers,
-            body,
-            timeout_s,
-            allow_redirects,
-            record,
-            intended_lag_us,
-        };
-        Ok(self.inner.submit(&session.inner, spec))
+        spec: &PyRequestSpec,
+        event_loop: Py<PyAny>,
+    ) -> PyResult<Py<PyRequestAwaitable>> {
+        let waiter = Py::new(py, PyRequestAwaitable::new(event_loop, spec.inner.record))?;
+        let id = self.inner.submit(&session.inner, spec.inner.clone());
+        self.pending
+            .lock()
+            .expect("pending requests")
+            .insert(id, waiter.clone_ref(py));
+        Ok(waiter)
     }
 
-    /// Every finished request since the last call, as `(id, RawResponse)`.
-    fn drain(&self, py: Python<'_>) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
-        wrap_completions(py, self.inner.completions().drain())
+    /// What the requests in flight resolve, oldest first.
+    fn pending(&self, py: Python<'_>) -> Vec<Py<PyRequestAwaitable>> {
+        let pending = self.pending.lock().expect("pending requests");
+        let mut ids: Vec<&u64> = pending.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| pending[id].clone_ref(py))
+            .collect()
+    }
+
+    /// Every finished request since the last call, as
+    /// `(RequestAwaitable, RawResponse)` (the threaded path).
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<Finished>> {
+        self.finished(py, self.inner.completions().drain())
     }
 
     /// Runs requests submitted from now on on the thread that calls
@@ -124,13 +198,13 @@ impl PyEngine {
         py: Python<'_>,
         wake_fd: i32,
         timeout_s: Option<f64>,
-    ) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
+    ) -> PyResult<Vec<Finished>> {
         let timeout = timeout_s.map(|t| Duration::from_secs_f64(t.clamp(0.0, 1e9)));
         let engine = self.inner.clone();
         let done = py
             .detach(move || engine.drive(wake_fd, timeout))
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-        wrap_completions(py, done)
+        self.finished(py, done)
     }
 
     /// Stops watching `wake_fd`; call it before closing that descriptor.
@@ -215,14 +289,18 @@ impl PyEngine {
     }
 }
 
-/// Finished requests as Python sees them: `(id, RawResponse)` pairs.
-fn wrap_completions(
-    py: Python<'_>,
-    done: Vec<Completion>,
-) -> PyResult<Vec<(u64, Py<PyRawResponse>)>> {
-    done.into_iter()
-        .map(|c| Ok((c.id, Py::new(py, PyRawResponse { outcome: c.outcome })?)))
-        .collect()
+/// A finished request as Python sees it: what its user awaits, and the response.
+type Finished = (Py<PyRequestAwaitable>, Py<PyRawResponse>);
+
+impl PyEngine {
+    /// Pairs each completion with its awaitable, which leaves the pending map.
+    fn finished(&self, py: Python<'_>, done: Vec<Completion>) -> PyResult<Vec<Finished>> {
+        let mut pending = self.pending.lock().expect("pending requests");
+        done.into_iter()
+            .filter_map(|c| pending.remove(&c.id).map(|waiter| (waiter, c.outcome)))
+            .map(|(waiter, outcome)| Ok((waiter, Py::new(py, PyRawResponse { outcome })?)))
+            .collect()
+    }
 }
 
 #[pymethods]
@@ -306,6 +384,16 @@ impl PyStatsSnapshot {
         serde_json::to_string(&self.inner)
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
+    /// The JSON report (`--json`, docs/json.md), indented: `meta` as for
+    /// `html_report`, and the run's `task_runs`. Raises ValueError for bad
+    /// metadata.
+    fn json_report(&self, meta: &Bound<'_, PyAny>, task_runs: u64) -> PyResult<String> {
+        let meta: report::html::ReportMeta = pythonize::depythonize(meta)
+            .map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
+        let fields = serde_json::json!({ "user_count": meta.peak_users, "task_runs": task_runs });
+        serde_json::to_string_pretty(&report::json_report(&self.inner, &meta, &fields))
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
     /// Locust's request table; `current` uses last-10-s rates.
     #[pyo3(signature = (current = false))]
     fn stats_table(&self, current: bool) -> String {
@@ -336,11 +424,11 @@ impl PyStatsSnapshot {
     fn csv_exceptions(&self) -> String {
         report::csv::exceptions_csv(&self.inner)
     }
-    /// The self-contained HTML report. `meta_json` holds `host`, `script`,
-    /// `user_classes`, `peak_users` and `version`. Raises ValueError for bad
-    /// metadata.
-    fn html_report(&self, meta_json: &str) -> PyResult<String> {
-        let meta: report::html::ReportMeta = serde_json::from_str(meta_json)
+    /// The self-contained HTML report. `meta` (a dict) holds `host`,
+    /// `script`, `user_classes`, `peak_users` and `version`. Raises
+    /// ValueError for bad metadata.
+    fn html_report(&self, meta: &Bound<'_, PyAny>) -> PyResult<String> {
+        let meta: report::html::ReportMeta = pythonize::depythonize(meta)
             .map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
         report::html::render(&self.inner, &meta)
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
@@ -463,6 +551,8 @@ fn validate_host(py: Python<'_>, url: &str) -> PyResult<String> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyRequestSpec>()?;
+    m.add_class::<PyRequestAwaitable>()?;
     m.add_class::<PySession>()?;
     m.add_class::<PyRawResponse>()?;
     m.add_class::<PyStatsSnapshot>()?;

@@ -1,6 +1,7 @@
 //! The PyO3 layer: the only code that touches Python. Each file wraps one
 //! part of the core and registers it on `aiotest._core`.
 
+mod awaitable;
 mod cli;
 mod cluster;
 mod engine;

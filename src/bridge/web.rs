@@ -15,12 +15,11 @@ pub struct PyWebUi {
     inner: Option<WebUi>,
 }
 
-/// `text` as JSON of type `T`; ValueError naming `what` otherwise (a bug
-/// in the Python runner, not user input).
-fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
-    serde_json::from_str(text).map_err(|e| {
-        pyo3::exceptions::PyValueError::new_err(format!("{what} is not valid JSON: {e}"))
-    })
+/// `value` (a dict) as `T`; ValueError naming `what` otherwise (a bug in
+/// the Python runner, not user input).
+fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &Bound<'_, PyAny>) -> PyResult<T> {
+    pythonize::depythonize(value)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("{what}: {e}")))
 }
 
 impl PyWebUi {
@@ -87,41 +86,42 @@ impl PyWebUi {
         Ok(self.ui()?.commands().wakeup_fd())
     }
 
-    /// Commands since the last call, each JSON: `id`, `action` (`swarm`,
+    /// Commands since the last call, each a dict: `id`, `action` (`swarm`,
     /// `stop`, `reset`), `body` and `content_type`.
-    fn drain_commands(&self) -> PyResult<Vec<String>> {
-        Ok(self
-            .ui()?
+    fn drain_commands<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        self.ui()?
             .commands()
             .drain()
             .iter()
-            .map(|c| serde_json::to_string(c).expect("commands serialize"))
-            .collect())
+            .map(|c| Ok(pythonize::pythonize(py, c)?))
+            .collect()
     }
 
-    /// Answers command `id` with an HTTP status and a JSON body.
-    fn reply(&self, id: u64, status: u16, body_json: String) -> PyResult<()> {
-        self.ui()?.reply(id, status, body_json);
+    /// Answers command `id` with an HTTP status and a JSON-able body (a
+    /// dict). Raises ValueError for a body that JSON cannot carry.
+    fn reply(&self, id: u64, status: u16, body: &Bound<'_, PyAny>) -> PyResult<()> {
+        let body: serde_json::Value = parse("reply body", body)?;
+        self.ui()?.reply(id, status, body.to_string());
         Ok(())
     }
 
-    /// Publishes the runner's status (a JSON object: `state`, `user_count`,
-    /// `workers`, ...) with fresh statistics to every browser. `meta_json`
+    /// Publishes the runner's status (a dict: `state`, `user_count`,
+    /// `workers`, ...) with fresh statistics to every browser. `meta`
     /// (host, script, user_classes, peak_users, version) heads the HTML
-    /// report; `fields_json` (user_count, task_runs) joins the JSON report.
-    /// Raises ValueError for text that is not such JSON.
-    #[pyo3(signature = (status_json, *, meta_json = None, fields_json = None))]
+    /// report; `fields` (user_count, task_runs) joins the JSON report.
+    /// Raises ValueError for values not of those shapes.
+    #[pyo3(signature = (status, *, meta = None, fields = None))]
     fn publish(
         &self,
         py: Python<'_>,
-        status_json: &str,
-        meta_json: Option<&str>,
-        fields_json: Option<&str>,
+        status: &Bound<'_, PyAny>,
+        meta: Option<&Bound<'_, PyAny>>,
+        fields: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let status: serde_json::Value = parse("status", status_json)?;
-        let meta: Option<ReportMeta> = meta_json.map(|t| parse("report meta", t)).transpose()?;
-        let fields = match fields_json {
-            Some(text) => parse("report fields", text)?,
+        let status: serde_json::Value = parse("status", status)?;
+        let meta: Option<ReportMeta> = meta.map(|m| parse("report meta", m)).transpose()?;
+        let fields = match fields {
+            Some(f) => parse("report fields", f)?,
             None => serde_json::Value::Null,
         };
         let ui = self.ui()?;
