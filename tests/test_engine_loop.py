@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import CountingServer, DemoTarget, run_aiotest
 
+# These also run on every other supported Python (make test-pythons).
+pytestmark = pytest.mark.pythons
+
 MIXED_AWAITS = """
 import asyncio, os, time
 from aiotest import AsyncHttpUser, constant, events, task

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, CountingServer, DemoTarget, run_aiotest
+
+# These also run on every other supported Python (make test-pythons).
+pytestmark = pytest.mark.pythons
 
 
 def test_example_matches_server_counts(demo_target: DemoTarget) -> None:

@@ -12,6 +12,9 @@ import aiotest
 import pytest
 from conftest import CountingServer, DemoTarget, run_aiotest
 
+# These also run on every other supported Python (make test-pythons).
+pytestmark = pytest.mark.pythons
+
 HEADERS = {
     "stats": "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%",
     "stats_history": "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,Total Min Response Time,Total Max Response Time,Total Average Content Size",

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import AIOTEST, DemoTarget, run_aiotest
 
+# These also run on every other supported Python (make test-pythons).
+pytestmark = pytest.mark.pythons
+
 SLOW_USER = """
 from aiotest import AsyncHttpUser, task, constant
 

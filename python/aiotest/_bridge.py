@@ -138,7 +138,7 @@ class EngineBridge:
 _SPIN_S = 0.0001
 
 
-class EngineSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class EngineSelector(selectors.DefaultSelector):
     """The selector of :func:`new_event_loop`'s loops: each ``select`` also
     turns the driven engine of the attached :class:`EngineBridge`.
 

@@ -1,12 +1,41 @@
-"""Type stubs and user docs for ``aiotest._core``, the Rust extension."""
+"""Type stubs and user docs for ``aiotest._core``, the Rust extension.
+``make lint`` checks them against the extension with ``stubtest``."""
 
+import asyncio
+from collections.abc import Callable, Generator
+from contextvars import Context
+from typing import Any, final
+
+__all__ = [
+    "ClusterStatus",
+    "DemoTarget",
+    "Engine",
+    "HttpSession",
+    "Master",
+    "RawResponse",
+    "RequestAwaitable",
+    "RequestSpec",
+    "StatsSnapshot",
+    "WebUi",
+    "Worker",
+    "WorkerStatus",
+    "__version__",
+    "assign_user_indexes",
+    "parse_duration_s",
+    "parse_options",
+    "percentiles_of",
+    "spawn_order",
+    "user_counts",
+    "validate_checks",
+    "validate_host",
+]
 __version__: str
 
 def parse_options(
     argv: list[str],
     file_values: list[tuple[str, str, list[str]]],
     custom_options: list[tuple[str, str, str | None, bool]] = ...,
-) -> tuple[str, str, int]:
+) -> tuple[str, Any, int]:
     """Parses the command line (program name first) with clap.
 
     Args:
@@ -19,8 +48,9 @@ def parse_options(
             back in ``run.custom_options`` (str, bool, or None).
 
     Returns:
-        ``("run", options_json, 0)``, or ``("exit", text, 0)`` for ``--help``
-        and ``--version``.
+        ``("run", options, 0)`` with ``options`` a dict (``run``: every
+        option by name, ``command``: a subcommand or None), or
+        ``("exit", text, 0)`` for ``--help`` and ``--version``.
 
     Raises:
         aiotest.ConfigError: Bad usage; ``exit_code`` is 2.
@@ -46,12 +76,112 @@ def percentiles_of(samples_us: list[int]) -> list[tuple[str, int]]:
 def spawn_order(counts: list[int]) -> list[int]:
     """Class indexes in spawn order, every prefix in proportion."""
 
+def assign_user_indexes(
+    owned: list[list[list[int]]], counts: list[list[int]]
+) -> list[list[list[int]]]:
+    """Cluster-wide user indexes for new ``counts[worker][class]``, keeping
+    the ones users already have (``owned[worker][class]``); the indexes stay
+    0 to N-1. Raises ValueError when ``owned`` has fewer rows than ``counts``."""
+
+@final
+class RequestSpec:
+    """What to send: built once per request by the Python session.
+
+    Args:
+        method: HTTP method, any case.
+        url: Absolute, or relative to the session's host.
+        name: The stats name.
+        headers: ``(name, value)`` pairs.
+        body: The body, or None.
+        timeout_s: Seconds before the request fails; None for 60 s.
+        allow_redirects: Follow up to 10 redirects.
+        record: Record it in the statistics when done (False for
+            ``catch_response=True``, whose user code decides).
+        intended_lag_us: How late its iteration started (open workload
+            model), to also record it corrected for coordinated omission.
+
+    Raises:
+        ValueError: An unknown method, or a timeout that is not a number of
+            seconds above 0 and at most a day.
+    """
+
+    def __new__(
+        cls,
+        *,
+        method: str,
+        url: str,
+        name: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None = None,
+        timeout_s: float | None = None,
+        allow_redirects: bool = True,
+        record: bool = True,
+        intended_lag_us: int | None = None,
+    ) -> RequestSpec: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def record(self) -> bool: ...
+
+@final
+class RequestAwaitable:
+    """A request in flight as an asyncio future (``asyncio.isfuture`` is
+    True): asyncio's Task waits on it natively, and the engine's turn that
+    finishes the request resolves it. Cancelling it wakes the waiting task
+    with CancelledError; the request goes on and is still recorded."""
+
+    _asyncio_future_blocking: bool
+    @property
+    def recorded(self) -> bool:
+        """Whether the engine records the request itself."""
+    def __await__(self) -> Generator[Any, None, RawResponse]: ...
+    def __iter__(self) -> RequestAwaitable: ...
+    def __next__(self) -> RequestAwaitable: ...
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def result(self) -> RawResponse:
+        """The response. Raises CancelledError once cancelled,
+        InvalidStateError while pending, or the failure set by :meth:`fail`."""
+    def exception(self) -> BaseException | None: ...
+    def add_done_callback(
+        self, callback: Callable[[RequestAwaitable], object], *, context: Context | None = None
+    ) -> None: ...
+    def remove_done_callback(self, callback: Callable[[RequestAwaitable], object]) -> int: ...
+    def cancel(self, msg: Any | None = None) -> bool: ...
+    def resolve(self, value: RawResponse) -> bool:
+        """Completes it and runs its callbacks now, each in its context;
+        False when it was already cancelled or failed."""
+    def fail(self, exc: BaseException) -> bool:
+        """Fails it (its callbacks run through ``call_soon``); False when done."""
+
+@final
 class HttpSession:
     """One user's session: own cookie jar and connection pool."""
 
     @property
     def base_url(self) -> str | None: ...
+    def prepare(
+        self,
+        *,
+        method: str,
+        url: str,
+        name: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None = None,
+        timeout_s: float | None = None,
+        allow_redirects: bool = True,
+        record: bool = True,
+        intended_lag_us: int | None = None,
+    ) -> RequestSpec:
+        """A request of this session: as :class:`RequestSpec`, with the same
+        arguments and errors, but cheaper to call (no keyword dict)."""
 
+@final
 class RawResponse:
     """A finished request as the engine measured it."""
 
@@ -84,6 +214,7 @@ class RawResponse:
     @property
     def cookies(self) -> list[tuple[str, str]]: ...
 
+@final
 class StatsSnapshot:
     """Frozen statistics. Times µs, rates per second."""
 
@@ -101,9 +232,12 @@ class StatsSnapshot:
         """``PREFIX_stats_history.csv``; needs ``snapshot(with_history=True)``."""
     def csv_failures(self) -> str: ...
     def csv_exceptions(self) -> str: ...
-    def html_report(self, meta_json: str) -> str:
-        """The self-contained HTML report. ``meta_json``: host, script,
+    def html_report(self, meta: dict[str, Any]) -> str:
+        """The self-contained HTML report. ``meta``: host, script,
         user_classes, peak_users, version. Raises ValueError for bad meta."""
+    def json_report(self, meta: dict[str, Any], task_runs: int) -> str:
+        """The JSON report (docs/json.md), indented; ``meta`` as for
+        :meth:`html_report`. Raises ValueError for bad meta."""
     def evaluate_checks(self, checks: list[str]) -> tuple[str, list[tuple[str, bool, str]]]:
         """Evaluates checks like ``"p95 < 200ms"``: the printed table and
         ``(check, passed, actual)`` each. Raises ConfigError for a bad check."""
@@ -114,6 +248,7 @@ class StatsSnapshot:
     @property
     def num_errors(self) -> int: ...
 
+@final
 class Engine:
     """The process's HTTP engine: a tokio runtime, the stats aggregator and
     the completion queue.
@@ -125,34 +260,26 @@ class Engine:
         aiotest.AiotestError: The runtime or TLS setup failed.
     """
 
-    def __init__(self, *, worker_threads: int | None = None) -> None: ...
+    def __new__(cls, *, worker_threads: int | None = None) -> Engine: ...
     def wakeup_fd(self) -> int:
         """Readable when ``drain()`` has completions."""
     def new_session(self, base_url: str | None = None) -> HttpSession:
         """Raises ConfigError for a malformed base URL."""
     def submit(
-        self,
-        session: HttpSession,
-        method: str,
-        url: str,
-        name: str,
-        headers: list[tuple[str, str]],
-        body: bytes | None,
-        timeout_s: float | None,
-        allow_redirects: bool,
-        record: bool,
-        intended_lag_us: int | None = None,
-    ) -> int:
-        """Starts a request and returns its id; its result comes from
-        :meth:`drive` in driven mode, else from :meth:`drain`.
-        ``intended_lag_us`` (open workload model) also records it corrected
-        for coordinated omission. Raises ValueError for an unknown method."""
-    def drain(self) -> list[tuple[int, RawResponse]]:
-        """Finished requests since the last call."""
+        self, session: HttpSession, spec: RequestSpec, event_loop: asyncio.AbstractEventLoop
+    ) -> RequestAwaitable:
+        """Starts a request; returns what to await on ``event_loop``. It is
+        resolved by :meth:`drive` in driven mode, else by :meth:`drain`."""
+    def pending(self) -> list[RequestAwaitable]:
+        """The requests in flight, oldest first."""
+    def drain(self) -> list[tuple[RequestAwaitable, RawResponse]]:
+        """Finished requests since the last call (the threaded path)."""
     def set_driven(self, driven: bool) -> None:
         """True: requests submitted from now on run on the thread that calls
         :meth:`drive`; False (the default): on the engine's own threads."""
-    def drive(self, wake_fd: int, timeout_s: float | None = None) -> list[tuple[int, RawResponse]]:
+    def drive(
+        self, wake_fd: int, timeout_s: float | None = None
+    ) -> list[tuple[RequestAwaitable, RawResponse]]:
         """One turn of the driven engine, without the GIL: starts submitted
         requests and runs what is ready; unless ``timeout_s`` is 0, then waits
         until a request finishes, ``wake_fd`` turns readable or ``timeout_s``
@@ -180,6 +307,7 @@ class Engine:
     def in_flight(self) -> int: ...
     def wait_idle(self, timeout_s: float) -> bool: ...
 
+@final
 class DemoTarget:
     """The built-in demo HTTP server (see ``aiotest demo-target``).
 
@@ -187,7 +315,7 @@ class DemoTarget:
         OSError: The address cannot be bound.
     """
 
-    def __init__(self, *, bind: str = "127.0.0.1", port: int = 0) -> None: ...
+    def __new__(cls, *, bind: str = ..., port: int = 0) -> DemoTarget: ...
     @property
     def port(self) -> int: ...
     @property
@@ -196,14 +324,15 @@ class DemoTarget:
         """``{"total": n, "requests": {"GET /path": n}}``."""
     def stop(self) -> None: ...
 
+@final
 class WebUi:
     """The web UI and its HTTP API (docs/web.md), served on ``engine``'s
     runtime. Raises OSError when ``host:port`` cannot be bound, ConfigError
     (exit code 2) for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS
     files (PEM)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         engine: Engine,
         *,
         host: str,
@@ -211,7 +340,7 @@ class WebUi:
         login: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-    ) -> None: ...
+    ) -> WebUi: ...
     @property
     def port(self) -> int: ...
     @property
@@ -219,22 +348,71 @@ class WebUi:
         """``http`` or ``https``."""
     def wakeup_fd(self) -> int:
         """Readable when commands wait in :meth:`drain_commands`."""
-    def drain_commands(self) -> list[str]:
-        """Commands as JSON: ``id``, ``action`` (swarm, stop, reset),
-        ``body``, ``content_type``."""
-    def reply(self, id: int, status: int, body_json: str) -> None:
-        """Answers command ``id`` with an HTTP status and a JSON body."""
+    def drain_commands(self) -> list[dict[str, Any]]:
+        """Commands since the last call: ``id``, ``action`` (swarm, stop,
+        reset), ``body``, ``content_type``."""
+    def reply(self, id: int, status: int, body: dict[str, Any]) -> None:
+        """Answers command ``id`` with an HTTP status and a JSON body.
+        Raises ValueError for a body JSON cannot carry."""
     def publish(
-        self, status_json: str, *, meta_json: str | None = None, fields_json: str | None = None
+        self,
+        status: dict[str, Any],
+        *,
+        meta: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Publishes the runner's status with fresh statistics to every
-        browser (the ``/stats/requests`` document). Raises ValueError for
-        arguments that are not JSON of the documented shape."""
+        browser (the ``/stats/requests`` document); ``meta`` heads the HTML
+        report, ``fields`` (user_count, task_runs) join the JSON report.
+        Raises ValueError for values not of the documented shape."""
     def clear_history(self) -> None:
         """Drops the chart points (after ``reset_stats(clear_history=True)``)."""
     def stop(self) -> None:
         """Stops serving; idempotent."""
 
+@final
+class WorkerStatus:
+    """One worker as the master sees it."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def state(self) -> str:
+        """ready, spawning, running, stopped or missing."""
+    @property
+    def user_count(self) -> int: ...
+    @property
+    def cpu_percent(self) -> float: ...
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def last_heartbeat_s(self) -> float:
+        """Seconds since anything arrived from it."""
+
+@final
+class ClusterStatus:
+    """The cluster at a glance."""
+
+    @property
+    def workers(self) -> list[WorkerStatus]: ...
+    @property
+    def live_workers(self) -> int:
+        """Workers connected and not missing."""
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def user_count(self) -> int: ...
+    @property
+    def task_runs(self) -> int:
+        """Task executions the workers reported in this run."""
+    @property
+    def spawning_complete(self) -> bool: ...
+    @property
+    def all_stopped(self) -> bool: ...
+
+@final
 class Master:
     """The master's link (docs/protocol.md): binds a ZeroMQ ROUTER, accepts
     workers, dispatches users and merges their statistics into ``engine``.
@@ -244,8 +422,8 @@ class Master:
         ValueError: A heartbeat interval of 0 s or less, or a liveness of 0.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         engine: Engine,
         *,
         bind_host: str,
@@ -253,16 +431,23 @@ class Master:
         heartbeat_interval_s: float,
         heartbeat_liveness: int,
         secret: str | None = None,
-    ) -> None: ...
+    ) -> Master: ...
     def wakeup_fd(self) -> int:
         """Readable when ``drain_events()`` has events."""
-    def drain_events(self) -> list[str]:
-        """Events since the last call, each a JSON object with an ``event`` key."""
-    def status(self) -> str:
-        """The cluster's status as JSON: workers, live_workers, run_id,
-        user_count, task_runs, spawning_complete, all_stopped."""
-    def start(self, plan_json: str) -> None:
-        """Starts or changes the run. Raises ValueError for a bad plan."""
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Events since the last call, each a dict with an ``event`` key
+        (docs/protocol.md): worker_joined, worker_missing, worker_left,
+        worker_refused, exception, custom, message_dropped, fatal, and the
+        run's milestones spawning_complete, all_users_stopped,
+        iterations_reached and all_stopped (each with its ``run_id``)."""
+    def status(self) -> ClusterStatus:
+        """The cluster now. Raises RuntimeError when the master has stopped
+        or does not answer within 10 s."""
+    def start(self, plan: dict[str, Any], *, new_run: bool = True) -> None:
+        """Starts a run (``run_id`` counts them from 1), or with
+        ``new_run=False`` changes the running one: ``classes`` (name,
+        weight, fixed_count), ``users``, ``spawn_rate_per_s``, ``settings``.
+        Raises ValueError for a bad plan."""
     def stop(self) -> None: ...
     def send_message(self, name: str, data_json: str, worker_index: int | None = None) -> None:
         """A ``custom`` message to one worker, or to all with None. Raises
@@ -270,6 +455,7 @@ class Master:
     def quit(self) -> None:
         """Tells the workers this master leaves; returns within 2 s."""
 
+@final
 class Worker:
     """A worker's link (docs/protocol.md): connects a ZeroMQ DEALER to the
     master, reconnecting whenever it is lost, and reports ``engine``'s
@@ -279,8 +465,8 @@ class Worker:
         ValueError: A heartbeat interval of 0 s or less, or a liveness of 0.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         engine: Engine,
         *,
         master_host: str,
@@ -291,10 +477,11 @@ class Worker:
         stats_interval_s: float = 1.0,
         connect_timeout_s: float = 3.0,
         secret: str | None = None,
-    ) -> None: ...
+    ) -> Worker: ...
     def wakeup_fd(self) -> int: ...
-    def drain_events(self) -> list[str]:
-        """Events since the last call, each a JSON object with an ``event`` key."""
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Events since the last call, each a dict with an ``event`` key
+        (docs/protocol.md)."""
     def progress(
         self, state: str, user_count: int, task_runs: int, cpu_percent: float, memory_bytes: int
     ) -> None:

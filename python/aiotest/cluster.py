@@ -113,7 +113,7 @@ class ClusterBackend(Backend):
 
     distributed = True
 
-    def __init__(self, env: Environment, opts: RunOptions, master: Any, engine: Any) -> None:
+    def __init__(self, env: Environment, opts: RunOptions, master: Master, engine: Engine) -> None:
         super().__init__(engine)
         self.env, self.opts, self.master = env, opts, master
         self._run_id = 0

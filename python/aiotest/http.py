@@ -298,7 +298,7 @@ class HttpSession:
                 pairs = _with_default(pairs, "Content-Type", "application/x-www-form-urlencoded")
             else:
                 body = data.encode() if isinstance(data, str) else bytes(data)
-        spec = RequestSpec(
+        spec = self._core.prepare(
             method=method,
             url=target,
             name=name or url,

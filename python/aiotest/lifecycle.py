@@ -386,7 +386,7 @@ class RunDriver:
         if stages:
             follow = follow_arrival_stages(stages, backend.set_arrival_rate, arrivals_done)
             background.append(asyncio.create_task(_guarded(follow, failed)))
-        waiters = {
+        waiters: dict[asyncio.Task[Any], StopReason | None] = {
             asyncio.create_task(backend.ended()): None,
             asyncio.create_task(failed.wait()): StopReason.ERROR,
             asyncio.create_task(shape_done.wait()): StopReason.SHAPE_ENDED,
@@ -401,7 +401,7 @@ class RunDriver:
             # The first condition met, in the order above (the backend's own first).
             for task, why in waiters.items():
                 if task in done:
-                    reason = why or task.result()
+                    reason = why if why is not None else task.result()
                     break
         finally:
             self._running = False
@@ -524,7 +524,7 @@ def _describe_reason(reason: StopReason, opts: RunOptions) -> str:
         return f"run time limit ({opts.run_time_s}s) reached"
     if reason is StopReason.ITERATIONS:
         return f"{opts.iterations} iterations done"
-    return reason.value
+    return str(reason.value)
 
 
 def run(

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from . import _bridge, cluster, lifecycle, web
 from ._core import DemoTarget, parse_options
@@ -71,7 +72,7 @@ def run_cli(argv: list[str]) -> int:
     return _bridge.run(_run_local(env, opts, checks))
 
 
-def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, object] | None] | int:
+def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
     """Parses the command line once, after loading the aiotestfile it names
     so that its ``events.init_command_line_parser`` listeners can add
     options (Locust does the same). Returns the options and the command,

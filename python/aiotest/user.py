@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from types import CoroutineType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ._bridge import EngineBridge
 from .events import RequestEvent
@@ -166,7 +166,7 @@ class User(metaclass=_UserMeta):
     host: str | None = None
     weight: float = 1
     fixed_count: int = 0
-    wait_time: Callable[[Any], float] = constant(0)
+    wait_time: ClassVar[Callable[[Any], float]] = constant(0)
     tasks: list[tuple[TaskFn, int]] = []
 
     def __init__(

@@ -30,7 +30,7 @@ def constant_pacing(pace_s: float) -> WaitTime:
     _check("constant_pacing", pace_s)
 
     def wait(user: Any) -> float:
-        started = getattr(user, "_task_started_at", None)
+        started: float | None = getattr(user, "_task_started_at", None)
         if started is None:
             return pace_s
         return max(0.0, pace_s - (time.monotonic() - started))

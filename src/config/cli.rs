@@ -179,7 +179,7 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_ONLY_SUMMARY")]
     pub only_summary: bool,
 
-    /// Print the live table (the default when headless).
+    /// With the web UI, also print the live table in the console (headless runs always do).
     #[arg(long, env = "AIOTEST_PRINT_STATS")]
     pub print_stats: bool,
 
