@@ -3,7 +3,7 @@
     python bench/run.py                      # every scenario, 10 s runs, median of 3
     python bench/run.py throughput -d 5 -n 1 --json bench/result.json
 
-Scenarios (issue 4's targets):
+Scenarios (see bench/README.md for the targets):
   throughput  50 users, zero wait, one core: requests/s as a ratio to wrk's
               (and to Locust FastHttpUser and oha when they are installed).
   latency     2,000 requests/s at a fixed rate: p50/p99 next to a

@@ -1,5 +1,5 @@
 //! Many simulated workers against one real master, for the master-capacity
-//! scenario of `bench/run.py` (issue 4, target 4): each simulated worker
+//! scenario of `bench/run.py`: each simulated worker
 //! speaks the real protocol (docs/protocol.md) over its own ZeroMQ DEALER,
 //! answers `spawn` and `stop`, heartbeats, and sends a stats report every
 //! second with `--endpoints` entries, each holding `--requests-per-s`

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::engine::PyEngine;
+use super::errors::{bad_argument, bad_shape, stopped, transport_error};
 use crate::cluster::master::{
     run_master, ClusterEvent, ClusterStatus, Heartbeats, MasterCommand, RunPlan, WorkerStatus,
 };
@@ -21,7 +22,7 @@ use crate::engine::CompletionQueue;
 
 fn heartbeats(interval_s: f64, liveness: u32) -> PyResult<Heartbeats> {
     if !(interval_s.is_finite() && interval_s > 0.0) || liveness == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(
+        return Err(bad_argument(
             "--heartbeat-interval must be above 0 s and --heartbeat-liveness at least 1",
         ));
     }
@@ -101,9 +102,7 @@ impl PyClusterStatus {
 }
 
 fn parse_data(data_json: &str) -> PyResult<serde_json::Value> {
-    serde_json::from_str(data_json).map_err(|e| {
-        pyo3::exceptions::PyValueError::new_err(format!("message data is not JSON: {e}"))
-    })
+    serde_json::from_str(data_json).map_err(|e| bad_shape("message data is not JSON", e))
 }
 
 /// The master's link (`aiotest._core.Master`). See `_core.pyi`.
@@ -138,11 +137,7 @@ impl PyMaster {
         let rt = engine.inner.runtime().handle().clone();
         let transport = py
             .detach(|| rt.block_on(RouterTransport::bind(&bind_host, bind_port)))
-            .map_err(|e| {
-                pyo3::exceptions::PyOSError::new_err(format!(
-                    "{e}: pick another --master-bind-port"
-                ))
-            })?;
+            .map_err(transport_error)?;
         let events = Arc::new(CompletionQueue::new()?);
         let (tx, rx) = unbounded_channel();
         rt.spawn(run_master(
@@ -174,10 +169,10 @@ impl PyMaster {
         let (tx, rx) = std::sync::mpsc::channel();
         self.commands
             .send(MasterCommand::Status(tx))
-            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the master has stopped"))?;
+            .map_err(|_| stopped("the master has stopped"))?;
         let status = py
             .detach(move || rx.recv_timeout(Duration::from_secs(10)))
-            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the master did not answer"))?;
+            .map_err(|_| stopped("the master did not answer"))?;
         PyClusterStatus::new(py, status)
     }
 
@@ -187,8 +182,7 @@ impl PyMaster {
     /// (docs/protocol.md, `spawn`). Raises ValueError for a bad plan.
     #[pyo3(signature = (plan, *, new_run = true))]
     fn start(&self, plan: &Bound<'_, PyAny>, new_run: bool) -> PyResult<()> {
-        let p: PlanDict = pythonize::depythonize(plan)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("run plan: {e}")))?;
+        let p: PlanDict = pythonize::depythonize(plan).map_err(|e| bad_shape("run plan", e))?;
         let plan = RunPlan {
             classes: p.classes,
             users: p.users,

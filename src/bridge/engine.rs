@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::awaitable::PyRequestAwaitable;
-use super::errors::{config_error, dispatch_error, engine_error};
+use super::errors::{
+    bad_argument, bad_shape, config_error, dispatch_error, engine_error, os_error, stopped,
+};
 use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
 use crate::engine::{Completion, Engine, HttpOutcome, HttpSession, RequestSpec};
@@ -89,7 +90,7 @@ impl PyRequestSpec {
     fn build(inner: RequestSpec) -> PyResult<Self> {
         if let Some(t) = inner.timeout_s {
             if !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S) {
-                return Err(PyValueError::new_err(format!(
+                return Err(bad_argument(format!(
                     "timeout={t}: give seconds above 0 and at most {MAX_TIMEOUT_S}"
                 )));
             }
@@ -100,7 +101,7 @@ impl PyRequestSpec {
 
 fn parse_method(method: &str) -> PyResult<reqwest::Method> {
     reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| PyValueError::new_err(format!("'{method}' is not an HTTP method")))
+        .map_err(|_| bad_argument(format!("'{method}' is not an HTTP method")))
 }
 
 /// The longest request timeout, in seconds (a day): longer ones overflow
@@ -211,7 +212,7 @@ impl PyEngine {
         let engine = self.inner.clone();
         let done = py
             .detach(move || engine.drive(wake_fd, timeout))
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+            .map_err(os_error)?;
         self.finished(py, done)
     }
 
@@ -262,9 +263,7 @@ impl PyEngine {
             }
         })
         .map(|inner| PyStatsSnapshot { inner })
-        .ok_or_else(|| {
-            pyo3::exceptions::PyRuntimeError::new_err("the stats aggregator has stopped")
-        })
+        .ok_or_else(|| stopped("the stats aggregator has stopped"))
     }
 
     /// Closes the stats window: appends a history row with `user_count`.
@@ -421,18 +420,17 @@ impl PyRawResponse {
 impl PyStatsSnapshot {
     /// The snapshot as JSON (times µs, rates per second); see docs/json.md.
     fn to_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.inner)
-            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(&self.inner).map_err(stopped)
     }
     /// The JSON report (`--json`, docs/json.md), indented: `meta` as for
     /// `html_report`, and the run's `task_runs`. Raises ValueError for bad
     /// metadata.
     fn json_report(&self, meta: &Bound<'_, PyAny>, task_runs: u64) -> PyResult<String> {
-        let meta: report::html::ReportMeta = pythonize::depythonize(meta)
-            .map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
+        let meta: report::html::ReportMeta =
+            pythonize::depythonize(meta).map_err(|e| bad_shape("report metadata", e))?;
         let fields = serde_json::json!({ "user_count": meta.peak_users, "task_runs": task_runs });
         serde_json::to_string_pretty(&report::json_report(&self.inner, &meta, &fields))
-            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+            .map_err(stopped)
     }
     /// Locust's request table; `current` uses last-10-s rates.
     #[pyo3(signature = (current = false))]
@@ -468,10 +466,9 @@ impl PyStatsSnapshot {
     /// `script`, `user_classes`, `peak_users` and `version`. Raises
     /// ValueError for bad metadata.
     fn html_report(&self, meta: &Bound<'_, PyAny>) -> PyResult<String> {
-        let meta: report::html::ReportMeta = pythonize::depythonize(meta)
-            .map_err(|e| PyValueError::new_err(format!("report metadata: {e}")))?;
-        report::html::render(&self.inner, &meta)
-            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+        let meta: report::html::ReportMeta =
+            pythonize::depythonize(meta).map_err(|e| bad_shape("report metadata", e))?;
+        report::html::render(&self.inner, &meta).map_err(stopped)
     }
     /// Evaluates checks such as `"p95 < 200ms"`; returns the printed table
     /// and `(check, passed, actual)` per check. Raises ConfigError for a
@@ -547,9 +544,7 @@ fn assign_user_indexes(
     counts: Vec<Vec<u64>>,
 ) -> PyResult<Vec<Vec<Vec<u64>>>> {
     if owned.len() < counts.len() {
-        return Err(PyValueError::new_err(
-            "owned needs a row for every row of counts",
-        ));
+        return Err(bad_argument("owned needs a row for every row of counts"));
     }
     Ok(dispatch::assign_user_indexes(&owned, &counts))
 }

@@ -4,10 +4,9 @@
 use pyo3::prelude::*;
 
 use super::engine::PyEngine;
-use super::errors::config_error;
-use crate::config::ConfigError;
+use super::errors::{bad_shape, stopped, web_error};
 use crate::report::html::ReportMeta;
-use crate::web::{WebConfig, WebError, WebUi};
+use crate::web::{WebConfig, WebUi};
 
 /// The web UI of one master or local run. See `_core.pyi`.
 #[pyclass(name = "WebUi", module = "aiotest._core")]
@@ -18,15 +17,14 @@ pub struct PyWebUi {
 /// `value` (a dict) as `T`; ValueError naming `what` otherwise (a bug in
 /// the Python runner, not user input).
 fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &Bound<'_, PyAny>) -> PyResult<T> {
-    pythonize::depythonize(value)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("{what}: {e}")))
+    pythonize::depythonize(value).map_err(|e| bad_shape(what, e))
 }
 
 impl PyWebUi {
     fn ui(&self) -> PyResult<&WebUi> {
         self.inner
             .as_ref()
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the web UI has stopped"))
+            .ok_or_else(|| stopped("the web UI has stopped"))
     }
 }
 
@@ -54,19 +52,9 @@ impl PyWebUi {
         };
         let rt = engine.inner.runtime().handle().clone();
         let recorder = engine.inner.recorder();
-        match py.detach(|| WebUi::start(&rt, &config, recorder)) {
-            Ok(ui) => Ok(Self { inner: Some(ui) }),
-            Err(e @ WebError::Bind { .. }) => {
-                Err(pyo3::exceptions::PyOSError::new_err(e.to_string()))
-            }
-            Err(WebError::Config(message)) => Err(config_error(
-                py,
-                ConfigError::Usage {
-                    message,
-                    exit_code: 2,
-                },
-            )),
-        }
+        py.detach(|| WebUi::start(&rt, &config, recorder))
+            .map(|ui| Self { inner: Some(ui) })
+            .map_err(|e| web_error(py, e))
     }
 
     /// The bound port (useful with port 0).

@@ -103,7 +103,7 @@ const V2_HEADER_BYTES: usize = 40;
 ///
 /// Costs O(encoded bytes); the histogram's full counts array is never
 /// materialized, which is what lets a master merge a thousand workers'
-/// reports a second (issue 4, target 4).
+/// reports a second (`bench/run.py master`).
 ///
 /// # Errors
 /// A bad cookie, a truncated payload, or parameters aiotest never writes

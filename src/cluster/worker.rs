@@ -120,6 +120,8 @@ struct Link {
     load: Load,
     task_runs_total: u64,
     task_runs_reported: u64,
+    /// Heartbeats, at the master's interval once acknowledged.
+    beat: tokio::time::Interval,
 }
 
 /// Runs the worker link until Python sends [`WorkerCommand::Quit`], the
@@ -171,6 +173,7 @@ pub async fn run_worker(
             load: state.3,
             task_runs_total: state.2,
             task_runs_reported: state.2,
+            beat: ticker(tokio::time::Instant::now(), config.heartbeats.interval),
         };
         link.send(&ready(&config)).await;
         match link.serve(&config, &recorder, &events, &mut commands).await {
@@ -224,127 +227,226 @@ impl Link {
     ) -> Ending {
         // First ticks one period from now: the Ready just sent needs no echo.
         let start = tokio::time::Instant::now();
-        let mut beat = tokio::time::interval_at(
-            start + config.heartbeats.interval,
-            config.heartbeats.interval,
-        );
-        let mut report =
-            tokio::time::interval_at(start + config.stats_interval, config.stats_interval);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.beat = ticker(start, config.heartbeats.interval);
+        let mut report = ticker(start, config.stats_interval);
+        let ctx = Context {
+            config,
+            recorder,
+            events,
+        };
         loop {
-            tokio::select! {
-                received = self.transport.recv() => {
-                    let Ok((_, frame)) = received else {
-                        events.push(WorkerEvent::MasterLost { silent_s: self.last_heard.elapsed().as_secs_f64() });
-                        return Ending::MasterLost;
-                    };
-                    self.last_heard = Instant::now();
-                    let message = match self.codec.decode(&frame) {
-                        Ok(m) => m,
-                        // The master refuses unauthenticated peers in the clear.
-                        Err(ProtocolError::BadSignature) => match Message::decode(&frame) {
-                            Ok(refusal @ Message::Refused { .. }) => refusal,
-                            _ => {
-                                events.push(WorkerEvent::MessageDropped { reason: ProtocolError::BadSignature.to_string() });
-                                continue;
-                            }
-                        },
-                        Err(e) => {
-                            events.push(WorkerEvent::MessageDropped { reason: e.to_string() });
-                            continue;
-                        }
-                    };
-                    match message {
-                        Message::Ack { worker_index, heartbeat_interval_s, heartbeat_liveness } => {
-                            self.joined = true;
-                            if heartbeat_interval_s.is_finite() && heartbeat_interval_s > 0.0 && heartbeat_liveness > 0 {
-                                self.heartbeats = Heartbeats {
-                                    interval: Duration::from_secs_f64(heartbeat_interval_s),
-                                    liveness: heartbeat_liveness,
-                                };
-                                beat = tokio::time::interval_at(
-                                    tokio::time::Instant::now() + self.heartbeats.interval,
-                                    self.heartbeats.interval,
-                                );
-                            }
-                            events.push(WorkerEvent::Joined { worker_index });
-                        }
-                        Message::Refused { reason } => {
-                            events.push(WorkerEvent::Refused { reason });
-                            return Ending::Quit;
-                        }
-                        Message::Rejoin => {
-                            self.joined = false;
-                            self.send(&ready(config)).await;
-                        }
-                        Message::Spawn { run_id, user_classes, spawn_rate_per_s, settings, worker_count } => {
-                            if run_id != self.run_id {
-                                // A new run: what was recorded before belongs to no run.
-                                let _ = recorder.take();
-                                self.run_id = run_id;
-                                self.task_runs_reported = self.task_runs_total;
-                            }
-                            let user_count = user_classes.iter().map(|c| c.users).sum();
-                            self.send(&Message::Spawning { run_id, user_count }).await;
-                            events.push(WorkerEvent::Spawn { run_id, user_classes, spawn_rate_per_s, settings, worker_count });
-                        }
-                        Message::Stop { run_id } => events.push(WorkerEvent::Stop { run_id }),
-                        Message::Quit => {
-                            events.push(WorkerEvent::Quit);
-                            return Ending::Quit;
-                        }
-                        Message::Leaving => {
-                            events.push(WorkerEvent::MasterLeft);
-                            return Ending::MasterLost;
-                        }
-                        Message::Heartbeat { .. } => {}
-                        Message::Custom { name, data } => events.push(WorkerEvent::Custom { name, data }),
-                        other => events.push(WorkerEvent::MessageDropped {
-                            reason: format!("the master may not send '{}'", other.kind()),
-                        }),
-                    }
-                }
-                command = commands.recv() => match command {
-                    Some(WorkerCommand::Progress { state, user_count, task_runs, load }) => {
-                        self.state = state;
-                        self.user_count = user_count;
-                        self.task_runs_total = task_runs;
-                        self.load = load;
-                    }
-                    Some(WorkerCommand::SpawningComplete { run_id, user_count }) => {
-                        self.user_count = user_count;
-                        self.send(&Message::SpawningComplete { run_id, user_count }).await;
-                    }
-                    Some(WorkerCommand::Stopped { run_id }) => {
-                        self.user_count = 0;
-                        self.report_stats(recorder).await;
-                        self.send(&Message::Stopped { run_id }).await;
-                    }
-                    Some(WorkerCommand::Exception { message, traceback }) => {
-                        self.send(&Message::Exception { message, traceback }).await;
-                    }
-                    Some(WorkerCommand::Custom { name, data }) => self.send(&Message::Custom { name, data }).await,
-                    Some(WorkerCommand::Quit) | None => {
-                        self.report_stats(recorder).await;
-                        self.send(&Message::Quit).await;
-                        return Ending::Quit;
-                    }
+            let ending = tokio::select! {
+                received = self.transport.recv() => match received {
+                    Ok((_, frame)) => self.on_frame(&ctx, &frame).await,
+                    Err(_) => Some(self.master_lost(events)),
                 },
-                _ = report.tick() => self.report_stats(recorder).await,
-                _ = beat.tick() => {
-                    let silent = self.last_heard.elapsed();
-                    if silent > self.heartbeats.timeout() {
-                        events.push(WorkerEvent::MasterLost { silent_s: silent.as_secs_f64() });
-                        return Ending::MasterLost;
-                    }
-                    if !self.joined {
-                        self.send(&ready(config)).await;
-                    }
-                    let beat = Message::Heartbeat { state: self.state.clone(), user_count: self.user_count, load: self.load };
-                    self.send(&beat).await;
+                command = commands.recv() => self.on_command(recorder, command).await,
+                _ = report.tick() => {
+                    self.report_stats(recorder).await;
+                    None
                 }
+                _ = self.beat.tick() => self.on_beat(&ctx).await,
+            };
+            if let Some(ending) = ending {
+                return ending;
             }
         }
     }
+
+    fn master_lost(&self, events: &CompletionQueue<WorkerEvent>) -> Ending {
+        let silent_s = self.last_heard.elapsed().as_secs_f64();
+        events.push(WorkerEvent::MasterLost { silent_s });
+        Ending::MasterLost
+    }
+
+    /// A frame from the master; `Some` ends this connection's service.
+    async fn on_frame(&mut self, ctx: &Context<'_>, frame: &[u8]) -> Option<Ending> {
+        self.last_heard = Instant::now();
+        let events = ctx.events;
+        let message = match self.codec.decode(frame) {
+            Ok(m) => m,
+            // The master refuses unauthenticated peers in the clear.
+            Err(ProtocolError::BadSignature) => match Message::decode(frame) {
+                Ok(refusal @ Message::Refused { .. }) => refusal,
+                _ => {
+                    let reason = ProtocolError::BadSignature.to_string();
+                    events.push(WorkerEvent::MessageDropped { reason });
+                    return None;
+                }
+            },
+            Err(e) => {
+                events.push(WorkerEvent::MessageDropped {
+                    reason: e.to_string(),
+                });
+                return None;
+            }
+        };
+        match message {
+            Message::Ack {
+                worker_index,
+                heartbeat_interval_s,
+                heartbeat_liveness,
+            } => self.on_ack(
+                events,
+                worker_index,
+                heartbeat_interval_s,
+                heartbeat_liveness,
+            ),
+            Message::Refused { reason } => {
+                events.push(WorkerEvent::Refused { reason });
+                return Some(Ending::Quit);
+            }
+            Message::Rejoin => {
+                self.joined = false;
+                self.send(&ready(ctx.config)).await;
+            }
+            Message::Spawn {
+                run_id,
+                user_classes,
+                spawn_rate_per_s,
+                settings,
+                worker_count,
+            } => {
+                if run_id != self.run_id {
+                    // A new run: what was recorded before belongs to no run.
+                    let _ = ctx.recorder.take();
+                    self.run_id = run_id;
+                    self.task_runs_reported = self.task_runs_total;
+                }
+                let user_count = user_classes.iter().map(|c| c.users).sum();
+                self.send(&Message::Spawning { run_id, user_count }).await;
+                events.push(WorkerEvent::Spawn {
+                    run_id,
+                    user_classes,
+                    spawn_rate_per_s,
+                    settings,
+                    worker_count,
+                });
+            }
+            Message::Stop { run_id } => events.push(WorkerEvent::Stop { run_id }),
+            Message::Quit => {
+                events.push(WorkerEvent::Quit);
+                return Some(Ending::Quit);
+            }
+            Message::Leaving => {
+                events.push(WorkerEvent::MasterLeft);
+                return Some(Ending::MasterLost);
+            }
+            Message::Heartbeat { .. } => {}
+            Message::Custom { name, data } => events.push(WorkerEvent::Custom { name, data }),
+            other => events.push(WorkerEvent::MessageDropped {
+                reason: format!("the master may not send '{}'", other.kind()),
+            }),
+        }
+        None
+    }
+
+    /// Joined: the master's heartbeat timing governs from here on, when it
+    /// is one a clock can keep (a hostile or broken master's is refused).
+    fn on_ack(
+        &mut self,
+        events: &CompletionQueue<WorkerEvent>,
+        worker_index: u32,
+        interval_s: f64,
+        liveness: u32,
+    ) {
+        self.joined = true;
+        if (MIN_HEARTBEAT_S..=MAX_HEARTBEAT_S).contains(&interval_s) && liveness > 0 {
+            self.heartbeats = Heartbeats {
+                interval: Duration::from_secs_f64(interval_s),
+                liveness,
+            };
+            self.beat = ticker(tokio::time::Instant::now(), self.heartbeats.interval);
+        } else {
+            events.push(WorkerEvent::MessageDropped {
+                reason: format!(
+                    "the master's heartbeat interval {interval_s} s (liveness {liveness}) is \
+                     outside {MIN_HEARTBEAT_S}-{MAX_HEARTBEAT_S} s: keeping this worker's"
+                ),
+            });
+        }
+        events.push(WorkerEvent::Joined { worker_index });
+    }
+
+    /// A command from Python; `Some` ends the link.
+    async fn on_command(
+        &mut self,
+        recorder: &Recorder,
+        command: Option<WorkerCommand>,
+    ) -> Option<Ending> {
+        match command {
+            Some(WorkerCommand::Progress {
+                state,
+                user_count,
+                task_runs,
+                load,
+            }) => {
+                self.state = state;
+                self.user_count = user_count;
+                self.task_runs_total = task_runs;
+                self.load = load;
+            }
+            Some(WorkerCommand::SpawningComplete { run_id, user_count }) => {
+                self.user_count = user_count;
+                self.send(&Message::SpawningComplete { run_id, user_count })
+                    .await;
+            }
+            Some(WorkerCommand::Stopped { run_id }) => {
+                self.user_count = 0;
+                self.report_stats(recorder).await;
+                self.send(&Message::Stopped { run_id }).await;
+            }
+            Some(WorkerCommand::Exception { message, traceback }) => {
+                self.send(&Message::Exception { message, traceback }).await;
+            }
+            Some(WorkerCommand::Custom { name, data }) => {
+                self.send(&Message::Custom { name, data }).await;
+            }
+            Some(WorkerCommand::Quit) | None => {
+                self.report_stats(recorder).await;
+                self.send(&Message::Quit).await;
+                return Some(Ending::Quit);
+            }
+        }
+        None
+    }
+
+    /// A heartbeat is due: the master's silence ends the link; else say
+    /// `Ready` again until acknowledged, and beat.
+    async fn on_beat(&mut self, ctx: &Context<'_>) -> Option<Ending> {
+        if self.last_heard.elapsed() > self.heartbeats.timeout() {
+            return Some(self.master_lost(ctx.events));
+        }
+        if !self.joined {
+            self.send(&ready(ctx.config)).await;
+        }
+        let beat = Message::Heartbeat {
+            state: self.state.clone(),
+            user_count: self.user_count,
+            load: self.load,
+        };
+        self.send(&beat).await;
+        None
+    }
+}
+
+/// What every handler of one connection reads.
+struct Context<'a> {
+    config: &'a WorkerConfig,
+    recorder: &'a Recorder,
+    events: &'a CompletionQueue<WorkerEvent>,
+}
+
+/// The heartbeat intervals a worker accepts from its master, in seconds:
+/// below, the beats would flood the link; above, a lost master would go
+/// unnoticed for hours (and far above, no clock can hold the interval).
+const MIN_HEARTBEAT_S: f64 = 0.01;
+const MAX_HEARTBEAT_S: f64 = 3600.0;
+
+/// An interval whose first tick is one `period` after `start`; a late tick
+/// is not made up for.
+fn ticker(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(start + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }

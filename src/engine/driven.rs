@@ -13,7 +13,7 @@
 //! So HTTP and Python share one thread and hand work over in batches: no
 //! wake-up crosses threads, no lock is contended, and one call into Rust
 //! per loop turn returns every finished request of that turn.
-// NOTE: issue 4 named two designs: (a) a completion queue drained by the
+// NOTE: two designs were weighed: (a) a completion queue drained by the
 // asyncio loop with one wake-up per batch, and (b) Rust as the scheduler.
 // (a) was built first, with tokio on its own threads: 9.5k requests/s on one
 // core (2026-11-22, nginx, 50 users), the Python and tokio threads trading
@@ -24,9 +24,9 @@
 // and ~20k with the leaner Python request path that followed (bench/README.md).
 // (b), Rust as the scheduler of every await, was not built: it would make
 // aiotest reimplement asyncio's Task for every await in user code. Its
-// gain for requests is had in Python: `_bridge.UserTask` is resumed by the
-// turn that finishes its request, without an asyncio Future (see the NOTE
-// there: +12 % req/s, the median of eight alternating pairs).
+// gain for requests is had without it: a request is awaited as a
+// `RequestAwaitable` (src/bridge/awaitable.rs), which the turn that
+// finishes the request resolves, waking asyncio's own Task at once.
 // NOTE: a blocking turn ends on a timerfd, not on tokio's timer: tokio's
 // wheel ticks in whole milliseconds, so turns overshot the Python loop's
 // next timer by 1-2 ms and users woke late and together. At 2,000 req/s

@@ -133,24 +133,7 @@ impl WebUi {
         config: &WebConfig,
         recorder: Recorder,
     ) -> Result<Self, WebError> {
-        let authorization = match &config.login {
-            None => None,
-            Some(login)
-                if login
-                    .split_once(':')
-                    .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()) =>
-            {
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(login)
-                ))
-            }
-            Some(_) => {
-                return Err(WebError::Config(
-                    "--web-login must be USER:PASSWORD, both non-empty".into(),
-                ))
-            }
-        };
+        let authorization = basic_authorization(config.login.as_deref())?;
         let tls = match (&config.tls_cert_path, &config.tls_key_path) {
             (Some(cert), Some(key)) => {
                 Some(tls::server_config(cert, key).map_err(WebError::Config)?)
@@ -162,15 +145,7 @@ impl WebUi {
                 ))
             }
         };
-        let host = match config.host.as_str() {
-            "" | "*" => "0.0.0.0",
-            h => h,
-        };
-        let addr_text = if host.contains(':') {
-            format!("[{host}]:{}", config.port)
-        } else {
-            format!("{host}:{}", config.port)
-        };
+        let addr_text = bind_address(&config.host, config.port);
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(&addr_text))
             .map_err(|source| WebError::Bind {
@@ -327,6 +302,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `Authorization` header value that `--web-login USER:PASSWORD` asks
+/// for, or None without a login.
+///
+/// # Errors
+/// [`WebError::Config`] when the login is not `USER:PASSWORD`, both non-empty.
+fn basic_authorization(login: Option<&str>) -> Result<Option<String>, WebError> {
+    match login {
+        None => Ok(None),
+        Some(login)
+            if login
+                .split_once(':')
+                .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()) =>
+        {
+            Ok(Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(login)
+            )))
+        }
+        Some(_) => Err(WebError::Config(
+            "--web-login must be USER:PASSWORD, both non-empty".into(),
+        )),
+    }
+}
+
+/// `host:port` to bind (`""` and `*` mean every IPv4 address; an IPv6
+/// host gets its brackets).
+fn bind_address(host: &str, port: u16) -> String {
+    let host = match host {
+        "" | "*" => "0.0.0.0",
+        h => h,
+    };
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn router(shared: Arc<Shared>) -> Router {
