@@ -22,7 +22,8 @@ from .http import Response
 from .lifecycle import run, run_async
 from .result import EntryStats, RunResult
 from .shape import LoadTestShape
-from .user import AsyncHttpUser, User, tag, task
+from .taskset import SequentialTaskSet, TaskSet, tag, task
+from .user import AsyncHttpUser, User
 from .wait_time import between, constant, constant_pacing, constant_throughput
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "Response",
     "ResponseError",
     "RunResult",
+    "SequentialTaskSet",
     "StopUser",
+    "TaskSet",
     "User",
     "__version__",
     "between",

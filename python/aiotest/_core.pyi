@@ -191,6 +191,15 @@ class RawResponse:
     @property
     def reason(self) -> str: ...
     @property
+    def status_code(self) -> int:
+        """requests' and Locust's name for :attr:`status`."""
+    @property
+    def content(self) -> bytes:
+        """The body."""
+    @property
+    def text(self) -> str:
+        """The body as UTF-8, undecodable bytes replaced."""
+    @property
     def url(self) -> str: ...
     @property
     def method(self) -> str: ...

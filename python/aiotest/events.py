@@ -40,9 +40,10 @@ class EventHook:
 class RequestEvent(EventHook):
     """Fired for every request, and used to record non-HTTP work.
 
-    Listeners get ``request_type``, ``name``, ``response_time`` (ms, float),
-    ``response_length`` (bytes), ``exception`` (None on success), plus
-    ``response`` and ``context`` when there are some, as Locust passes them.
+    Listeners get Locust's arguments: ``request_type``, ``name``,
+    ``response_time`` (ms, float), ``response_length`` (bytes),
+    ``response``, ``context``, ``exception`` (None on success),
+    ``start_time`` (Unix s) and ``url``.
 
     ``fire()`` from user code records the action in the statistics and then
     notifies listeners. HTTP requests are recorded by the engine; listeners are
@@ -102,14 +103,21 @@ class RequestEvent(EventHook):
         return bool(self._listeners)
 
     def notify_response(self, raw: RawResponse, error: str | None) -> None:
-        """Tells listeners (if any) of one HTTP request the engine finished."""
+        """Tells listeners (if any) of one HTTP request the engine finished,
+        with Locust's arguments: ``response`` is the engine's response
+        (``status_code``, ``content``, ``text``, ``headers``), ``context``
+        an empty dict, ``start_time`` when it was sent (Unix s)."""
         if self._listeners:
+            response_time_ms = raw.response_time_us / 1000
             super().fire(
                 request_type=raw.method,
                 name=raw.name,
-                response_time=raw.response_time_us / 1000,
+                response_time=response_time_ms,
                 response_length=raw.content_bytes,
+                response=raw,
+                context={},
                 exception=error,
+                start_time=time.time() - response_time_ms / 1000,
                 url=raw.url,
             )
 

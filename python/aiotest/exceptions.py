@@ -33,3 +33,25 @@ class StopUser(Exception):
 
 class ResponseError(AiotestError):
     """Raised by :meth:`aiotest.Response.raise_for_status` for a failed request."""
+
+
+class InterruptTaskSet(Exception):
+    """Raised by ``TaskSet.interrupt()``: hands control back to the parent
+    (Locust's ``InterruptTaskSet``); with ``reschedule``, the parent picks
+    its next task at once, without a wait."""
+
+    def __init__(self, reschedule: bool = True) -> None:
+        super().__init__(reschedule)
+        self.reschedule = reschedule
+
+
+class RescheduleTask(Exception):
+    """Raise in a task to end it and go on with the next after a wait."""
+
+
+class RescheduleTaskImmediately(Exception):
+    """Raise in a task to end it and go on with the next at once."""
+
+
+class StopTest(Exception):
+    """Raise in user code to end the whole run (Locust's ``StopTest``)."""

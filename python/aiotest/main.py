@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from . import _bridge, cluster, lifecycle, web
+from . import _bridge, cluster, compat, lifecycle, web
 from ._core import DemoTarget, parse_options
 from .config import config_file_values
 from .env import Environment
@@ -81,6 +81,8 @@ def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
     Raises:
         ConfigError: Bad usage, or an aiotestfile that fails to import.
     """
+    # Locustfiles import `locust`: they get aiotest's implementation.
+    compat.install()
     file_values = config_file_values()
     parser = _custom_option_parser(argv, file_values)
     kind, payload, code = parse_options(argv, file_values, parser.for_core())

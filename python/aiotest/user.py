@@ -12,18 +12,23 @@ import inspect
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from types import CoroutineType
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 from ._bridge import EngineBridge
 from .events import RequestEvent
-from .exceptions import ConfigError, StopUser
+from .exceptions import (
+    InterruptTaskSet,
+    RescheduleTask,
+    RescheduleTaskImmediately,
+    StopUser,
+)
 from .http import HttpSession
+from .sync import run_sync
+from .taskset import TaskFn, call_task, collect_tasks, is_taskset
 from .wait_time import constant
 
-F = TypeVar("F", bound=Callable[..., Any])
-TaskFn = Callable[[Any], Any]
 #: A class's runnable tasks and their cumulative weights, for ``random.choices``.
 TaskTable = tuple[list[TaskFn], list[int]]
 
@@ -42,6 +47,8 @@ class UserContext(Protocol):
     def task_table(self, cls: type[User]) -> TaskTable: ...
 
     def claim_iteration(self) -> bool: ...
+
+    def release_iteration(self) -> None: ...
 
     def task_done(self) -> None: ...
 
@@ -75,54 +82,6 @@ def _wake_up(wake: asyncio.Future[None]) -> None:
         wake.set_result(None)
 
 
-def task(weight: int | F = 1) -> Any:
-    """Marks a method as a task: ``@task`` or ``@task(3)``, where the weight
-    makes it that many times as likely to be picked."""
-
-    def mark(fn: F, w: int) -> F:
-        if not isinstance(w, int) or w < 0:
-            raise ConfigError(f"@task weight must be a whole number of 0 or more, got {w!r}")
-        fn.aiotest_task_weight = w  # type: ignore[attr-defined]
-        return fn
-
-    if callable(weight):
-        return mark(weight, 1)
-    return lambda fn: mark(fn, weight)
-
-
-def tag(*tags: str) -> Callable[[F], F]:
-    """Tags a task, for ``-T/--tags`` and ``-E/--exclude-tags``."""
-    if not tags or not all(isinstance(t, str) for t in tags):
-        raise ConfigError("@tag takes one or more tag names as strings, e.g. @tag('checkout')")
-
-    def mark(fn: F) -> F:
-        fn.aiotest_tag_set = set(getattr(fn, "aiotest_tag_set", set())) | set(tags)  # type: ignore[attr-defined]
-        return fn
-
-    return mark
-
-
-def _normalise_tasks(owner: str, tasks: Any) -> list[tuple[TaskFn, int]]:
-    items: Iterable[Any]
-    if isinstance(tasks, Mapping):
-        items = tasks.items()
-    elif isinstance(tasks, (list, tuple)):
-        items = tasks
-    else:
-        raise ConfigError(f"{owner}.tasks must be a list or a dict of task functions")
-    out: list[tuple[TaskFn, int]] = []
-    for item in items:
-        fn, weight = (
-            item if isinstance(item, tuple) else (item, getattr(item, "aiotest_task_weight", 1))
-        )
-        if not callable(fn) or not isinstance(weight, int) or weight < 0:
-            raise ConfigError(
-                f"{owner}.tasks holds {item!r}: give functions, or (function, weight) pairs"
-            )
-        out.append((fn, weight))
-    return out
-
-
 class _UserMeta(type):
     """Collects each class's tasks: the ``tasks`` attribute if set, else the
     ``@task`` methods (inherited ones too). Classes are concrete unless they
@@ -130,17 +89,7 @@ class _UserMeta(type):
 
     def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _UserMeta:
         ns.setdefault("abstract", False)
-        if "tasks" in ns:
-            ns["tasks"] = _normalise_tasks(name, ns["tasks"])
-        else:
-            inherited: dict[str, tuple[TaskFn, int]] = {}
-            for base in reversed(bases):
-                for fn, w in getattr(base, "tasks", []):
-                    inherited[getattr(fn, "__name__", repr(fn))] = (fn, w)
-            for attr, value in ns.items():
-                if callable(value) and hasattr(value, "aiotest_task_weight"):
-                    inherited[attr] = (value, value.aiotest_task_weight)
-            ns["tasks"] = list(inherited.values())
+        ns["tasks"] = collect_tasks(name, bases, ns)
         return super().__new__(mcs, name, bases, ns)
 
 
@@ -163,6 +112,9 @@ class User(metaclass=_UserMeta):
     """
 
     abstract = True
+    #: Tasks, ``on_start`` and ``on_stop`` are blocking-style code, run in
+    #: a greenlet (Locust's users: ``self.client.get(...)`` without await).
+    blocking: ClassVar[bool] = False
     host: str | None = None
     weight: float = 1
     fixed_count: int = 0
@@ -200,8 +152,12 @@ class User(metaclass=_UserMeta):
             return fns[0]
         return random.choices(fns, cum_weights=self._task_cum_weights)[0]
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
-        result = fn(*args)
+    async def _call(self, fn: Callable[..., Any]) -> None:
+        """Runs ``on_start`` or ``on_stop`` (``fn``, bound) as its user runs tasks."""
+        if self.blocking:
+            await run_sync(call_task, fn, self)
+            return
+        result = fn()
         if _awaitable(result):
             await result
 
@@ -211,7 +167,6 @@ class User(metaclass=_UserMeta):
         the user goes on; :class:`StopUser` ends this user."""
         ctx = self._context
         bridge = ctx.bridge
-        loop = asyncio.get_running_loop()
         try:
             if not await self._start():
                 return
@@ -228,24 +183,30 @@ class User(metaclass=_UserMeta):
                     # Zero wait, and the task already gave the loop a turn
                     # (it awaited a request): other users have had theirs.
                     continue
-                self._waiting = True
-                try:
-                    if wait_s > 0:
-                        # asyncio.sleep's own steps, with the future kept so
-                        # that a stop can end the wait early (_end_wait).
-                        wake = self._wake = loop.create_future()
-                        timer = loop.call_later(wait_s, _wake_up, wake)
-                        try:
-                            await wake
-                        finally:
-                            timer.cancel()
-                            self._wake = None
-                    else:
-                        await asyncio.sleep(0)
-                finally:
-                    self._waiting = False
+                await self.sleep(wait_s)
         finally:
             await self._stop()
+
+    async def sleep(self, seconds: float) -> None:
+        """Waits ``seconds`` as a wait time: a stop ends the wait early,
+        without cancelling the user's task."""
+        self._waiting = True
+        try:
+            if seconds > 0:
+                # asyncio.sleep's own steps, with the future kept so that a
+                # stop can end the wait early (_end_wait).
+                loop = asyncio.get_running_loop()
+                wake = self._wake = loop.create_future()
+                timer = loop.call_later(seconds, _wake_up, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+            else:
+                await asyncio.sleep(0)
+        finally:
+            self._waiting = False
 
     async def run_pooled(self, next_turn: Callable[[], Awaitable[float]]) -> None:
         """A pool user's life in the open workload model: ``on_start``, then
@@ -313,6 +274,8 @@ class User(metaclass=_UserMeta):
         runner = self._context
         fn = self.pick_task()
         self._task_started_at = time.monotonic()
+        if self.blocking or is_taskset(fn):
+            return await self._run_blocking(fn)
         try:
             # _call inlined: one coroutine fewer per iteration.
             result = fn(self)
@@ -324,6 +287,27 @@ class User(metaclass=_UserMeta):
             runner.record_error(exc)
         finally:
             runner.task_done()
+        return True
+
+    async def _run_blocking(self, fn: TaskFn) -> bool:
+        """Runs a task in a greenlet (see :mod:`aiotest.sync`): a task set,
+        whose own tasks are the iterations, or a task of a blocking-style
+        user. False when the user must stop."""
+        runner = self._context
+        nested = is_taskset(fn)
+        if nested:
+            runner.release_iteration()
+        try:
+            await run_sync(call_task, fn, self)
+        except StopUser:
+            return False
+        except (RescheduleTask, RescheduleTaskImmediately, InterruptTaskSet):
+            pass
+        except Exception as exc:
+            runner.record_error(exc)
+        finally:
+            if not nested:
+                runner.task_done()
         return True
 
     async def _stop(self) -> None:

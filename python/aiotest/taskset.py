@@ -1,0 +1,285 @@
+"""Tasks and task sets, in Locust's habits: ``@task`` and ``@tag``, the
+``tasks`` attribute of users and task sets, and :class:`TaskSet` /
+:class:`SequentialTaskSet`, which group tasks under a user (nested too).
+
+A task set runs as blocking-style code in its user's greenlet (see
+:mod:`aiotest.sync`): its waits and its requests let the other users run.
+Each task it executes is one iteration for ``-i`` and ``--arrival-rate``;
+entering a task set is not one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Iterable, Mapping
+from types import CoroutineType
+from typing import Any, TypeVar
+
+from .exceptions import (
+    ConfigError,
+    InterruptTaskSet,
+    RescheduleTask,
+    RescheduleTaskImmediately,
+    StopUser,
+)
+from .sync import await_only
+
+F = TypeVar("F", bound=Callable[..., Any])
+TaskFn = Callable[[Any], Any]
+
+
+def task(weight: int | F = 1) -> Any:
+    """Marks a method as a task: ``@task`` or ``@task(3)``, where the weight
+    makes it that many times as likely to be picked."""
+
+    def mark(fn: F, w: int) -> F:
+        if not isinstance(w, int) or w < 0:
+            raise ConfigError(f"@task weight must be a whole number of 0 or more, got {w!r}")
+        fn.aiotest_task_weight = w  # type: ignore[attr-defined]
+        return fn
+
+    if callable(weight):
+        return mark(weight, 1)
+    return lambda fn: mark(fn, weight)
+
+
+def tag(*tags: str) -> Callable[[F], F]:
+    """Tags a task, for ``-T/--tags`` and ``-E/--exclude-tags``."""
+    if not tags or not all(isinstance(t, str) for t in tags):
+        raise ConfigError("@tag takes one or more tag names as strings, e.g. @tag('checkout')")
+
+    def mark(fn: F) -> F:
+        fn.aiotest_tag_set = set(getattr(fn, "aiotest_tag_set", set())) | set(tags)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _normalise_tasks(owner: str, tasks: Any) -> list[tuple[TaskFn, int]]:
+    items: Iterable[Any]
+    if isinstance(tasks, Mapping):
+        items = tasks.items()
+    elif isinstance(tasks, (list, tuple)):
+        items = tasks
+    else:
+        raise ConfigError(f"{owner}.tasks must be a list or a dict of task functions")
+    out: list[tuple[TaskFn, int]] = []
+    for item in items:
+        fn, weight = (
+            item if isinstance(item, tuple) else (item, getattr(item, "aiotest_task_weight", 1))
+        )
+        if not callable(fn) or not isinstance(weight, int) or weight < 0:
+            raise ConfigError(
+                f"{owner}.tasks holds {item!r}: give functions, or (function, weight) pairs"
+            )
+        out.append((fn, weight))
+    return out
+
+
+def collect_tasks(
+    name: str, bases: tuple[type, ...], ns: dict[str, Any]
+) -> list[tuple[TaskFn, int]]:
+    """A class's tasks with weights, as Locust collects them: its ``tasks``
+    attribute if set (a list of functions, task sets or ``(task, weight)``
+    pairs, or a dict), else the inherited tasks; then its ``@task``
+    members (a redefined name replaces an inherited task).
+
+    Raises:
+        ConfigError: A ``tasks`` entry that is not a task.
+    """
+    found: dict[str, tuple[TaskFn, int]] = {}
+    if "tasks" in ns:
+        listed = _normalise_tasks(name, ns["tasks"])
+        found = {f"#{i}": pair for i, pair in enumerate(listed)}
+    else:
+        for base in reversed(bases):
+            for fn, w in getattr(base, "tasks", []):
+                found[getattr(fn, "__name__", repr(fn))] = (fn, w)
+    for attr, value in ns.items():
+        if callable(value) and hasattr(value, "aiotest_task_weight"):
+            found[attr] = (value, value.aiotest_task_weight)
+    return list(found.values())
+
+
+def is_taskset(fn: Any) -> bool:
+    """Whether a task is a :class:`TaskSet` class (run, not called)."""
+    return isinstance(fn, type) and issubclass(fn, TaskSet)
+
+
+def call_task(fn: Any, owner: Any) -> None:
+    """Runs one task of ``owner`` (a user or a task set) from blocking-style
+    code: a nested task set runs until interrupted, a bound method of the
+    owner is called as is, a function gets the owner, and an ``async``
+    task is awaited in the user's task."""
+    if is_taskset(fn):
+        fn(owner).run()
+        return
+    result = fn() if getattr(fn, "__self__", None) is owner else fn(owner)
+    if type(result) is CoroutineType or inspect.isawaitable(result):
+        await_only(result)
+
+
+class _TaskSetMeta(type):
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _TaskSetMeta:
+        ns["tasks"] = collect_tasks(name, bases, ns)
+        return super().__new__(mcs, name, bases, ns)
+
+
+class TaskSet(metaclass=_TaskSetMeta):
+    """Tasks that a user runs together until one of them calls
+    :meth:`interrupt` (Locust's ``TaskSet``): put the class in a user's
+    ``tasks`` (or decorate it with ``@task``), nested as deep as needed.
+
+    Attributes:
+        tasks: Functions, methods or nested task sets, with weights.
+        wait_time: Seconds between its tasks; the user's when None.
+    """
+
+    tasks: list[tuple[TaskFn, int]] = []
+    wait_time: Callable[[Any], float] | None = None
+
+    def __init__(self, parent: Any) -> None:
+        self._parent = parent
+        self._user = parent.user if isinstance(parent, TaskSet) else parent
+        self._weights = [w for _, w in self.tasks]
+
+    @property
+    def user(self) -> Any:
+        """The user running this task set."""
+        return self._user
+
+    @property
+    def parent(self) -> Any:
+        """The task set (or user) that started this one."""
+        return self._parent
+
+    @property
+    def client(self) -> Any:
+        """The user's HTTP client (``self.user.client``)."""
+        return self._user.client
+
+    def on_start(self) -> None:
+        """Runs when the user enters this task set."""
+
+    def on_stop(self) -> None:
+        """Runs when the user leaves it (interrupted or stopped)."""
+
+    def get_next_task(self) -> TaskFn:
+        """A task picked at random by weight.
+
+        Raises:
+            ConfigError: The task set has no task.
+        """
+        if not self.tasks:
+            raise ConfigError(
+                f"{type(self).__name__} has no tasks: decorate methods with @task or set `tasks`"
+            )
+        return random.choices([fn for fn, _ in self.tasks], weights=self._weights)[0]
+
+    def execute_task(self, fn: TaskFn) -> None:
+        """Runs one task (a method, a function or a nested task set)."""
+        call_task(fn, self)
+
+    def wait_seconds(self) -> float:
+        """This task set's wait time, else its user's."""
+        if self.wait_time is not None:
+            return float(type(self).wait_time(self))  # type: ignore[misc]
+        return float(self._user.wait_time())
+
+    def wait(self) -> None:
+        """Waits the wait time, letting other users run; a stop ends it.
+
+        Raises:
+            StopUser: The user is stopping.
+        """
+        user = self._user
+        if user.stop_requested:
+            raise StopUser()
+        await_only(user.sleep(self.wait_seconds()))
+        if user.stop_requested:
+            raise StopUser()
+
+    def interrupt(self, reschedule: bool = True) -> None:
+        """Leaves this task set for its parent; with ``reschedule`` the
+        parent runs its next task at once.
+
+        Raises:
+            InterruptTaskSet: Always: that is how control goes back.
+        """
+        raise InterruptTaskSet(reschedule)
+
+    def run(self) -> None:
+        """Runs tasks and waits until interrupted or the user stops.
+
+        Raises:
+            RescheduleTask, RescheduleTaskImmediately: Interrupted, for the parent.
+            StopUser: The user is stopping, or a task asked it to stop.
+        """
+        try:
+            self.on_start()
+        except InterruptTaskSet as e:
+            raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+        context = self._user._context
+        while True:
+            try:
+                if self._user.stop_requested:
+                    raise StopUser()
+                fn = self.get_next_task()
+                if not self._run_one(context, fn):
+                    continue
+                self.wait()
+            except InterruptTaskSet as e:
+                self._leave()
+                raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+            except StopUser:
+                self._leave()
+                raise
+
+    def _run_one(self, context: Any, fn: TaskFn) -> bool:
+        """One task: an iteration, unless it is a nested task set. Returns
+        False when the next task runs without a wait."""
+        if is_taskset(fn):
+            try:
+                self.execute_task(fn)
+            except RescheduleTaskImmediately:
+                return False
+            except RescheduleTask:
+                pass
+            return True
+        if not context.claim_iteration():
+            raise StopUser()
+        try:
+            self.execute_task(fn)
+        except RescheduleTaskImmediately:
+            return False
+        except (RescheduleTask, InterruptTaskSet, StopUser):
+            raise
+        except Exception as exc:  # user code: record and go on
+            context.record_error(exc)
+        finally:
+            context.task_done()
+        return True
+
+    def _leave(self) -> None:
+        try:
+            self.on_stop()
+        except Exception as exc:
+            self._user._context.record_error(exc)
+
+
+class SequentialTaskSet(TaskSet):
+    """A task set that runs its tasks in the order they are declared, over
+    and over (Locust's ``SequentialTaskSet``); weights repeat a task."""
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__(parent)
+        self._order = [fn for fn, w in self.tasks for _ in range(max(1, w))]
+        self._next = 0
+
+    def get_next_task(self) -> TaskFn:
+        if not self._order:
+            return super().get_next_task()
+        fn = self._order[self._next % len(self._order)]
+        self._next += 1
+        return fn

@@ -1,0 +1,183 @@
+"""Locustfiles, written as for Locust, run by `aiotest -f`: `from locust
+import ...`, blocking-style `self.client` calls, task sets, catch_response,
+FastHttpUser's rest(), and request listeners with Locust's arguments. Each
+run's counts must equal what the target served."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import CountingServer, DemoTarget, run_aiotest
+
+pytestmark = pytest.mark.pythons
+
+TASKSET_FILE = """
+from locust import HttpUser, TaskSet, task, constant
+
+
+def front(l):
+    l.client.get("/front")
+
+
+def about(l):
+    l.client.get("/about", name="About")
+
+
+class Browse(TaskSet):
+    tasks = [front, about]
+
+    @task
+    def missing(self):
+        self.client.get("/status/404")
+
+
+class Visitor(HttpUser):
+    wait_time = constant(0)
+    tasks = [Browse]
+"""
+
+
+def test_a_taskset_locustfile_runs_as_written(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("locustfile.py", TASKSET_FILE)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "4", "-r", "4", "-i", "300",
+        "-H", http_server.url, "--csv", str(tmp_path / "r"), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the 404s are failures, as in Locust
+    assert run.total["num_requests"] == 300 == http_server.total()
+    counts = http_server.counts
+    assert run.entry("GET", "/front")["num_requests"] == counts["GET /front"] > 0
+    assert run.entry("GET", "About")["num_requests"] == counts["GET /about"] > 0
+    missing = run.entry("GET", "/status/404")
+    assert missing["num_requests"] == missing["num_failures"] == counts["GET /status/404"] > 0
+    with (tmp_path / "r_stats.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[-1]["Name"] == "Aggregated" and rows[-1]["Request Count"] == "300"
+
+
+NESTED_FILE = """
+from locust import HttpUser, TaskSet, SequentialTaskSet, task, constant
+
+
+class Shopper(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    class Shop(TaskSet):
+        @task(3)
+        class Browse(TaskSet):
+            @task(5)
+            def item(self):
+                self.client.get("/item")
+
+            @task
+            def done(self):
+                self.interrupt()
+
+        @task
+        class Checkout(SequentialTaskSet):
+            @task
+            def cart(self):
+                self.client.get("/cart")
+
+            @task
+            def pay(self):
+                self.client.post("/pay", {"card": "x"})
+                self.interrupt(reschedule=False)
+
+        @task
+        def home(self):
+            assert self.user is self.parent
+            self.client.get("/home")
+"""
+
+
+def test_nested_tasksets_interrupt_back_to_their_parent(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("nested.py", NESTED_FILE)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "3", "-r", "3", "-i", "400",
+        "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    counts = http_server.counts
+    # Every task counts as an iteration; done() and interrupt() send nothing.
+    assert run.total["num_requests"] == http_server.total() <= 400
+    for key in ("GET /item", "GET /cart", "POST /pay", "GET /home"):
+        assert counts[key] > 0, counts
+    # A sequential set runs in order: every /pay follows a /cart.
+    assert abs(counts["GET /cart"] - counts["POST /pay"]) <= 3
+
+
+FAST_FILE = """
+import time
+from locust import task, constant, events
+from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
+
+heard = {"n": 0, "failures": 0}
+
+
+@events.request.add_listener
+def on_request(request_type, name, response_time, response_length, response, context,
+               exception, start_time, url, **kwargs):
+    heard["n"] += 1
+    heard["failures"] += exception is not None
+
+
+@events.quitting.add_listener
+def report(environment, **kwargs):
+    print(f"listener heard {heard['n']} requests, {heard['failures']} failed")
+
+
+class Api(FastHttpUser):
+    wait_time = constant(0)
+
+    def on_start(self):
+        resp = self.client.post("/login", json={"username": "ann", "password": "x"})
+        if resp.status_code != 200:
+            raise StopUser()
+
+    @task
+    def items(self):
+        resp = self.client.get("/items")
+        assert resp.ok and resp.json()[0]["id"] == 1
+        time.sleep(0.001)  # lets the other users run
+        with self.client.get("/items/999999", catch_response=True, name="/items/[missing]") as r:
+            if r.status_code == 404:
+                r.success()
+
+    @task
+    def rest_items(self):
+        with self.rest("GET", "/items") as resp:
+            assert resp.js is not None, "no JSON"
+        with self.rest("GET", "/items/1") as resp:
+            assert resp.js["id"] == 2, "not the second item"
+"""
+
+
+def test_fast_http_user_catch_response_rest_and_listeners(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    path = write_file("fast.py", FAST_FILE)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "4", "-r", "4", "-i", "200",
+        "-H", demo_target.url, cwd=tmp_path,
+    )  # fmt: skip
+    total = run.total
+    served = demo_target.counts()["total"]
+    assert total["num_requests"] == served, (total, served)
+    missing = run.entry("GET", "/items/[missing]")
+    assert missing["num_requests"] > 0 and missing["num_failures"] == 0
+    # rest()'s failed assertion is the failure, with its message.
+    one = run.entry("GET", "/items/1")
+    assert one["num_failures"] == one["num_requests"] > 0
+    failures = {f["error"] for f in run.json["stats"]["failures"]}  # type: ignore[index]
+    assert "not the second item" in failures, failures
+    assert f"listener heard {served} requests, {total['num_failures']} failed" in run.stdout
+    assert run.returncode == 1  # the failures
