@@ -6,6 +6,8 @@
 Scenarios (see bench/README.md for the targets):
   throughput  50 users, zero wait, one core: requests/s as a ratio to wrk's
               (and to Locust FastHttpUser and oha when they are installed).
+  locustfile  one blocking-style FastHttpUser locustfile under aiotest and
+              under Locust, as a ratio to aiotest's own async user.
   latency     2,000 requests/s at a fixed rate: p50/p99 next to a
               latency-corrected open-model tool (oha -q, or wrk2), if present.
   memory      10,000 users at wait_time = constant(1): peak RSS per user.
@@ -301,26 +303,53 @@ def median_of(rows: list[Row]) -> Row:
 # ------------------------------------------------------------ scenarios
 
 
-def throughput(url: str, args: argparse.Namespace) -> list[Row]:
-    d, n = args.duration, args.runs
-    tools: list[Callable[[], Row]] = [
-        lambda: wrk(url, d),
-        lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000),
-        lambda: locust(url, d),
-        lambda: oha(url, d),
-    ]
-    # Rounds of one run per tool, so that the machine's drift (15-50 % over
-    # minutes on a shared VM) hits every tool alike; each tool's ratio is
-    # the median of its ratios to wrk's run in the same round.
+def in_rounds(scenario: str, tools: list[Callable[[], Row]], n: int) -> list[Row]:
+    """Runs the tools in ``n`` rounds of one run each, so that the machine's
+    drift (15-50 % over minutes on a shared VM) hits every tool alike; each
+    tool's ratio is the median of its ratios to the first tool's run in
+    the same round."""
     rounds = [[measure() for measure in tools] for _ in range(n)]
     rows = []
     for k in range(len(tools)):
         ratios = sorted(r[k].rps / r[0].rps for r in rounds if r[k].rps is not None and r[0].rps)
         row = median_of([r[k] for r in rounds])
-        row.scenario = "throughput"
+        row.scenario = scenario
         if ratios:
             row.ratio = ratios[len(ratios) // 2]
         rows.append(row)
+    return rows
+
+
+def throughput(url: str, args: argparse.Namespace) -> list[Row]:
+    d = args.duration
+    return in_rounds(
+        "throughput",
+        [
+            lambda: wrk(url, d),
+            lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000),
+            lambda: locust(url, d),
+            lambda: oha(url, d),
+        ],
+        args.runs,
+    )
+
+
+def locustfile(url: str, args: argparse.Namespace) -> list[Row]:
+    """The same blocking-style FastHttpUser locustfile under aiotest and
+    under Locust, next to aiotest's own async user; ratios to the async run."""
+    d = args.duration
+    rows = in_rounds(
+        "locustfile",
+        [
+            lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000),
+            lambda: aiotest(url, d, LOCUST_USER, CONNECTIONS, 1000),
+            lambda: locust(url, d),
+        ],
+        args.runs,
+    )
+    rows[0].tool, rows[1].tool = "aiotest AsyncHttpUser", "aiotest, the locustfile"
+    if rows[1].rps and rows[2].rps:
+        rows[1].note = f"{rows[1].rps / rows[2].rps:.1f} x Locust on the same file"
     return rows
 
 
@@ -503,6 +532,7 @@ def master(
 
 SCENARIOS = {
     "throughput": throughput,
+    "locustfile": locustfile,
     "latency": latency,
     "memory": memory,
     "startup": startup,

@@ -117,12 +117,12 @@ class EngineBridge:
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
                 self.engine.record(
-                    raw.method,
-                    raw.name,
-                    raw.response_time_us,
-                    raw.content_bytes,
-                    raw.error,
-                    raw.intended_lag_us,
+                    method=raw.method,
+                    name=raw.name,
+                    response_time_us=raw.response_time_us,
+                    content_bytes=raw.content_bytes,
+                    error=raw.error,
+                    intended_lag_us=raw.intended_lag_us,
                 )
                 event.notify_response(raw, raw.error)
 

@@ -298,6 +298,7 @@ class Engine:
         """Stops watching ``wake_fd``; call it before closing it."""
     def record(
         self,
+        *,
         method: str,
         name: str,
         response_time_us: int,
@@ -492,7 +493,7 @@ class Worker:
         """Events since the last call, each a dict with an ``event`` key
         (docs/protocol.md)."""
     def progress(
-        self, state: str, user_count: int, task_runs: int, cpu_percent: float, memory_bytes: int
+        self, *, state: str, user_count: int, task_runs: int, cpu_percent: float, memory_bytes: int
     ) -> None:
         """The state the heartbeats report; ``task_runs`` is a running total."""
     def spawning_complete(self, run_id: int, user_count: int) -> None: ...

@@ -497,11 +497,11 @@ class WorkerProcess:
         runner = self.runner
         cpu, rss = self._load.sample()
         self.link.progress(
-            runner.state if runner else "ready",
-            runner.user_count if runner else 0,
-            self.task_runs(),
-            cpu,
-            rss,
+            state=runner.state if runner else "ready",
+            user_count=runner.user_count if runner else 0,
+            task_runs=self.task_runs(),
+            cpu_percent=cpu,
+            memory_bytes=rss,
         )
 
     async def _report_progress(self) -> None:

@@ -1,5 +1,7 @@
-"""Config files: ``~/.aiotest.conf``, ``./aiotest.conf`` and
-``[tool.aiotest]`` in ``./pyproject.toml``, read in that order (later wins).
+"""Config files: Locust's ``~/.locust.conf`` and ``./locust.conf``, then
+``~/.aiotest.conf`` and ``./aiotest.conf``, then ``[tool.locust]`` and
+``[tool.aiotest]`` in ``./pyproject.toml``, read in that order (later wins;
+Locust's ``locustfile`` key is ``aiotestfile``).
 
 ``aiotest.conf`` uses Locust's ``locust.conf`` form: ``key = value`` lines,
 ``#`` comments, and ``[a, b]`` for lists. Keys are option names without the
@@ -58,8 +60,9 @@ def read_conf(path: str) -> list[FileValue]:
     return out
 
 
-def read_pyproject(path: str) -> list[FileValue]:
-    """``(source, key, values)`` triples from ``[tool.aiotest]``.
+def read_pyproject(path: str, tool: str = "aiotest") -> list[FileValue]:
+    """``(source, key, values)`` triples from ``[tool.aiotest]`` (or
+    ``[tool.<tool>]``, e.g. Locust's ``[tool.locust]``).
 
     Raises:
         ConfigError: The file is not valid TOML.
@@ -69,8 +72,8 @@ def read_pyproject(path: str) -> list[FileValue]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    section = data.get("tool", {}).get("aiotest", {})
-    source = f"{path} [tool.aiotest]"
+    section = data.get("tool", {}).get(tool, {})
+    source = f"{path} [tool.{tool}]"
     return [(source, key, _as_values(value)) for key, value in section.items()]
 
 
@@ -78,11 +81,17 @@ def config_file_values(cwd: str | None = None) -> list[FileValue]:
     """Values from every config file present, earliest (weakest) first."""
     cwd = cwd or os.getcwd()
     values: list[FileValue] = []
-    home_conf = os.path.expanduser("~/.aiotest.conf")
-    for conf in (home_conf, os.path.join(cwd, "aiotest.conf")):
-        if os.path.isfile(conf):
-            values += read_conf(conf)
+    # Locust's files first: aiotest's own win where both set an option.
+    for name in ("locust", "aiotest"):
+        home_conf = os.path.expanduser(f"~/.{name}.conf")
+        for conf in (home_conf, os.path.join(cwd, f"{name}.conf")):
+            if os.path.isfile(conf):
+                values += read_conf(conf)
     pyproject = os.path.join(cwd, "pyproject.toml")
     if os.path.isfile(pyproject):
-        values += read_pyproject(pyproject)
-    return values
+        values += read_pyproject(pyproject, "locust") + read_pyproject(pyproject)
+    return [(source, _OURS.get(key, key), vals) for source, key, vals in values]
+
+
+#: Locust's names of options that aiotest names otherwise.
+_OURS = {"locustfile": "aiotestfile"}

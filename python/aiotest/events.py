@@ -79,11 +79,11 @@ class RequestEvent(EventHook):
         if self._engine is None:
             raise AiotestError("events.request.fire() needs a running test to record into")
         self._engine.record(
-            request_type,
-            name,
-            max(0, round(response_time * 1000)),
-            int(response_length),
-            failure_text(exception),
+            method=request_type,
+            name=name,
+            response_time_us=max(0, round(response_time * 1000)),
+            content_bytes=int(response_length),
+            error=failure_text(exception),
         )
         self.notify(
             request_type=request_type,

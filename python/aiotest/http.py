@@ -217,7 +217,12 @@ class RequestContext:
         self._recorded = True
         err = None if error is False or error is None else str(error)
         self._session._bridge.engine.record(
-            raw.method, raw.name, raw.response_time_us, raw.content_bytes, err, raw.intended_lag_us
+            method=raw.method,
+            name=raw.name,
+            response_time_us=raw.response_time_us,
+            content_bytes=raw.content_bytes,
+            error=err,
+            intended_lag_us=raw.intended_lag_us,
         )
         self._session._notify(raw, err)
 

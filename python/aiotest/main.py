@@ -21,7 +21,7 @@ from .env import Environment
 from .events import events
 from .exceptions import AiotestError, ConfigError
 from .loader import load_aiotestfile, select_user_classes, shape_classes_in, user_classes_in
-from .options import OptionParser, RunOptions, resolve_aiotestfile
+from .options import OptionParser, RunOptions, locust_variables, resolve_aiotestfile
 from .report import check_output_paths, collect_checks
 from .shape import shape_from_options
 from .user import User
@@ -81,8 +81,10 @@ def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
     Raises:
         ConfigError: Bad usage, or an aiotestfile that fails to import.
     """
-    # Locustfiles import `locust`: they get aiotest's implementation.
+    # Locustfiles import `locust`: they get aiotest's implementation; and
+    # LOCUST_* variables count as their AIOTEST_* twins.
     compat.install()
+    os.environ.update(locust_variables(os.environ))
     file_values = config_file_values()
     parser = _custom_option_parser(argv, file_values)
     kind, payload, code = parse_options(argv, file_values, parser.for_core())

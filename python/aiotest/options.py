@@ -259,9 +259,9 @@ def resolve_aiotestfile(
     for i, arg in enumerate(args):
         if arg == "--":
             break
-        if arg in ("-f", "--aiotestfile") and i + 1 < len(args):
+        if arg in ("-f", "--aiotestfile", "--locustfile") and i + 1 < len(args):
             path = args[i + 1]
-        elif arg.startswith("--aiotestfile="):
+        elif arg.startswith(("--aiotestfile=", "--locustfile=")):
             path = arg.split("=", 1)[1]
         elif arg.startswith("-f") and not arg.startswith("--") and len(arg) > 2:
             path = arg[2:].removeprefix("=")
@@ -273,3 +273,18 @@ def resolve_aiotestfile(
         if key in ("aiotestfile", "f") and values:
             path = values[0]
     return path or "aiotestfile.py"
+
+
+def locust_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``AIOTEST_*`` variables that ``LOCUST_*`` ones in ``environ``
+    stand for (``LOCUST_LOCUSTFILE`` is ``AIOTEST_AIOTESTFILE``), where the
+    ``AIOTEST_*`` one is not set itself: Locust's environment carries over."""
+    found = {}
+    for key, value in environ.items():
+        if not key.startswith("LOCUST_"):
+            continue
+        name = key.removeprefix("LOCUST_")
+        ours = "AIOTEST_AIOTESTFILE" if name == "LOCUSTFILE" else f"AIOTEST_{name}"
+        if ours not in environ:
+            found[ours] = value
+    return found

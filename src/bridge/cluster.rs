@@ -287,6 +287,7 @@ impl PyWorker {
     }
 
     /// The worker's state for its heartbeats; `task_runs` is a running total.
+    #[pyo3(signature = (*, state, user_count, task_runs, cpu_percent, memory_bytes))]
     fn progress(
         &self,
         state: String,

@@ -224,7 +224,7 @@ impl PyEngine {
     /// Records one timed action (µs, bytes); `error` makes it a failure;
     /// `intended_lag_us` (open workload model) also records it corrected
     /// for coordinated omission.
-    #[pyo3(signature = (method, name, response_time_us, content_bytes, error = None, intended_lag_us = None))]
+    #[pyo3(signature = (*, method, name, response_time_us, content_bytes, error = None, intended_lag_us = None))]
     fn record(
         &self,
         method: String,

@@ -126,3 +126,26 @@ def test_the_check_grammar() -> None:
             validate_checks([bad])
     opts = parse("--check", "p50 < 1s", "--check-fail-ratio", "0.1", "--check-rps", "5")
     assert collect_checks(opts) == ["p50 < 1s", "fail_ratio <= 0.1", "rps >= 5.0"]
+
+
+def test_locust_names_carry_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiotest.config import config_file_values
+    from aiotest.options import locust_variables
+
+    assert locust_variables({"LOCUST_USERS": "5", "LOCUST_LOCUSTFILE": "l.py", "HOME": "/"}) == {
+        "AIOTEST_USERS": "5",
+        "AIOTEST_AIOTESTFILE": "l.py",
+    }
+    assert locust_variables({"LOCUST_USERS": "5", "AIOTEST_USERS": "6"}) == {}
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "locust.conf").write_text("locustfile = shop.py\nusers = 3\n")
+    (tmp_path / "aiotest.conf").write_text("users = 4\n")
+    values = config_file_values(str(tmp_path))
+    assert [(k, v) for _, k, v in values] == [
+        ("aiotestfile", ["shop.py"]),
+        ("users", ["3"]),
+        ("users", ["4"]),
+    ]
+    assert parse(file_values=values).users == 4
+    assert resolve_aiotestfile(["--locustfile", "x.py"], {}, []) == "x.py"
+    assert parse("--locustfile", "x.py").aiotestfile == "x.py"
