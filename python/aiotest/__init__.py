@@ -15,11 +15,11 @@ Example aiotestfile::
 """
 
 from ._core import __version__
+from .api import run, run_async
 from .env import Environment
 from .events import events
 from .exceptions import AiotestError, ConfigError, ResponseError, StopUser
 from .http import Response
-from .lifecycle import run, run_async
 from .result import EntryStats, RunResult
 from .shape import LoadTestShape
 from .taskset import SequentialTaskSet, TaskSet, tag, task

@@ -21,13 +21,24 @@ from __future__ import annotations
 import asyncio
 import selectors
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._core import Engine, HttpSession, RawResponse, RequestAwaitable, RequestSpec
 from .events import RequestEvent
 
 T = TypeVar("T")
+
+
+def pump_events(link: Any, handle: Callable[[dict[str, Any]], None]) -> None:
+    """Calls ``handle`` with each event of ``link`` (a ``Master`` or
+    ``Worker``) as it arrives, on the running loop."""
+
+    def drain() -> None:
+        for event in link.drain_events():
+            handle(event)
+
+    asyncio.get_running_loop().add_reader(link.wakeup_fd(), drain)
 
 
 class EngineBridge:

@@ -223,20 +223,21 @@ class SyncHttpSession:
         """
         if files is not None:
             raise ConfigError("files= (multipart uploads) is not supported yet: send data= instead")
-        extra = dict(headers or {})
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            extra.setdefault("Authorization", f"Basic {token}")
-        if cookies:
-            extra.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))
-        if isinstance(timeout, tuple):
+        if auth is not None or cookies:
+            headers = dict(headers or {})
+            if auth is not None:
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                headers.setdefault("Authorization", f"Basic {token}")
+            if cookies:
+                headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))
+        if isinstance(timeout, tuple):  # requests' (connect, read): the longer
             timeout = max(timeout)
         ctx = self._session.request(
             method,
             url,
             name=name,
             params=params,
-            headers=extra or None,
+            headers=headers,
             json=json,
             data=data,
             timeout=timeout,
@@ -402,6 +403,8 @@ def install() -> None:
             FastHttpUser=FastHttpUser,
             FastHttpSession=SyncHttpSession,
             FastResponse=SyncResponse,
+            ResponseContextManager=SyncResponse,
+            RestResponseContextManager=SyncResponse,
         ),
         "locust.clients": _module(
             "locust.clients",

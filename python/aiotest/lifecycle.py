@@ -25,18 +25,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _bridge
-from ._core import Engine, StatsSnapshot, validate_checks
+from ._core import Engine, StatsSnapshot
 from .data import reset_all as reset_feeders
 from .env import Environment
-from .exceptions import AiotestError, ConfigError
+from .exceptions import AiotestError
 from .open_model import follow_arrival_stages
 from .options import ArrivalStage, RunOptions
 from .report import RunFacts, finish_run
-from .result import RunResult
 from .runner import LocalRunner
 from .shape import LoadStep, LoadTestShape, follow_shape, unpack_step
-from .user import User
 
 log = logging.getLogger("aiotest.run")
 
@@ -525,98 +522,3 @@ def _describe_reason(reason: StopReason, opts: RunOptions) -> str:
     if reason is StopReason.ITERATIONS:
         return f"{opts.iterations} iterations done"
     return str(reason.value)
-
-
-def run(
-    user_classes: Sequence[type[User]],
-    *,
-    users: int = 1,
-    spawn_rate: float = 1.0,
-    run_time_s: float | None = None,
-    iterations: int | None = None,
-    host: str | None = None,
-    tags: Sequence[str] = (),
-    exclude_tags: Sequence[str] = (),
-    stop_timeout_s: float = 0.0,
-    checks: Sequence[str] = (),
-    reset_stats: bool = False,
-) -> RunResult:
-    """Runs a load test in this process and returns its results.
-
-    Blocks until the run time passes or the iterations are done; for use
-    from synchronous code such as a pytest test. Inside a running event
-    loop, await :func:`run_async` instead.
-
-    Args:
-        user_classes: The user classes to run.
-        users: Peak user count.
-        spawn_rate: Users started per second.
-        run_time_s: Seconds to run. Give this or ``iterations``.
-        iterations: Total task executions to run.
-        host: Overrides the classes' ``host``.
-        tags: Run only tasks with one of these tags.
-        exclude_tags: Skip tasks with any of these tags.
-        stop_timeout_s: Seconds users may take to finish their task at stop.
-        checks: Checks such as ``"p95 < 200ms"``, evaluated on the result.
-        reset_stats: Reset the statistics once all users have spawned.
-
-    Returns:
-        The final statistics, failures, errors and check outcomes.
-
-    Raises:
-        ConfigError: Bad arguments: no run time and no iterations, a bad
-            host, a bad check, or user classes without tasks.
-    """
-    return _bridge.run(
-        run_async(
-            user_classes,
-            users=users,
-            spawn_rate=spawn_rate,
-            run_time_s=run_time_s,
-            iterations=iterations,
-            host=host,
-            tags=tags,
-            exclude_tags=exclude_tags,
-            stop_timeout_s=stop_timeout_s,
-            checks=checks,
-            reset_stats=reset_stats,
-        )
-    )
-
-
-async def run_async(
-    user_classes: Sequence[type[User]],
-    *,
-    users: int = 1,
-    spawn_rate: float = 1.0,
-    run_time_s: float | None = None,
-    iterations: int | None = None,
-    host: str | None = None,
-    tags: Sequence[str] = (),
-    exclude_tags: Sequence[str] = (),
-    stop_timeout_s: float = 0.0,
-    checks: Sequence[str] = (),
-    reset_stats: bool = False,
-) -> RunResult:
-    """:func:`run` for code already inside an event loop; arguments and
-    errors as for :func:`run`."""
-    if run_time_s is None and iterations is None:
-        raise ConfigError("give run_time_s or iterations, or the test would never end")
-    validate_checks(list(checks))
-    env = Environment(
-        user_classes=user_classes,
-        host=host,
-        tags=tags,
-        exclude_tags=exclude_tags,
-        stop_timeout_s=stop_timeout_s,
-    )
-    spec = RunSpec(
-        step=LoadStep(users, spawn_rate),
-        run_time_s=run_time_s,
-        iterations=iterations,
-        reset_stats=reset_stats,
-    )
-    outcome = await RunDriver(env, LocalBackend(env), spec).run(asyncio.Event())
-    if outcome.spawn_error is not None:
-        raise outcome.spawn_error
-    return RunResult.from_snapshot(outcome.snapshot, task_runs=outcome.task_runs, checks=checks)

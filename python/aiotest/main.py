@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from . import _bridge, cluster, compat, lifecycle, web
+from . import _bridge, cluster, compat, lifecycle, web, worker
 from ._core import DemoTarget, parse_options
 from .config import config_file_values
 from .env import Environment
@@ -185,7 +185,7 @@ async def _run_workers(classes: list[type[User]], opts: RunOptions) -> int:
     if opts.processes:
         async with cluster.LocalWorkers(opts) as workers:
             return await workers.wait()
-    return await cluster.WorkerProcess(classes, opts).serve()
+    return await worker.WorkerProcess(classes, opts).serve()
 
 
 def _serve_demo_target(bind: str, port: int) -> int:

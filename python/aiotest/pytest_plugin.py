@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ._core import DemoTarget
-from .lifecycle import run
+from .api import run
 
 
 @pytest.fixture

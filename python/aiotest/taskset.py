@@ -116,7 +116,7 @@ def call_task(fn: Any, owner: Any) -> None:
         fn(owner).run()
         return
     result = fn() if getattr(fn, "__self__", None) is owner else fn(owner)
-    if type(result) is CoroutineType or inspect.isawaitable(result):
+    if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
         await_only(result)
 
 

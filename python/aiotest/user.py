@@ -25,7 +25,7 @@ from .exceptions import (
     StopUser,
 )
 from .http import HttpSession
-from .sync import run_sync
+from .sync import SyncRunner
 from .taskset import TaskFn, call_task, collect_tasks, is_taskset
 from .wait_time import constant
 
@@ -137,6 +137,7 @@ class User(metaclass=_UserMeta):
         #: The future a wait time awaits, while it does (see _end_wait).
         self._wake: asyncio.Future[None] | None = None
         self._task_started_at: float | None = None
+        self._sync: SyncRunner | None = None
         self._task_fns, self._task_cum_weights = ctx.task_table(type(self))
 
     async def on_start(self) -> None:
@@ -155,7 +156,7 @@ class User(metaclass=_UserMeta):
     async def _call(self, fn: Callable[..., Any]) -> None:
         """Runs ``on_start`` or ``on_stop`` (``fn``, bound) as its user runs tasks."""
         if self.blocking:
-            await run_sync(call_task, fn, self)
+            await self._sync_runner().call(call_task, fn, self)
             return
         result = fn()
         if _awaitable(result):
@@ -289,6 +290,13 @@ class User(metaclass=_UserMeta):
             runner.task_done()
         return True
 
+    def _sync_runner(self) -> SyncRunner:
+        """This user's greenlet for blocking-style code, made on first use."""
+        runner = self._sync
+        if runner is None:
+            runner = self._sync = SyncRunner()
+        return runner
+
     async def _run_blocking(self, fn: TaskFn) -> bool:
         """Runs a task in a greenlet (see :mod:`aiotest.sync`): a task set,
         whose own tasks are the iterations, or a task of a blocking-style
@@ -298,7 +306,7 @@ class User(metaclass=_UserMeta):
         if nested:
             runner.release_iteration()
         try:
-            await run_sync(call_task, fn, self)
+            await self._sync_runner().call(call_task, fn, self)
         except StopUser:
             return False
         except (RescheduleTask, RescheduleTaskImmediately, InterruptTaskSet):

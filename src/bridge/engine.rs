@@ -337,8 +337,8 @@ impl PySession {
         record: bool,
         intended_lag_us: Option<u64>,
     ) -> PyResult<PyRequestSpec> {
-        PyRequestSpec::build(RequestSpec {
-            method: parse_method(method)?,
+        PyRequestSpec::new(
+            method,
             url,
             name,
             headers,
@@ -347,7 +347,7 @@ impl PySession {
             allow_redirects,
             record,
             intended_lag_us,
-        })
+        )
     }
 }
 

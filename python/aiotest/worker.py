@@ -1,0 +1,257 @@
+"""The worker process: serves master after master, running the users each
+``spawn`` asks for (docs/protocol.md). The Rust link (``_core.Worker``)
+speaks the protocol; this module spawns and stops the users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from ._bridge import pump_events
+from ._core import Engine, Worker
+from .data import reset_all as reset_feeders
+from .env import Environment
+from .messages import hub
+from .options import RunOptions
+from .runner import LocalRunner
+from .user import User
+
+log = logging.getLogger("aiotest.worker")
+
+#: Seconds between a worker's progress reports (half the stats interval).
+PROGRESS_INTERVAL_S = 0.5
+#: Seconds between "waiting for the master" log lines.
+WAITING_LOG_INTERVAL_S = 5.0
+
+
+class _Load:
+    """This process's CPU (% of one core since the last call) and RSS."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time()
+        self._wall = time.monotonic()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def sample(self) -> tuple[float, int]:
+        cpu, wall = time.process_time(), time.monotonic()
+        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._cpu, self._wall = cpu, wall
+        try:
+            with open("/proc/self/statm") as fh:
+                rss = int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            rss = 0
+        return percent, rss
+
+
+class WorkerProcess:
+    """A worker: serves master after master until told to quit (Ctrl-C,
+    SIGTERM, or the ``quit`` message). Runs the users each ``spawn`` asks
+    for, stops them on ``stop``, when the master leaves or falls silent,
+    and then waits for the next master. One handler per link event.
+
+    Args:
+        classes: The aiotestfile's user classes.
+        opts: The worker's options.
+    """
+
+    def __init__(self, classes: list[type[User]], opts: RunOptions) -> None:
+        self.opts = opts
+        self.engine = Engine()
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.link = Worker(
+            self.engine,
+            master_host=opts.master_host,
+            master_port=opts.master_port,
+            worker_id=self.worker_id,
+            heartbeat_interval_s=opts.heartbeat_interval_s,
+            heartbeat_liveness=opts.heartbeat_liveness,
+            secret=opts.secret,
+        )
+        self.by_name = {c.__name__: c for c in classes}
+        # One environment for the worker's life: `events.init` listeners run
+        # once, and what they keep on it lasts across runs.
+        self.env = Environment(
+            user_classes=classes, parsed_options=opts, engine=self.engine, require_host=False
+        )
+        self.runner: LocalRunner | None = None
+        self.run_id = 0
+        self.index: int | None = None
+        self._spawn: asyncio.Task[None] | None = None
+        self._task_runs_done = 0
+        self._load = _Load()
+        self._last_waiting = 0.0
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._exit_code: int | None = None
+
+    async def serve(self) -> int:
+        """Serves until told to quit; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        pump_events(self.link, self._events.put_nowait)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: self._events.put_nowait({"event": "interrupted"}))
+        self.env.events.init.fire(environment=self.env)
+        hub.connect(
+            lambda name, data_json, _index: self.link.send_message(name, data_json), "worker"
+        )
+        progress = asyncio.create_task(self._report_progress())
+        try:
+            while self._exit_code is None:
+                event = await self._events.get()
+                log.debug("from the master link: %s", event)
+                handler = getattr(self, f"on_{event['event']}", None)
+                if handler is not None:
+                    await handler(event)
+            return self._exit_code
+        finally:
+            hub.connect(None)
+            progress.cancel()
+            loop.remove_reader(self.link.wakeup_fd())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    # -- progress
+
+    def task_runs(self) -> int:
+        """Task executions over every run this worker served."""
+        return self._task_runs_done + (self.runner.task_runs if self.runner else 0)
+
+    def send_progress(self) -> None:
+        """Sends the state, user count, task count, CPU and memory."""
+        runner = self.runner
+        cpu, rss = self._load.sample()
+        self.link.progress(
+            state=runner.state if runner else "ready",
+            user_count=runner.user_count if runner else 0,
+            task_runs=self.task_runs(),
+            cpu_percent=cpu,
+            memory_bytes=rss,
+        )
+
+    async def _report_progress(self) -> None:
+        while True:
+            self.send_progress()
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+    async def stop_users(self) -> None:
+        """Stops the spawning and every user of the current run."""
+        if self._spawn is not None:
+            self._spawn.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._spawn
+            self._spawn = None
+        if self.runner is not None:
+            await self.runner.stop()
+
+    # -- link events
+
+    async def on_waiting(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_waiting >= WAITING_LOG_INTERVAL_S - 0.5:
+            log.info("Waiting for the master at %s (%s)", event["endpoint"], event["detail"])
+            self._last_waiting = now
+
+    async def on_joined(self, event: dict[str, Any]) -> None:
+        self.index = event["worker_index"]
+        log.info("Joined the master as worker %d", self.index)
+
+    async def on_refused(self, event: dict[str, Any]) -> None:
+        print(f"error: the master refused this worker: {event['reason']}", file=sys.stderr)
+        self._exit_code = 2
+
+    async def on_spawn(self, event: dict[str, Any]) -> None:
+        if event["run_id"] != self.run_id or self.runner is None:
+            await self._new_run(event)
+        runner = self.runner
+        assert runner is not None
+        settings = event["settings"]
+        runner.iterations = settings.get("iterations")
+        runner.use_arrival_rate(settings.get("arrival_rate_per_s"))
+        runner.worker_index = self.index or 0
+        runner.worker_count = event["worker_count"]
+        indexes = {c["name"]: c["user_indexes"] for c in event["user_classes"]}
+        wanted = [indexes.get(cls.__name__, []) for cls in runner.user_classes]
+        if self._spawn is not None:
+            self._spawn.cancel()
+        self._spawn = asyncio.create_task(
+            self._ramp(runner, wanted, event["spawn_rate_per_s"], event["run_id"])
+        )
+
+    async def _ramp(
+        self, runner: LocalRunner, wanted: list[list[int]], rate: float, run_id: int
+    ) -> None:
+        await runner.start_indexed(wanted, rate)
+        self.link.spawning_complete(run_id, runner.user_count)
+
+    async def _new_run(self, event: dict[str, Any]) -> None:
+        """Sets the environment up for the master's new run."""
+        await self.stop_users()
+        if self.runner is not None:
+            self._task_runs_done += self.runner.task_runs
+        settings = event["settings"]
+        unknown = [c["name"] for c in event["user_classes"] if c["name"] not in self.by_name]
+        if unknown:
+            log.error(
+                "the master asked for user classes this aiotestfile lacks: %s", ", ".join(unknown)
+            )
+        env = self.env
+        env.configure(
+            user_classes=[
+                self.by_name[c["name"]] for c in event["user_classes"] if c["name"] in self.by_name
+            ],
+            host=settings.get("host"),
+            tags=settings.get("tags"),
+            exclude_tags=settings.get("exclude_tags"),
+            stop_timeout_s=settings.get("stop_timeout_s", 0.0),
+        )
+        reset_feeders()
+        # The master's values of the aiotestfile's own options govern, and
+        # its context is in place before any user starts.
+        env.parsed_options = self.opts.replace(custom_options=settings.get("options") or {})
+        env.context.clear()
+        env.context.update(settings.get("context") or {})
+        self.run_id = event["run_id"]
+        self.runner = env.create_local_runner(iterations=settings.get("iterations"))
+        self.runner.on_new_error = self.link.exception
+        self.runner.node = self.worker_id
+
+    async def on_stop(self, event: dict[str, Any]) -> None:
+        await self.stop_users()
+        self.send_progress()  # the final task count goes with the last report
+        self.link.stopped(event["run_id"])
+
+    async def on_master_lost(self, event: dict[str, Any]) -> None:
+        log.warning(
+            "The master was silent for %.1fs: stopping users, waiting for a master",
+            event["silent_s"],
+        )
+        await self.stop_users()
+
+    async def on_master_left(self, _event: dict[str, Any]) -> None:
+        log.info("The master left: waiting for the next one")
+        await self.stop_users()
+
+    async def on_quit(self, _event: dict[str, Any]) -> None:
+        await self.stop_users()
+        log.info("Quitting (the master said so)")
+        self._exit_code = 0
+
+    async def on_interrupted(self, _event: dict[str, Any]) -> None:
+        await self.stop_users()
+        self.link.quit()
+        log.info("Quitting (interrupted)")
+        self._exit_code = 0
+
+    async def on_custom(self, event: dict[str, Any]) -> None:
+        hub.deliver(self.env, event["name"], event["data"], None)
+
+    async def on_message_dropped(self, event: dict[str, Any]) -> None:
+        log.warning("Dropped a message from the master: %s", event["reason"])
