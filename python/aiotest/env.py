@@ -4,6 +4,8 @@ share one path (Locust's ``Environment``)."""
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,8 @@ from .options import RunOptions
 from .runner import LocalRunner
 from .shape import LoadTestShape
 from .user import AsyncHttpUser, TaskTable, User, task_table
+
+log = logging.getLogger("aiotest.env")
 
 
 class Environment:
@@ -125,10 +129,22 @@ class Environment:
                 cls.host = validate_host(cls.host)
 
     def use_engine(self, engine: Engine) -> None:
-        """Records into ``engine`` (and sends this run's requests through it)."""
+        """Records into ``engine`` (and sends this run's requests through it);
+        an event listener that raises is counted among its user errors."""
         self.engine = engine
         self.bridge = EngineBridge(engine, self.events.request)
         self.events.request._engine = engine
+        self.events.route_errors(self._listener_error)
+
+    def _listener_error(self, exc: BaseException) -> None:
+        """An event listener raised: a user error of this run, and the run goes on."""
+        if self.runner is not None:
+            self.runner.record_error(exc, in_listener=True)
+            return
+        log.error("An event listener raised: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        if self.engine is not None:
+            tb = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            self.engine.record_error(f"{type(exc).__name__}: {exc}", tb, "master")
 
     def host_summary(self) -> str:
         """The classes' distinct hosts, comma-separated: the target as logs

@@ -7,6 +7,7 @@ Listeners are called with keyword arguments only; each hook documents them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,13 +16,21 @@ from ._core import Engine, RawResponse
 from .exceptions import AiotestError
 
 Listener = Callable[..., Any]
+#: Where a listener's exception goes: the run's user errors.
+ErrorSink = Callable[[BaseException], None]
+
+log = logging.getLogger("aiotest.events")
 
 
 class EventHook:
-    """A list of listeners fired together."""
+    """A list of listeners fired together. A listener that raises is logged
+    with its traceback (and counted among the run's user errors once a run
+    routes them, :meth:`Events.route_errors`); the other listeners and the
+    run go on, as in Locust."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self.on_error: ErrorSink | None = None
 
     def add_listener(self, listener: Listener) -> Listener:
         """Adds ``listener``; returns it, so this works as a decorator."""
@@ -34,7 +43,13 @@ class EventHook:
     def fire(self, **kwargs: Any) -> None:
         """Calls every listener with ``kwargs``, in the order they were added."""
         for listener in list(self._listeners):
-            listener(**kwargs)
+            try:
+                listener(**kwargs)
+            except Exception as exc:  # user code: record and go on
+                if self.on_error is not None:
+                    self.on_error(exc)
+                else:
+                    log.exception("An event listener (%r) raised; going on", listener)
 
 
 class RequestEvent(EventHook):
@@ -163,27 +178,54 @@ def failure_text(exception: BaseException | str | None) -> str | None:
 
 
 class Events:
-    """The hooks of a test run (Locust's ``locust.events``).
+    """The hooks of a test run (Locust's ``locust.events``, with its
+    names and keyword arguments).
 
     Attributes:
         init_command_line_parser: Before the command line is parsed;
             ``parser`` (:class:`aiotest.options.OptionParser`), to add options.
         init: After the aiotestfile loads; ``environment``.
         test_start: Before users spawn; ``environment``.
+        test_stopping: When the run starts stopping its users; ``environment``.
         test_stop: After users stopped; ``environment``.
         spawning_complete: When the target user count is reached; ``user_count``.
         request: Every request; see :class:`RequestEvent`.
+        user_error: An exception in a user's task; ``user_instance``
+            (None here), ``exception``, ``tb``.
+        reset_stats: The statistics were reset.
         quitting: Before the process exits; ``environment``.
+        quit: The process is exiting; ``exit_code``.
+        report_to_master, worker_report, worker_connect, cpu_warning,
+        heartbeat_sent, heartbeat_received, usage_monitor: Locust's names,
+            so listeners register; aiotest does not fire them yet.
     """
 
     def __init__(self) -> None:
         self.init_command_line_parser = EventHook()
         self.init = EventHook()
         self.test_start = EventHook()
+        self.test_stopping = EventHook()
         self.test_stop = EventHook()
         self.spawning_complete = EventHook()
         self.request = RequestEvent()
+        self.user_error = EventHook()
+        self.reset_stats = EventHook()
         self.quitting = EventHook()
+        self.quit = EventHook()
+        self.report_to_master = EventHook()
+        self.worker_report = EventHook()
+        self.worker_connect = EventHook()
+        self.cpu_warning = EventHook()
+        self.heartbeat_sent = EventHook()
+        self.heartbeat_received = EventHook()
+        self.usage_monitor = EventHook()
+
+    def route_errors(self, sink: ErrorSink | None) -> None:
+        """Sends every listener's exception to ``sink`` (the run's user
+        errors), or back to the log alone with None."""
+        for hook in vars(self).values():
+            if isinstance(hook, EventHook):
+                hook.on_error = sink
 
 
 #: The global hooks that aiotestfiles import: ``from aiotest import events``.

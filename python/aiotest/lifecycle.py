@@ -350,6 +350,7 @@ class RunDriver:
             self._reset_pending = False
             log.info("Resetting stats: all users spawned")
             self.backend.engine.reset_stats()
+            self.env.events.reset_stats.fire()
 
     async def run(self, stop: asyncio.Event) -> Outcome:
         """Runs until an end condition or ``stop``; then stops the users and
@@ -405,6 +406,7 @@ class RunDriver:
             for task in (*waiters, *background):
                 task.cancel()
             user_count = backend.user_count
+            env.events.test_stopping.fire(environment=env)
             await backend.stop(reason)
             backend.engine.tick(user_count, full_history=spec.full_history)
             env.events.test_stop.fire(environment=env)

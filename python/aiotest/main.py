@@ -30,8 +30,11 @@ log = logging.getLogger("aiotest.main")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``aiotest`` script; exits the process."""
-    sys.exit(run_cli(list(sys.argv if argv is None else argv)))
+    """Entry point of the ``aiotest`` script; exits the process (after
+    firing ``quit`` with the exit code)."""
+    code = run_cli(list(sys.argv if argv is None else argv))
+    events.quit.fire(exit_code=code)
+    sys.exit(code)
 
 
 def run_cli(argv: list[str]) -> int:

@@ -287,9 +287,10 @@ class LocalRunner:
         if self.iterations is not None and self.task_runs >= self.iterations:
             self.iterations_done.set()
 
-    def record_error(self, exc: BaseException) -> None:
+    def record_error(self, exc: BaseException, *, in_listener: bool = False) -> None:
         """Records an exception from user code with its traceback; logs each
-        distinct cause once."""
+        distinct cause once. One from a task (not from an event listener,
+        ``in_listener``) also fires ``user_error``."""
         message = f"{type(exc).__name__}: {exc}"
         frames = [
             f
@@ -304,6 +305,8 @@ class LocalRunner:
             log.error("Error in user code: %s\n%s", message, tb)
             if self.on_new_error is not None:
                 self.on_new_error(message, tb)
+        if not in_listener:
+            self.events.user_error.fire(user_instance=None, exception=exc, tb=exc.__traceback__)
 
     def task_table(self, cls: type[User]) -> TaskTable:
         """``cls``'s tasks after tag filtering (see :func:`aiotest.user.task_table`)."""

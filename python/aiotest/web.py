@@ -283,6 +283,7 @@ class WebUiServer:
             return 200, {"success": True, "message": "No test was running"}
         if action == "reset":
             self.backend.engine.reset_stats()
+            self.env.events.reset_stats.fire()
             return 200, {"success": True, "message": "Statistics reset"}
         return 404, {"success": False, "message": f"unknown action {action}"}
 
