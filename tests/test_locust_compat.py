@@ -181,3 +181,52 @@ def test_fast_http_user_catch_response_rest_and_listeners(
     assert "not the second item" in failures, failures
     assert f"listener heard {served} requests, {total['num_failures']} failed" in run.stdout
     assert run.returncode == 1  # the failures
+
+
+QUITTING_FILE = """
+import logging
+from locust import HttpUser, task, constant, events
+
+
+@events.quitting.add_listener
+def _(environment, **kw):
+    stats = environment.stats
+    total = stats.total
+    assert environment.runner.stats.total.num_requests == total.num_requests
+    root = stats.get("/", "GET")
+    print(f"seen {total.num_requests} requests, {total.num_failures} failed, "
+          f"root {root.num_requests}, p95 {total.get_response_time_percentile(0.95) >= 0}")
+    if total.fail_ratio > 0.01:
+        environment.process_exit_code = 7
+    elif total.avg_response_time > 1000:
+        environment.process_exit_code = 8
+    else:
+        environment.process_exit_code = 0
+
+
+class Visitor(HttpUser):
+    wait_time = constant(0)
+
+    @task(3)
+    def root(self):
+        self.client.get("/")
+
+    @task
+    def broken(self):
+        self.client.get("/status/500")
+"""
+
+
+def test_a_quitting_listener_reads_locust_stats_and_sets_the_exit_code(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("quitting.py", QUITTING_FILE)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-r", "2", "-i", "100",
+        "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    served = http_server.total()
+    root = http_server.counts["GET /"]
+    failed = http_server.counts["GET /status/500"]
+    assert f"seen {served} requests, {failed} failed, root {root}, p95 True" in run.stdout
+    assert failed > 0 and run.returncode == 7, run.stderr  # the listener's choice

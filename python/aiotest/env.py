@@ -16,6 +16,7 @@ from .events import events as global_events
 from .exceptions import ConfigError
 from .messages import MessageHandler, hub
 from .options import RunOptions
+from .result import StatsView
 from .runner import LocalRunner
 from .shape import LoadTestShape
 from .user import AsyncHttpUser, TaskTable, User, task_table
@@ -69,6 +70,9 @@ class Environment:
         self.shape: LoadTestShape | None = None
         self.engine: Engine | None = None
         self.bridge: EngineBridge | None = None
+        #: Set it (in a ``quitting`` listener, say) to end the process with
+        #: this exit code rather than the run's own (Locust's attribute).
+        self.process_exit_code: int | None = None
         self.runner: LocalRunner | None = None
         self.configure(
             user_classes=user_classes,
@@ -145,6 +149,17 @@ class Environment:
         if self.engine is not None:
             tb = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
             self.engine.record_error(f"{type(exc).__name__}: {exc}", tb, "master")
+
+    @property
+    def stats(self) -> StatsView:
+        """The statistics now, with Locust's names (see :class:`StatsView`).
+
+        Raises:
+            RuntimeError: No engine is in use yet (before the first run).
+        """
+        if self.engine is None:
+            raise RuntimeError("environment.stats exists once a run has started")
+        return StatsView.from_snapshot(self.engine.snapshot())
 
     def host_summary(self) -> str:
         """The classes' distinct hosts, comma-separated: the target as logs

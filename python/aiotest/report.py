@@ -98,19 +98,23 @@ def finish_run(
     out: TextIO,
 ) -> int:
     """Prints the final tables, writes every report, fires ``quitting`` and
-    evaluates the checks. Returns the exit code: 3 for a failed check, else
-    ``--exit-code-on-error`` for failures or user errors, else 0."""
+    evaluates the checks. Returns the exit code: ``process_exit_code`` when
+    a listener set it on the environment (Locust's way), else 3 for a
+    failed check, else ``--exit-code-on-error`` for failures or user
+    errors, else 0."""
     print_final(snapshot, out)
     write_reports(snapshot, opts, facts)
     events.quitting.fire(environment=environment)
+    code = 0
+    if snapshot.num_failures or snapshot.num_errors:
+        code = opts.exit_code_on_error
     if checks:
         table, results = snapshot.evaluate_checks(list(checks))
         print(table, file=out, flush=True)
         if not all(passed for _, passed, _ in results):
-            return CHECK_FAILED_EXIT_CODE
-    if snapshot.num_failures or snapshot.num_errors:
-        return opts.exit_code_on_error
-    return 0
+            code = CHECK_FAILED_EXIT_CODE
+    chosen = getattr(environment, "process_exit_code", None)
+    return chosen if isinstance(chosen, int) else code
 
 
 def print_final(snapshot: StatsSnapshot, out: TextIO) -> None:

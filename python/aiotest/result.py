@@ -37,6 +37,44 @@ class EntryStats:
         key = f"{percent:g}%"
         return self.percentiles_us[key] / 1000
 
+    # Locust's names (``locust.stats.StatsEntry``), times in ms.
+    @property
+    def avg_response_time(self) -> float:
+        return self.avg_response_time_us / 1000
+
+    @property
+    def min_response_time(self) -> float:
+        return self.min_response_time_us / 1000
+
+    @property
+    def max_response_time(self) -> float:
+        return self.max_response_time_us / 1000
+
+    @property
+    def median_response_time(self) -> float:
+        return self.median_response_time_us / 1000
+
+    @property
+    def total_rps(self) -> float:
+        return self.rps
+
+    @property
+    def total_fail_per_sec(self) -> float:
+        return self.fail_per_s
+
+    @property
+    def avg_content_length(self) -> float:
+        return self.avg_content_bytes
+
+    def get_response_time_percentile(self, fraction: float) -> float:
+        """Locust's call: the response time (ms) at ``fraction`` (0.95 for
+        p95); the nearest reported percentile at or above it."""
+        wanted = fraction * 100
+        for key, us in sorted(self.percentiles_us.items(), key=lambda kv: float(kv[0].rstrip("%"))):
+            if float(key.rstrip("%")) >= wanted - 1e-9:
+                return us / 1000
+        return self.max_response_time
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> EntryStats:
         return cls(
@@ -115,3 +153,30 @@ class RunResult:
             checks_table=table,
             raw=data,
         )
+
+
+@dataclass(frozen=True)
+class StatsView:
+    """The statistics now, with Locust's names: ``environment.stats``
+    (``total``, ``entries`` by ``(name, method)``, ``get(name, method)``,
+    ``errors``). Read once, not live: read ``environment.stats`` again for
+    fresher figures.
+    """
+
+    total: EntryStats
+    entries: dict[tuple[str, str], EntryStats]
+    errors: list[dict[str, Any]]
+
+    @classmethod
+    def from_snapshot(cls, snapshot: StatsSnapshot) -> StatsView:
+        data = json.loads(snapshot.to_json())
+        rows = [EntryStats.from_json(e) for e in data["entries"]]
+        return cls(
+            total=EntryStats.from_json(data["total"]),
+            entries={(e.name, e.method): e for e in rows},
+            errors=data["errors"],
+        )
+
+    def get(self, name: str, method: str) -> EntryStats | None:
+        """The row of ``name`` and ``method`` (Locust's argument order), or None."""
+        return self.entries.get((name, method))

@@ -16,6 +16,7 @@ from ._core import Engine, assign_user_indexes, spawn_order, user_counts
 from .events import Events
 from .messages import hub
 from .open_model import OpenModel
+from .result import StatsView
 from .user import TaskTable, User
 
 log = logging.getLogger("aiotest.runner")
@@ -307,6 +308,11 @@ class LocalRunner:
                 self.on_new_error(message, tb)
         if not in_listener:
             self.events.user_error.fire(user_instance=None, exception=exc, tb=exc.__traceback__)
+
+    @property
+    def stats(self) -> StatsView:
+        """The statistics now, with Locust's names (``runner.stats``)."""
+        return StatsView.from_snapshot(self.engine.snapshot())
 
     def task_table(self, cls: type[User]) -> TaskTable:
         """``cls``'s tasks after tag filtering (see :func:`aiotest.user.task_table`)."""
