@@ -108,6 +108,30 @@ def shape_from_options(opts: Any, found: list[type[LoadTestShape]]) -> LoadTestS
     return found[0]() if found else None
 
 
+#: The most users a run may ask for: a cluster of 5,000 workers with 2,000
+#: users each; more is a typo (or a hostile request), not a test.
+MAX_USERS = 10_000_000
+#: The fastest spawn rate, in users per second.
+MAX_SPAWN_RATE_PER_S = 1_000_000.0
+
+
+def load_problem(users: object, spawn_rate: object) -> str | None:
+    """Why ``users`` at ``spawn_rate`` users/s is no load a run can take
+    (a sentence with the bounds), or None."""
+    if not isinstance(users, int) or isinstance(users, bool) or not 0 <= users <= MAX_USERS:
+        return f"{users!r} users: give a whole number from 0 to {MAX_USERS:,}"
+    if (
+        not isinstance(spawn_rate, (int, float))
+        or isinstance(spawn_rate, bool)
+        or not 0 < spawn_rate <= MAX_SPAWN_RATE_PER_S
+    ):
+        return (
+            f"a spawn rate of {spawn_rate!r}: give users per second above 0 "
+            f"and at most {MAX_SPAWN_RATE_PER_S:,.0f}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class LoadStep:
     """The load a run holds: ``users`` in all, started at ``spawn_rate``
@@ -128,13 +152,10 @@ def unpack_step(step: Any) -> LoadStep:
     if isinstance(step, tuple) and len(step) in (2, 3):
         users, rate = step[0], step[1]
         classes = tuple(step[2]) if len(step) == 3 else None
-        if (
-            isinstance(users, int)
-            and users >= 0
-            and isinstance(rate, (int, float))
-            and 0 < rate < float("inf")
-        ):
+        problem = load_problem(users, rate)
+        if problem is None:
             return LoadStep(users, float(rate), classes)
+        raise ConfigError(f"a load shape's tick() returned {step!r}: {problem}")
     raise ConfigError(
         f"a load shape's tick() returned {step!r}: return (users, spawn_rate), "
         "(users, spawn_rate, [UserClass, ...]) or None"

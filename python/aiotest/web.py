@@ -30,7 +30,7 @@ from .exceptions import AiotestError, ConfigError
 from .lifecycle import Backend, Outcome, RunDriver, RunSpec
 from .options import RunOptions
 from .report import RunFacts, finish_run
-from .shape import LoadStep
+from .shape import MAX_SPAWN_RATE_PER_S, MAX_USERS, LoadStep, load_problem
 from .user import User
 
 log = logging.getLogger("aiotest.web")
@@ -81,20 +81,21 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
         raise ConfigError("user_count is missing: give the number of users, e.g. user_count=10")
     try:
         users = int(users_text)
-        if users < 0:
+        if load_problem(users, 1.0):
             raise ValueError
     except ValueError:
         raise ConfigError(
-            f"user_count={users_text!r} is not a whole number of users (0 or more)"
+            f"user_count={users_text!r} is not a whole number of users from 0 to {MAX_USERS:,}"
         ) from None
     rate_text = one("spawn_rate") or "1"
     try:
         spawn_rate = float(rate_text)
-        if not spawn_rate > 0:
+        if load_problem(0, spawn_rate):
             raise ValueError
     except ValueError:
         raise ConfigError(
-            f"spawn_rate={rate_text!r} is not a positive number of users per second"
+            f"spawn_rate={rate_text!r} is not a number of users per second above 0 "
+            f"and at most {MAX_SPAWN_RATE_PER_S:,.0f}"
         ) from None
     host = one("host")
     if host is not None:

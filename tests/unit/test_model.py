@@ -126,3 +126,34 @@ def test_headers_are_case_blind_and_defaults_never_override() -> None:
     assert _with_default({}, "Content-Type", "application/json") == {
         "Content-Type": "application/json"
     }
+
+
+def test_loads_out_of_bounds_are_refused_with_the_bounds() -> None:
+    from aiotest.shape import MAX_USERS
+
+    with pytest.raises(ConfigError, match="from 0 to 10,000,000"):
+        unpack_step((10**12, 1.0))
+    with pytest.raises(ConfigError, match="at most 1,000,000"):
+        unpack_step((10, float("inf")))
+    assert unpack_step((MAX_USERS, 1e6)) == LoadStep(MAX_USERS, 1e6)
+
+
+def test_swarm_form_bounds(demo_target) -> None:  # type: ignore[no-untyped-def]
+    from aiotest import Environment
+    from aiotest.web import parse_swarm
+
+    class Shopper(AsyncHttpUser):
+        @task
+        async def t(self) -> None: ...
+
+    env = Environment(user_classes=[Shopper], host=demo_target.url)
+    req = parse_swarm("user_count=5&spawn_rate=2", "application/x-www-form-urlencoded", env)
+    assert (req.users, req.spawn_rate) == (5, 2.0)
+    for body, problem in [
+        ("user_count=1000000000000", "user_count='1000000000000'"),
+        ("user_count=5&spawn_rate=inf", "spawn_rate='inf'"),
+        ("user_count=5&spawn_rate=nan", "spawn_rate='nan'"),
+        ("user_count=-1", "user_count='-1'"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_swarm(body, "application/x-www-form-urlencoded", env)
