@@ -127,15 +127,21 @@ class EngineBridge:
                 # A catch_response request whose user was cancelled before it
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
-                self.engine.record(
-                    method=raw.method,
-                    name=raw.name,
-                    response_time_us=raw.response_time_us,
-                    content_bytes=raw.content_bytes,
-                    error=raw.error,
-                    intended_lag_us=raw.intended_lag_us,
-                )
-                event.notify_response(raw, raw.error)
+                self.record(raw, raw.error)
+
+    def record(self, raw: RawResponse, error: str | None) -> None:
+        """Records a request the engine left to user code
+        (``catch_response``) with the failure text user code decided
+        (None: a success), and tells the request listeners."""
+        self.engine.record(
+            method=raw.method,
+            name=raw.name,
+            response_time_us=raw.response_time_us,
+            content_bytes=raw.content_bytes,
+            error=error,
+            intended_lag_us=raw.intended_lag_us,
+        )
+        self.request_event.notify_response(raw, error)
 
 
 # NOTE: a blocking turn ends on a timerfd (see src/engine/driven.rs), on

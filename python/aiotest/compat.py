@@ -61,7 +61,8 @@ class SyncResponse:
     FastHttpUser response present it (``status_code``, ``text``, ``json()``, ...).
 
     Attributes:
-        request_meta: Locust's name for what is recorded (method, name).
+        js: With ``FastHttpUser.rest()``, the body parsed as JSON (None
+            when it is not JSON).
     """
 
     def __init__(self, response: Response, ctx: RequestContext) -> None:
@@ -100,7 +101,7 @@ class SyncResponse:
 
     @property
     def encoding(self) -> str:
-        return self._response._charset()
+        return self._response.encoding
 
     @property
     def text(self) -> str:

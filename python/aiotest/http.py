@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from ._bridge import EngineBridge
 from ._core import RawResponse, RequestSpec
-from .events import RequestEvent, failure_text
+from .events import failure_text
 from .exceptions import ResponseError
 
 
@@ -125,13 +125,15 @@ class Response:
     async def text(self, encoding: str | None = None) -> str:
         """The body decoded with ``encoding``, else the Content-Type charset,
         else UTF-8; undecodable bytes become U+FFFD."""
-        return self._raw.body.decode(encoding or self._charset(), errors="replace")
+        return self._raw.body.decode(encoding or self.encoding, errors="replace")
 
     async def json(self) -> Any:
         """The body parsed as JSON. Raises ``json.JSONDecodeError``."""
         return jsonlib.loads(self._raw.body)
 
-    def _charset(self) -> str:
+    @property
+    def encoding(self) -> str:
+        """The Content-Type's charset, else ``utf-8`` (requests' ``encoding``)."""
         ctype = self.headers.get("content-type", "")
         for part in ctype.split(";")[1:]:
             key, _, value = part.strip().partition("=")
@@ -216,15 +218,7 @@ class RequestContext:
             return
         self._recorded = True
         err = None if error is False or error is None else str(error)
-        self._session._bridge.engine.record(
-            method=raw.method,
-            name=raw.name,
-            response_time_us=raw.response_time_us,
-            content_bytes=raw.content_bytes,
-            error=err,
-            intended_lag_us=raw.intended_lag_us,
-        )
-        self._session._notify(raw, err)
+        self._session._bridge.record(raw, err)
 
 
 class HttpSession:
@@ -241,12 +235,10 @@ class HttpSession:
         bridge: EngineBridge,
         *,
         base_url: str | None,
-        request_event: RequestEvent,
         timeout_s: float,
     ) -> None:
         self._bridge = bridge
         self._core = bridge.engine.new_session(base_url)
-        self._request_event = request_event
         self.base_url = self._core.base_url
         self.headers: dict[str, str] = {}
         self.timeout_s = timeout_s
@@ -336,6 +328,3 @@ class HttpSession:
 
     def options(self, url: str, **kwargs: Any) -> RequestContext:
         return self.request("OPTIONS", url, **kwargs)
-
-    def _notify(self, raw: RawResponse, error: str | None) -> None:
-        self._request_event.notify_response(raw, error)

@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from ._core import Engine, StatsSnapshot
 from .data import reset_all as reset_feeders
@@ -31,7 +31,7 @@ from .env import Environment
 from .exceptions import AiotestError
 from .open_model import follow_arrival_stages
 from .options import ArrivalStage, RunOptions
-from .report import RunFacts, finish_run
+from .report import RunFacts, console, finish_run
 from .runner import LocalRunner
 from .shape import LoadStep, LoadTestShape, follow_shape, unpack_step
 
@@ -79,7 +79,6 @@ class Backend(abc.ABC):
         self.spawn_error: BaseException | None = None
         self.on_spawned: Callable[[], None] = _nothing
         self._ended: asyncio.Future[StopReason] | None = None
-        self._started = False
 
     async def ready(self, stop: asyncio.Event) -> int | None:
         """Waits until a run can start (a master: for its workers). Returns
@@ -96,7 +95,6 @@ class Backend(abc.ABC):
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
         self.spawn_error = None
-        self._started = True
 
     @abc.abstractmethod
     async def start(self, step: LoadStep, *, arrival_rate_per_s: float | None) -> None:
@@ -436,11 +434,6 @@ async def _guarded(follow: Awaitable[None], failed: asyncio.Event) -> None:
         failed.set()
 
 
-def _console(opts: RunOptions) -> TextIO:
-    """Where tables go: stdout, or stderr when ``--json`` owns stdout."""
-    return sys.stderr if opts.json else sys.stdout
-
-
 def log_start(env: Environment, opts: RunOptions, backend: Backend) -> None:
     """Logs what the run is about to do, and where."""
     where = backend.where(env)
@@ -468,7 +461,7 @@ async def run_headless(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    out = _console(opts)
+    out = console(opts)
     engine = backend.engine
 
     def live() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -115,6 +116,11 @@ def finish_run(
             code = CHECK_FAILED_EXIT_CODE
     chosen = getattr(environment, "process_exit_code", None)
     return chosen if isinstance(chosen, int) else code
+
+
+def console(opts: RunOptions) -> TextIO:
+    """Where tables go: stdout, or stderr when ``--json`` owns stdout."""
+    return sys.stderr if opts.json else sys.stdout
 
 
 def print_final(snapshot: StatsSnapshot, out: TextIO) -> None:

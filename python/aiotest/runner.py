@@ -67,7 +67,6 @@ class LocalRunner:
         self.engine = engine
         self.bridge: EngineBridge | None = bridge
         self.events = events
-        self.request_event = events.request
         self.stop_timeout_s = stop_timeout_s
         self.state = "ready"
         self.task_runs = 0

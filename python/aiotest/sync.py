@@ -103,12 +103,6 @@ class SyncRunner:
         return result
 
 
-async def run_sync(fn: Callable[..., T], *args: Any) -> T:
-    """Runs ``fn(*args)`` in a greenlet of its own (see :class:`SyncRunner`
-    for a user's repeated calls); returns its result or raises its exception."""
-    return await SyncRunner().call(fn, *args)
-
-
 def cooperative_sleep(seconds: float) -> None:
     """``time.sleep`` that, inside a user's sync code, sleeps only that user
     (an ``asyncio.sleep`` of its task); elsewhere the real one."""

@@ -17,7 +17,6 @@ from types import CoroutineType
 from typing import Any, ClassVar, Protocol
 
 from ._bridge import EngineBridge
-from .events import RequestEvent
 from .exceptions import (
     InterruptTaskSet,
     RescheduleTask,
@@ -40,7 +39,6 @@ class UserContext(Protocol):
     whole environment."""
 
     bridge: EngineBridge | None
-    request_event: RequestEvent
     worker_index: int
     worker_count: int
 
@@ -352,7 +350,6 @@ class AsyncHttpUser(User):
         self.session = HttpSession(
             bridge,
             base_url=self.host,
-            request_event=self._context.request_event,
             timeout_s=self.network_timeout,
         )
 

@@ -29,7 +29,7 @@ from .env import Environment, needs_host
 from .exceptions import AiotestError, ConfigError
 from .lifecycle import Backend, Outcome, RunDriver, RunSpec
 from .options import RunOptions
-from .report import RunFacts, finish_run
+from .report import RunFacts, console, finish_run
 from .shape import MAX_SPAWN_RATE_PER_S, MAX_USERS, LoadStep, load_problem
 from .user import User
 
@@ -427,5 +427,4 @@ async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backe
     if not server.started:
         return 0
     snapshot = backend.engine.snapshot(with_history=True)
-    out = sys.stderr if opts.json else sys.stdout
-    return finish_run(env.events, env, opts, checks, snapshot, server.facts(), out=out)
+    return finish_run(env.events, env, opts, checks, snapshot, server.facts(), out=console(opts))
