@@ -7,8 +7,12 @@ DEMO_PORT ?= 18080
 PYENV_ROOT ?= $(HOME)/.pyenv
 EXTRA_PYTHONS ?= 3.10 3.13
 LINT_TOOLS := ruff==0.17.* mypy==2.4.* import-linter==2.*
+# The real Locust, in a venv of its own (its pytest plugin and gevent stay
+# out of ours): the reference that tests/test_locust_reference.py compares with.
+LOCUST_VENV ?= .venv-locust
+LOCUST_VERSION ?= 2.47.*
 
-.PHONY: help venv wheel install dev demo test test-pythons lint bench
+.PHONY: help venv wheel install dev demo test test-pythons lint bench locust
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,7 +38,11 @@ demo: install  ## The main job: a 20 s load test of the example against the demo
 	trap 'kill $$target' EXIT; sleep 1; \
 	$(VENV)/bin/aiotest -f examples/aiotestfile.py --headless -u 100 -r 50 -t 20s -H http://127.0.0.1:$(DEMO_PORT)
 
-test: install  ## Rust unit tests, then the Python suite against real servers
+locust:  ## Locust itself, for the suite's comparisons with it
+	@test -x $(LOCUST_VENV)/bin/locust || { python3 -m venv $(LOCUST_VENV) && \
+	  $(LOCUST_VENV)/bin/python -m pip install -q "locust==$(LOCUST_VERSION)"; }
+
+test: install locust  ## Rust unit tests, then the Python suite against real servers
 	cargo test --quiet
 	$(PY) -m pytest -q
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +154,16 @@ def demo_target(demo_target_process: DemoTarget) -> DemoTarget:
     return demo_target_process
 
 
+def _echo(target: str, body: bytes) -> str:
+    """What postman-echo.com answers to /get and /post: the query as
+    ``args``, and the body as ``data`` (parsed when it is JSON)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    data: Any = body.decode(errors="replace")
+    with contextlib.suppress(ValueError):
+        data = json.loads(body) if body else {}
+    return json.dumps({"args": {k: v[-1] for k, v in query.items()}, "data": data})
+
+
 class _CountingHandler(BaseHTTPRequestHandler):
     """Python's own HTTP server (not ours): counts requests by "METHOD path";
     /status/NNN answers NNN, anything else 200 with a small body."""
@@ -165,14 +177,17 @@ class _CountingHandler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
         with self.server.lock:
             self.server.counts[f"{self.command} {path}"] += 1
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self.server.last_request[f"{self.command} {path}"] = (headers, raw)
         status = 200
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
         body = b"ok\n"
+        if path in ("/get", "/post"):  # postman-echo's answers, which Locust's examples read
+            body = _echo(self.path, raw).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -191,6 +206,9 @@ class CountingServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _CountingHandler)
         self.counts: Counter[str] = Counter()
+        #: The headers (lower-case names) and body of the last request to each
+        #: "METHOD path".
+        self.last_request: dict[str, tuple[dict[str, str], bytes]] = {}
         self.lock = threading.Lock()
         #: TCP connections accepted so far.
         self.connections = 0

@@ -3,6 +3,7 @@ goes on and its reports are written; and the hooks fire where Locust's do."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,97 @@ def test_a_raising_listener_is_a_user_error_and_the_run_goes_on(
     assert f"'user_error': {task_errors}, 'stopping': 1}}" in run.stdout, run.stdout[-500:]
     assert "quit 1 after" in run.stdout
     assert (tmp_path / "r_stats.csv").exists() and (tmp_path / "r_failures.csv").exists()
+
+
+CLUSTER_HOOKS = """
+import json
+from locust import HttpUser, task, constant, events
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+mine = {"requests": 0, "beats": 0, "starts": 0, "stops": 0}
+seen = {"connects": 0, "beats_sent": 0, "reported": 0, "worker_beats": 0, "worker_starts": 0}
+
+
+@events.init.add_listener
+def _(environment, **kw):
+    runner = environment.runner
+    roles = [isinstance(runner, c) for c in (LocalRunner, MasterRunner, WorkerRunner)]
+    assert roles.count(True) == 1, roles
+
+
+@events.request.add_listener
+def _(**kw):
+    mine["requests"] += 1
+
+
+@events.test_start.add_listener
+def _(environment, **kw):
+    mine["starts"] += 1
+
+
+@events.test_stop.add_listener
+def _(environment, **kw):
+    mine["stops"] += 1
+
+
+@events.heartbeat_received.add_listener
+def _(client_id, timestamp, **kw):
+    mine["beats"] += 1
+
+
+@events.report_to_master.add_listener
+def _(client_id, data, **kw):
+    data["mine"] = dict(mine)
+    mine["requests"] = 0
+
+
+@events.worker_connect.add_listener
+def _(client_id, **kw):
+    seen["connects"] += 1
+
+
+@events.heartbeat_sent.add_listener
+def _(client_id, timestamp, **kw):
+    seen["beats_sent"] += 1
+
+
+@events.worker_report.add_listener
+def _(client_id, data, **kw):
+    seen["reported"] += data["mine"]["requests"]
+    seen["worker_beats"] = max(seen["worker_beats"], data["mine"]["beats"])
+    seen["worker_starts"] = max(seen["worker_starts"], data["mine"]["starts"])
+
+
+@events.quitting.add_listener
+def _(environment, **kw):
+    if isinstance(environment.runner, MasterRunner):
+        print("master saw", json.dumps({**seen, "total": environment.stats.total.num_requests}))
+
+
+class Visitor(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def visit(self):
+        self.client.get("/")
+"""
+
+
+def test_cluster_hooks_fire_on_master_and_workers(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("hooks.py", CLUSTER_HOOKS)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "4", "-r", "100", "-t", "4s", "--processes", "2",
+        "--heartbeat-interval", "0.5", "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    line = next(x for x in run.stdout.splitlines() if x.startswith("master saw"))
+    seen = json.loads(line.removeprefix("master saw "))
+    total = seen["total"]
+    assert total == http_server.total() > 0
+    assert seen["connects"] == 2
+    assert seen["beats_sent"] >= 4 and seen["worker_beats"] >= 2
+    assert seen["worker_starts"] == 1
+    # What the workers' listeners counted and sent equals what was recorded.
+    assert seen["reported"] == total

@@ -6,6 +6,8 @@ run's counts must equal what the target served."""
 from __future__ import annotations
 
 import csv
+import email.parser
+import email.policy
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,64 @@ def test_a_quitting_listener_reads_locust_stats_and_sets_the_exit_code(
     failed = http_server.counts["GET /status/500"]
     assert f"seen {served} requests, {failed} failed, root {root}, p95 True" in run.stdout
     assert failed > 0 and run.returncode == 7, run.stderr  # the listener's choice
+
+
+UPLOAD_FILE = """
+from locust import HttpUser, task, constant, events
+from locust.exception import StopUser
+
+heard = []
+
+
+@events.request.add_listener
+def _(name, context, **kw):
+    heard.append(f"{name} {sorted(context.items())}")
+
+
+@events.quitting.add_listener
+def _(environment, **kw):
+    print("contexts:", sorted(heard))
+
+
+class Uploader(HttpUser):
+    wait_time = constant(0)
+
+    def context(self):
+        return {"user": "ann"}
+
+    @task
+    def upload(self):
+        self.client.post(
+            "/upload",
+            data={"kind": "avatar"},
+            files={"file": ("me.png", b"PNG-bytes", "image/png")},
+            context={"step": 1},
+        )
+        with self.client.get("/after", catch_response=True, context={"step": 2}) as r:
+            r.success()
+        raise StopUser()
+"""
+
+
+def test_files_upload_as_multipart_and_listeners_get_the_request_context(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("upload.py", UPLOAD_FILE)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "1", "-r", "1", "-t", "3s",
+        "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (
+        "contexts: [\"/after [('step', 2), ('user', 'ann')]\", "
+        "\"/upload [('step', 1), ('user', 'ann')]\"]"
+    ) in run.stdout
+    headers, body = http_server.last_request["POST /upload"]
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + body
+    )
+    parts = {p.get_param("name", header="content-disposition"): p for p in message.iter_parts()}
+    assert parts["kind"].get_content() == "avatar"
+    upload = parts["file"]
+    assert upload.get_filename() == "me.png" and upload.get_content_type() == "image/png"
+    assert upload.get_payload(decode=True) == b"PNG-bytes"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ._core import Engine, HttpSession, RawResponse, RequestAwaitable, RequestSpec
@@ -60,6 +60,8 @@ class EngineBridge:
         #: Turns of a driving loop so far (stays 0 on other loops): a user
         #: whose task saw it change has already let the others run.
         self.turns = 0
+        #: Requests in flight that carry a request context, for listeners.
+        self._contexts: dict[RequestAwaitable, Mapping[str, Any]] = {}
 
     @property
     def attached(self) -> bool:
@@ -96,10 +98,12 @@ class EngineBridge:
             self._drain()
         self._loop = None
 
-    def submit(self, session: HttpSession, spec: RequestSpec) -> RequestAwaitable:
+    def submit(
+        self, session: HttpSession, spec: RequestSpec, context: Mapping[str, Any] | None = None
+    ) -> RequestAwaitable:
         """Starts a request; the returned awaitable resolves to its
         :class:`RawResponse` (``spec.record`` says whether the engine
-        records it).
+        records it). ``context`` goes to the request listeners with it.
 
         Raises:
             RuntimeError: The bridge is not attached to a running loop.
@@ -107,7 +111,12 @@ class EngineBridge:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the engine is not attached to a running event loop")
-        return self.engine.submit(session, spec, loop)
+        waiter = self.engine.submit(session, spec, loop)
+        if context is not None and spec.record and self.request_event.has_listeners:
+            # Recorded by the engine: the listeners hear of it in deliver().
+            # A catch_response request's context stays with its RequestContext.
+            self._contexts[waiter] = context
+        return waiter
 
     def _drain(self) -> None:
         self.deliver(self.engine.drain())
@@ -117,19 +126,23 @@ class EngineBridge:
         and tells listeners."""
         event = self.request_event
         listened = event.has_listeners
+        contexts = self._contexts
         for waiter, raw in finished:
             recorded = waiter.recorded
+            context = contexts.pop(waiter, None) if contexts else None
             if recorded and listened:
                 # Listeners hear of every request the engine recorded, here,
                 # whether or not its user still waits for it.
-                event.notify_response(raw, raw.error)
+                event.notify_response(raw, raw.error, context)
             if not waiter.resolve(raw) and not recorded:
                 # A catch_response request whose user was cancelled before it
                 # could decide: the server saw it, so record it by the
                 # default rule rather than lose it.
                 self.record(raw, raw.error)
 
-    def record(self, raw: RawResponse, error: str | None) -> None:
+    def record(
+        self, raw: RawResponse, error: str | None, context: Mapping[str, Any] | None = None
+    ) -> None:
         """Records a request the engine left to user code
         (``catch_response``) with the failure text user code decided
         (None: a success), and tells the request listeners."""
@@ -141,7 +154,7 @@ class EngineBridge:
             error=error,
             intended_lag_us=raw.intended_lag_us,
         )
-        self.request_event.notify_response(raw, error)
+        self.request_event.notify_response(raw, error, context)
 
 
 # NOTE: a blocking turn ends on a timerfd (see src/engine/driven.rs), on

@@ -25,6 +25,7 @@ from .env import Environment
 from .lifecycle import Backend, StopReason
 from .messages import hub
 from .options import RunOptions
+from .runner import Runner
 from .shape import LoadStep
 
 log = logging.getLogger("aiotest.cluster")
@@ -50,8 +51,13 @@ def workers_table(status: ClusterStatus) -> str:
 
 
 def worker_dict(w: WorkerStatus) -> dict[str, Any]:
-    """One worker as the web UI's ``/stats/requests`` lists it (docs/web.md)."""
+    """One worker as the web UI's ``/stats/requests`` lists it (docs/web.md):
+    Locust's keys (``id``, ``state``, ``user_count``, ``cpu_usage`` in %,
+    ``memory_usage`` in bytes) and ours."""
     return {
+        "id": w.worker_id,
+        "cpu_usage": w.cpu_percent,
+        "memory_usage": w.memory_bytes,
         "index": w.index,
         "worker_id": w.worker_id,
         "state": w.state,
@@ -60,6 +66,83 @@ def worker_dict(w: WorkerStatus) -> dict[str, Any]:
         "memory_bytes": w.memory_bytes,
         "last_heartbeat_s": w.last_heartbeat_s,
     }
+
+
+#: Custom message that carries a worker's ``report_to_master`` data.
+REPORT_MESSAGE = "aiotest.report_to_master"
+
+
+class MasterRunner(Runner):
+    """The master's ``environment.runner`` (Locust's ``MasterRunner``): the
+    cluster's state, users and workers, and messages to them. It runs no
+    users itself.
+
+    Attributes:
+        backend: The cluster backend, once the master's port is bound.
+    """
+
+    role = "master"
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.backend: ClusterBackend | None = None
+
+    @property
+    def state(self) -> str:  # type: ignore[override]
+        return self.backend.state if self.backend is not None else "ready"
+
+    @property
+    def user_count(self) -> int:
+        return self.backend.user_count if self.backend is not None else 0
+
+    @property
+    def client_id(self) -> str:
+        return "master"
+
+    @property
+    def worker_count(self) -> int:  # type: ignore[override]
+        """Workers connected now."""
+        return self.backend.cluster().live_workers if self.backend is not None else 0
+
+    @property
+    def clients(self) -> dict[str, WorkerStatus]:
+        """The connected workers by id (``index``, ``state``, ``user_count``,
+        ``cpu_percent``, ``memory_bytes``)."""
+        if self.backend is None:
+            return {}
+        return {w.worker_id: w for w in self.backend.cluster().workers if w.state != "missing"}
+
+    def send_message(self, name: str, data: Any = None, client_id: Any = None) -> None:
+        """Sends to the worker with id (or index) ``client_id``, or to
+        every worker when None.
+
+        Raises:
+            ValueError: No connected worker has that id.
+            TypeError: ``data`` is not JSON-serialisable.
+        """
+        index: int | None = None
+        if isinstance(client_id, int):
+            index = client_id
+        elif client_id is not None:
+            worker = self.clients.get(str(client_id))
+            if worker is None:
+                raise ValueError(f"send_message: no connected worker has the id {client_id!r}")
+            index = worker.index
+        hub.send(self.environment, name, data, index)
+
+
+def _on_worker_report(environment: Environment, msg: Any, **_: Any) -> None:
+    """A worker's ``report_to_master`` data: fires ``worker_report`` with
+    the worker's id."""
+    runner = environment.runner
+    workers = (
+        runner.backend.cluster().workers
+        if isinstance(runner, MasterRunner) and runner.backend
+        else []
+    )
+    worker = next((w for w in workers if w.index == msg.node_id), None)
+    client_id = worker.worker_id if worker is not None else str(msg.node_id)
+    environment.events.worker_report.fire(client_id=client_id, data=msg.data)
 
 
 class ClusterBackend(Backend):
@@ -82,8 +165,13 @@ class ClusterBackend(Backend):
         self._state = "ready"
         self._plan: dict[str, Any] = {}
         self._all_stopped = asyncio.Event()
+        runner = env.runner if isinstance(env.runner, MasterRunner) else MasterRunner(env)
+        runner.backend = self
+        env.runner = self.runner = runner
         pump_events(master, self._on_event)
         hub.connect(master.send_message, "master")
+        if not hub.has_handler(REPORT_MESSAGE):
+            hub.register(REPORT_MESSAGE, _on_worker_report)
 
     @classmethod
     def open(cls, env: Environment, opts: RunOptions) -> ClusterBackend:
@@ -129,6 +217,7 @@ class ClusterBackend(Backend):
                 self._on_milestone(kind, e)
         elif kind == "worker_joined":
             log.info("Worker %d joined (%s)", e["index"], e["worker_id"])
+            self.env.events.worker_connect.fire(client_id=e["worker_id"])
         elif kind == "worker_missing":
             log.warning(
                 "Worker %d is missing: silent for %.1fs; its users move to the others",
@@ -147,6 +236,10 @@ class ClusterBackend(Backend):
             hub.deliver(self.env, e["name"], e["data"], e["index"])
         elif kind == "message_dropped":
             log.warning("Dropped a message: %s", e["reason"])
+        elif kind == "heartbeat_sent":
+            now = time.time()
+            for worker_id in e["worker_ids"]:
+                self.env.events.heartbeat_sent.fire(client_id=worker_id, timestamp=now)
         elif kind == "fatal":
             log.error("Master link failed: %s", e["reason"])
             self.fatal.set()
@@ -225,6 +318,7 @@ class ClusterBackend(Backend):
             },
         }
         self._run_id += 1
+        self.runner.target_user_count = step.users
         self._state = "spawning"
         self._all_stopped.clear()
         self.master.start(self._plan)
@@ -243,6 +337,7 @@ class ClusterBackend(Backend):
 
     def set_load(self, step: LoadStep) -> None:
         self._plan.update(self._step_plan(step))
+        self.runner.target_user_count = step.users
         self._state = "spawning"
         self.master.start(self._plan, new_run=False)
 

@@ -5,7 +5,9 @@ as it is. :func:`install` puts modules named ``locust``,
 ``locust.env`` and ``locust.event`` into ``sys.modules`` of the aiotest
 process, holding aiotest's implementation of Locust's names, so a
 locustfile's imports find them even when the real Locust is installed
-next to aiotest (which that process then never imports).
+next to aiotest (which that process then never imports). ``gevent`` and
+its ``lock``, ``event``, ``pool``, ``queue`` and ``monkey`` modules are
+replaced the same way, by :mod:`aiotest.gevent_api`.
 
 Locust's users are blocking-style: ``self.client.get("/")`` returns the
 response. Here each such user runs its tasks in a greenlet inside its
@@ -16,21 +18,26 @@ while the other users go on.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime
 import json as jsonlib
+import os
+import re
 import sys
+import time
+import traceback
 from collections.abc import Iterator, Mapping
 from types import ModuleType, TracebackType
 from typing import Any
 
+from . import _bridge, gevent_api
 from ._core import __version__
 from .env import Environment
 from .events import EventHook, Events, events
 from .exceptions import (
     AiotestError,
-    ConfigError,
     InterruptTaskSet,
     RescheduleTask,
     RescheduleTaskImmediately,
@@ -39,10 +46,11 @@ from .exceptions import (
     StopUser,
 )
 from .http import Headers, HttpSession, RequestContext, Response
-from .runner import LocalRunner
-from .shape import LoadTestShape
+from .lifecycle import LocalBackend, RunDriver, RunSpec
+from .runner import Runner
+from .shape import LoadStep, LoadTestShape
 from .sync import await_only, install_cooperative_sleep
-from .taskset import SequentialTaskSet, TaskSet, tag, task
+from .taskset import MarkovTaskSet, SequentialTaskSet, TaskSet, tag, task, transition, transitions
 from .user import AsyncHttpUser, User
 from .wait_time import between, constant, constant_pacing, constant_throughput
 
@@ -54,6 +62,82 @@ STATE_CLEANUP, STATE_STOPPING, STATE_STOPPED, STATE_MISSING = (
     "stopped",
     "missing",
 )
+
+
+class HTTPError(AiotestError):
+    """``raise_for_status()`` of a failed request (``requests.HTTPError``)."""
+
+
+class CatchResponseError(AiotestError):
+    """Locust's ``CatchResponseError``. Unlike ``ResponseError``, raised in
+    a ``catch_response`` block it is not the request's failure: it goes on
+    out of the block, and the request is not recorded (as in Locust)."""
+
+
+class _RoleCheck(type):
+    """``isinstance(environment.runner, LocalRunner)`` and its siblings as
+    in Locust: true for the runner of that role (see ``Runner.role``)."""
+
+    role: str
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, Runner) and obj.role == cls.role
+
+
+class LocalRunner(metaclass=_RoleCheck):
+    """Locust's ``LocalRunner``, for ``isinstance`` checks: one process runs it all."""
+
+    role = "local"
+
+
+class MasterRunner(metaclass=_RoleCheck):
+    """Locust's ``MasterRunner``, for ``isinstance`` checks: the master."""
+
+    role = "master"
+
+
+class WorkerRunner(metaclass=_RoleCheck):
+    """Locust's ``WorkerRunner``, for ``isinstance`` checks: a worker."""
+
+    role = "worker"
+
+
+def run_single_user(
+    user_class: type[User],
+    include_length: bool = False,
+    include_time: bool = False,
+    include_context: bool = False,
+    include_payload: bool = False,
+    loglevel: str | None = "WARNING",
+    *,
+    run_time_s: float | None = None,
+    iterations: int | None = None,
+) -> None:
+    """Runs one user of ``user_class`` in this process, printing each
+    request, until Ctrl-C (or ``run_time_s``, or ``iterations`` tasks):
+    Locust's debugging helper."""
+
+    def show(request_type: str, name: str, response_time: float, **kw: Any) -> None:
+        parts = [f"{request_type:<8} {name}"]
+        if kw.get("exception"):
+            parts.append(f"failed: {kw['exception']}")
+        if include_time:
+            parts.append(f"{response_time:.1f} ms")
+        if include_length:
+            parts.append(f"{kw.get('response_length', 0)} bytes")
+        if include_context:
+            parts.append(str(kw.get("context")))
+        print("  ".join(parts), flush=True)
+
+    env = Environment(user_classes=[user_class])
+    env.events.request.add_listener(show)
+    spec = RunSpec(step=LoadStep(1, 1.0), run_time_s=run_time_s, iterations=iterations)
+    try:
+        _bridge.run(RunDriver(env, LocalBackend(env), spec).run(asyncio.Event()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        env.events.request.remove_listener(show)
 
 
 class SyncResponse:
@@ -128,8 +212,11 @@ class SyncResponse:
         return jsonlib.loads(self._response.content, **kwargs)
 
     def raise_for_status(self) -> None:
-        """Raises :class:`aiotest.ResponseError` when the request failed."""
-        self._response.raise_for_status()
+        """Raises :class:`HTTPError` when the request failed. As with
+        ``requests``, it is not a ``ResponseError``: raised in a
+        ``catch_response`` block, it goes on and nothing is recorded."""
+        if self._response.error is not None:
+            raise HTTPError(self._response.error)
 
     def success(self) -> None:
         """With ``catch_response=True``: record it as a success."""
@@ -219,11 +306,8 @@ class SyncHttpSession:
         ``proxies`` are accepted and have no effect yet.
 
         Raises:
-            ConfigError: ``files=`` (multipart uploads are not supported yet).
             ValueError: An unknown method or a bad timeout.
         """
-        if files is not None:
-            raise ConfigError("files= (multipart uploads) is not supported yet: send data= instead")
         if auth is not None or cookies:
             headers = dict(headers or {})
             if auth is not None:
@@ -244,6 +328,8 @@ class SyncHttpSession:
             timeout=timeout,
             allow_redirects=allow_redirects,
             catch_response=catch_response,
+            context=context,
+            files=files,
         )
         return SyncResponse(await_only(ctx), ctx)
 
@@ -326,19 +412,88 @@ class FastHttpUser(HttpUser):
             try:
                 yield r
             except AssertionError as exc:
-                r.failure(str(exc.args[0]) if exc.args else "Assertion failed")
+                r.failure(_assertion_failure(exc, r.text))
             except Exception as exc:
-                r.failure(f"{type(exc).__name__}: {exc}")
+                r.failure(_exception_failure(exc, r.text))
 
-    def rest_(self, method: str, url: str, **kwargs: Any) -> Any:
-        """Locust's alias of :meth:`rest`."""
-        return self.rest(method, url, **kwargs)
+    @contextlib.contextmanager
+    def rest_(
+        self, method: str, url: str, name: str | None = None, **kwargs: Any
+    ) -> Iterator[SyncResponse]:
+        """:meth:`rest` with a ``_=<ms since the epoch>`` query parameter
+        added, to get past caches; the stats name is ``url?_=...`` unless
+        ``name`` is given (Locust's ``rest_``)."""
+        separator = "&" if "?" in url else "?"
+        name = name or f"{url}{separator}_=..."
+        stamped = f"{url}{separator}_={int(time.time() * 1000)}"
+        with self.rest(method, stamped, name=name, **kwargs) as resp:
+            yield resp
+
+
+def _assertion_failure(exc: AssertionError, text: str) -> str:
+    """The failure text of an ``assert`` in a ``rest()`` block, as Locust
+    words it: its message, and the response's start when the message ends
+    with a comma."""
+    if not exc.args:
+        return "Assertion failed"
+    message = str(exc.args[0])
+    if message.endswith(","):
+        return f"{message[:-1]}, response was {text[:200]}"
+    return message
+
+
+def _exception_failure(exc: Exception, text: str) -> str:
+    """The failure text of another exception in a ``rest()`` block, as
+    Locust words it: the exception, where in the user's code, the response."""
+    frames = [
+        f"{_home_to_tilde(f.filename)}:{f.lineno} in {f.name}"
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename.startswith("/") and not f.filename.startswith(_PACKAGE_DIR)
+    ]
+    return f"{type(exc).__name__}: {exc} at {', '.join(frames)}. Response was {text[:200]}"
+
+
+def _home_to_tilde(path: str) -> str:
+    return re.sub(r"/((home|Users)/\w*)/", "~/", path)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _module(name: str, **names: Any) -> ModuleType:
     module = ModuleType(name)
     module.__dict__.update(names)
     return module
+
+
+def _gevent_modules() -> dict[str, ModuleType]:
+    """``gevent`` and the submodules locustfiles use, from :mod:`aiotest.gevent_api`."""
+    g = gevent_api
+    greenlets = dict(
+        Greenlet=g.Greenlet,
+        GreenletExit=g.GreenletExit,
+        Timeout=g.Timeout,
+        sleep=g.sleep,
+        spawn=g.spawn,
+        spawn_later=g.spawn_later,
+        joinall=g.joinall,
+        kill=g.kill,
+        killall=g.killall,
+    )
+    locks = dict(Semaphore=g.Semaphore, BoundedSemaphore=g.BoundedSemaphore, RLock=g.RLock)
+    return {
+        "gevent": _module("gevent", **greenlets),
+        "gevent.lock": _module("gevent.lock", **locks),
+        "gevent.event": _module("gevent.event", Event=g.Event),
+        "gevent.pool": _module("gevent.pool", Pool=g.Pool, Group=g.Group),
+        "gevent.queue": _module(
+            "gevent.queue", Queue=g.Queue, Empty=g.Empty, Full=g.Full, JoinableQueue=g.Queue
+        ),
+        "gevent.greenlet": _module("gevent.greenlet", Greenlet=g.Greenlet),
+        "gevent.monkey": _module(
+            "gevent.monkey", patch_all=g.patch_all, is_module_patched=g.is_module_patched
+        ),
+    }
 
 
 def install() -> None:
@@ -355,7 +510,7 @@ def install() -> None:
         RescheduleTask=RescheduleTask,
         RescheduleTaskImmediately=RescheduleTaskImmediately,
         ResponseError=ResponseError,
-        CatchResponseError=ResponseError,
+        CatchResponseError=CatchResponseError,
     )
     wait_time = _module(
         "locust.user.wait_time",
@@ -365,12 +520,21 @@ def install() -> None:
         constant_throughput=constant_throughput,
     )
     users = dict(User=User, HttpUser=HttpUser, FastHttpUser=FastHttpUser)
-    tasks = dict(task=task, tag=tag, TaskSet=TaskSet, SequentialTaskSet=SequentialTaskSet)
+    tasks = dict(
+        task=task,
+        tag=tag,
+        TaskSet=TaskSet,
+        SequentialTaskSet=SequentialTaskSet,
+        MarkovTaskSet=MarkovTaskSet,
+        transition=transition,
+        transitions=transitions,
+    )
     runners = _module(
         "locust.runners",
+        Runner=Runner,
         LocalRunner=LocalRunner,
-        MasterRunner=type("MasterRunner", (), {}),
-        WorkerRunner=type("WorkerRunner", (), {}),
+        MasterRunner=MasterRunner,
+        WorkerRunner=WorkerRunner,
         STATE_INIT=STATE_INIT,
         STATE_SPAWNING=STATE_SPAWNING,
         STATE_RUNNING=STATE_RUNNING,
@@ -384,6 +548,7 @@ def install() -> None:
         __version__=__version__,
         events=events,
         LoadTestShape=LoadTestShape,
+        run_single_user=run_single_user,
         between=between,
         constant=constant,
         constant_pacing=constant_pacing,
@@ -414,6 +579,13 @@ def install() -> None:
         ),
         "locust.env": _module("locust.env", Environment=Environment),
         "locust.event": _module("locust.event", EventHook=EventHook, Events=Events),
+        "locust.user.markov_taskset": _module(
+            "locust.user.markov_taskset",
+            MarkovTaskSet=MarkovTaskSet,
+            transition=transition,
+            transitions=transitions,
+        ),
+        **_gevent_modules(),
     }
     for name, module in modules.items():
         if any(other.startswith(name + ".") for other in modules):

@@ -4,8 +4,8 @@ share one path (Locust's ``Environment``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +17,7 @@ from .exceptions import ConfigError
 from .messages import MessageHandler, hub
 from .options import RunOptions
 from .result import StatsView
-from .runner import LocalRunner
+from .runner import LocalRunner, Runner
 from .shape import LoadTestShape
 from .user import AsyncHttpUser, TaskTable, User, task_table
 
@@ -73,7 +73,15 @@ class Environment:
         #: Set it (in a ``quitting`` listener, say) to end the process with
         #: this exit code rather than the run's own (Locust's attribute).
         self.process_exit_code: int | None = None
-        self.runner: LocalRunner | None = None
+        #: The process's runner (Locust's ``environment.runner``): set before
+        #: ``events.init`` fires, the same object for every run.
+        self.runner: Runner | None = None
+        #: The web UI server while it serves; None in a headless run (Locust's name).
+        self.web_ui: Any = None
+        #: Set by ``runner.stop()``/``quit()``: the current run ends.
+        self.stop_requested = asyncio.Event()
+        #: Set by ``runner.quit()``: the process ends after the run.
+        self.quit_requested = False
         self.configure(
             user_classes=user_classes,
             host=host,
@@ -144,11 +152,14 @@ class Environment:
         """An event listener raised: a user error of this run, and the run goes on."""
         if self.runner is not None:
             self.runner.record_error(exc, in_listener=True)
-            return
-        log.error("An event listener raised: %s: %s", type(exc).__name__, exc, exc_info=exc)
-        if self.engine is not None:
-            tb = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-            self.engine.record_error(f"{type(exc).__name__}: {exc}", tb, "master")
+        else:
+            log.error("An event listener raised: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+    def request_stop(self, *, quit_process: bool) -> None:
+        """Ends the current run (its reports are written); with
+        ``quit_process`` the process ends after it, web UI or not."""
+        self.quit_requested = self.quit_requested or quit_process
+        self.stop_requested.set()
 
     @property
     def stats(self) -> StatsView:
@@ -166,16 +177,19 @@ class Environment:
         and reports show it."""
         return host_summary(self.user_classes)
 
-    def register_message(self, name: str, handler: MessageHandler) -> None:
+    def register_message(
+        self, name: str, handler: MessageHandler, *, concurrent: bool = False
+    ) -> None:
         """Calls ``handler(environment=..., msg=CustomMessage)`` for each
         message of type ``name`` that reaches this process (Locust's
         ``runner.register_message``). Register in an ``events.init`` listener
-        or at module level, so master and workers both have it.
+        or at module level, so master and workers both have it. With
+        ``concurrent``, a blocking-style handler runs in a greenlet of its own.
 
         Raises:
             ConfigError: ``name`` already has a handler.
         """
-        hub.register(name, handler)
+        hub.register(name, handler, concurrent=concurrent)
 
     def send_message(self, name: str, data: Any = None, *, worker_index: int | None = None) -> None:
         """Sends ``data`` (any JSON value) as a message of type ``name``: from
@@ -197,19 +211,32 @@ class Environment:
         return table
 
     def create_local_runner(self, *, iterations: int | None = None) -> LocalRunner:
-        """Starts the engine (if none is in use yet) and returns a new runner
-        for this process's users, kept as :attr:`runner`.
+        """Starts the engine (if none is in use yet) and returns the runner
+        of this process's users, made ready for a new run: the one in
+        :attr:`runner` when there is one, else a new one kept there.
 
         Args:
             iterations: Total task executions before the run ends (``-i``).
+
+        Raises:
+            RuntimeError: The runner's last run is still going.
         """
         if self.engine is None or self.bridge is None:
             self.use_engine(Engine())
         assert self.engine is not None and self.bridge is not None
+        tables = {cls: self.task_table(cls) for cls in self.user_classes}
+        if isinstance(self.runner, LocalRunner):
+            self.runner.renew(
+                iterations=iterations,
+                user_classes=self.user_classes,
+                task_tables=tables,
+                stop_timeout_s=self.stop_timeout_s,
+            )
+            return self.runner
         self.runner = LocalRunner(
             environment=self,
             user_classes=self.user_classes,
-            task_tables={cls: self.task_table(cls) for cls in self.user_classes},
+            task_tables=tables,
             engine=self.engine,
             bridge=self.bridge,
             events=self.events,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ._core import Engine, RawResponse
@@ -117,11 +117,15 @@ class RequestEvent(EventHook):
     def has_listeners(self) -> bool:
         return bool(self._listeners)
 
-    def notify_response(self, raw: RawResponse, error: str | None) -> None:
+    def notify_response(
+        self, raw: RawResponse, error: str | None, context: Mapping[str, Any] | None = None
+    ) -> None:
         """Tells listeners (if any) of one HTTP request the engine finished,
         with Locust's arguments: ``response`` is the engine's response
         (``status_code``, ``content``, ``text``, ``headers``), ``context``
-        an empty dict, ``start_time`` when it was sent (Unix s)."""
+        the request's context (its ``context=`` over its user's
+        ``context()``; an empty dict when neither), ``start_time`` when it
+        was sent (Unix s)."""
         if self._listeners:
             response_time_ms = raw.response_time_us / 1000
             super().fire(
@@ -130,7 +134,7 @@ class RequestEvent(EventHook):
                 response_time=response_time_ms,
                 response_length=raw.content_bytes,
                 response=raw,
-                context={},
+                context=dict(context) if context else {},
                 exception=error,
                 start_time=time.time() - response_time_ms / 1000,
                 url=raw.url,
@@ -181,23 +185,41 @@ class Events:
     """The hooks of a test run (Locust's ``locust.events``, with its
     names and keyword arguments).
 
+    They fire where Locust fires them: "each process" means the local
+    process, the master and every worker.
+
     Attributes:
         init_command_line_parser: Before the command line is parsed;
             ``parser`` (:class:`aiotest.options.OptionParser`), to add options.
-        init: After the aiotestfile loads; ``environment``.
-        test_start: Before users spawn; ``environment``.
-        test_stopping: When the run starts stopping its users; ``environment``.
-        test_stop: After users stopped; ``environment``.
-        spawning_complete: When the target user count is reached; ``user_count``.
+        init: After the aiotestfile loads, with ``environment.runner``
+            set, in each process; ``environment``.
+        test_start: A run starts, before users spawn, in each process;
+            ``environment``.
+        test_stopping: The run starts stopping its users, in each process;
+            ``environment``.
+        test_stop: The users stopped, in each process; ``environment``.
+        spawning_complete: The target user count is reached (on a worker:
+            its share); ``user_count``.
         request: Every request; see :class:`RequestEvent`.
         user_error: An exception in a user's task; ``user_instance``
             (None here), ``exception``, ``tb``.
         reset_stats: The statistics were reset.
         quitting: Before the process exits; ``environment``.
         quit: The process is exiting; ``exit_code``.
-        report_to_master, worker_report, worker_connect, cpu_warning,
-        heartbeat_sent, heartbeat_received, usage_monitor: Locust's names,
-            so listeners register; aiotest does not fire them yet.
+        report_to_master: On a worker, every 3 s of a run and at its end;
+            ``client_id``, ``data`` (a dict: what listeners add goes to the
+            master, JSON values only).
+        worker_report: On the master, for each worker's non-empty
+            ``report_to_master`` data; ``client_id``, ``data``.
+        worker_connect: On the master, a worker joined; ``client_id``.
+        heartbeat_sent: On the master, a heartbeat went to a worker;
+            ``client_id``, ``timestamp`` (Unix s).
+        heartbeat_received: On a worker, a heartbeat came from the master;
+            ``client_id``, ``timestamp``.
+        usage_monitor: Every 5 s in each process; ``environment``,
+            ``cpu_usage`` (% of one core), ``memory_usage`` (RSS bytes).
+        cpu_warning: With ``usage_monitor``, when the CPU is above 90 %;
+            ``environment``, ``cpu_usage``.
     """
 
     def __init__(self) -> None:

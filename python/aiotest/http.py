@@ -9,7 +9,9 @@ or a timeout.
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import Generator, Iterator, Mapping
+import os
+import secrets
+from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +29,44 @@ def _with_default(pairs: dict[str, str], key: str, value: str) -> dict[str, str]
     if any(k.lower() == lower for k in pairs):
         return pairs
     return {**pairs, key: value}
+
+
+def multipart_body(fields: Mapping[str, Any] | None, files: Mapping[str, Any]) -> tuple[str, bytes]:
+    """A ``multipart/form-data`` body (RFC 7578) of ``fields`` (name ->
+    value) and ``files`` in ``requests``' shapes: name -> a file object,
+    bytes, ``(filename, content)`` or ``(filename, content, content_type)``,
+    where content is bytes, str or a file object. Returns the Content-Type
+    (with its boundary) and the body."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
+
+    def part(disposition: str, content: bytes, content_type: str | None) -> None:
+        head = f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        parts.append(head.encode() + b"\r\n" + content + b"\r\n")
+
+    for name, value in (fields or {}).items():
+        part(f'name="{_quoted(name)}"', str(value).encode(), None)
+    for name, spec in files.items():
+        filename, content, content_type = name, spec, "application/octet-stream"
+        if isinstance(spec, tuple):
+            filename, content = spec[0], spec[1]
+            content_type = spec[2] if len(spec) > 2 else content_type
+        elif hasattr(spec, "read"):
+            filename = os.path.basename(getattr(spec, "name", name))
+        if hasattr(content, "read"):
+            content = content.read()
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        disposition = f'name="{_quoted(name)}"; filename="{_quoted(str(filename))}"'
+        part(disposition, data, content_type)
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def _quoted(text: str) -> str:
+    """A form-data parameter value: quotes and line breaks escaped (RFC 7578 §2)."""
+    return text.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
 class Headers(Mapping[str, str]):
@@ -163,12 +203,28 @@ class RequestContext:
     """What ``session.get(...)`` returns: await it for the :class:`Response`,
     or use it with ``async with``, which ``catch_response=True`` needs."""
 
-    __slots__ = ("_catch", "_entered", "_recorded", "_response", "_result", "_session", "_spec")
+    __slots__ = (
+        "_catch",
+        "_context",
+        "_entered",
+        "_recorded",
+        "_response",
+        "_result",
+        "_session",
+        "_spec",
+    )
 
-    def __init__(self, session: HttpSession, spec: RequestSpec, catch_response: bool) -> None:
+    def __init__(
+        self,
+        session: HttpSession,
+        spec: RequestSpec,
+        catch_response: bool,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
         self._session = session
         self._spec = spec
         self._catch = catch_response
+        self._context = context
         self._response: Response | None = None
         self._entered = False
         self._result: str | bool | None = False  # False: not decided by user code
@@ -178,7 +234,7 @@ class RequestContext:
         # A plain generator rather than a coroutine: one object fewer on the
         # hot path of every request.
         session = self._session
-        waiter = session._bridge.submit(session._core, self._spec)
+        waiter = session._bridge.submit(session._core, self._spec, self._context)
         # As asyncio's Future.__await__ does: the task sees the awaitable,
         # sleeps until the engine's turn resolves it, then steps on here.
         yield waiter
@@ -218,7 +274,7 @@ class RequestContext:
             return
         self._recorded = True
         err = None if error is False or error is None else str(error)
-        self._session._bridge.record(raw, err)
+        self._session._bridge.record(raw, err, self._context)
 
 
 class HttpSession:
@@ -245,6 +301,9 @@ class HttpSession:
         #: Open workload model: how late (µs) the current iteration started,
         #: so each request is also recorded corrected for coordinated omission.
         self.intended_lag_us: int | None = None
+        #: The user's ``context()``, when its class defines one: called for
+        #: each request, merged under the request's own ``context=``.
+        self.user_context: Callable[[], Mapping[str, Any]] | None = None
 
     def request(
         self,
@@ -259,6 +318,8 @@ class HttpSession:
         timeout: float | None = None,
         allow_redirects: bool = True,
         catch_response: bool = False,
+        context: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> RequestContext:
         """Builds a request; await the result or use it with ``async with``.
 
@@ -275,6 +336,10 @@ class HttpSession:
             allow_redirects: Follow up to 10 redirects.
             catch_response: Let user code decide success or failure with
                 ``resp.success()`` / ``resp.failure(reason)``.
+            context: Values the ``request`` listeners get as ``context``
+                (Locust's request context), over the user's ``context()``.
+            files: Files to upload as ``multipart/form-data``, with ``data``
+                (a mapping) as its other fields; see :func:`multipart_body`.
 
         Raises:
             ValueError: An unknown HTTP method, or a ``timeout`` that is not
@@ -286,7 +351,10 @@ class HttpSession:
             target = f"{url}{'&' if '?' in url else '?'}{query}"
         pairs = {**self.headers, **headers} if headers else self.headers
         body: bytes | None = None
-        if json is not None:
+        if files:
+            content_type, body = multipart_body(data if isinstance(data, Mapping) else None, files)
+            pairs = {**pairs, "Content-Type": content_type}
+        elif json is not None:
             body = jsonlib.dumps(json).encode()
             pairs = _with_default(pairs, "Content-Type", "application/json")
         elif data is not None:
@@ -306,7 +374,10 @@ class HttpSession:
             record=not catch_response,
             intended_lag_us=self.intended_lag_us,
         )
-        return RequestContext(self, spec, catch_response)
+        user_context = self.user_context
+        if user_context is not None:
+            context = {**user_context(), **context} if context else user_context()
+        return RequestContext(self, spec, catch_response, context)
 
     def get(self, url: str, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)

@@ -32,7 +32,7 @@ from .exceptions import AiotestError
 from .open_model import follow_arrival_stages
 from .options import ArrivalStage, RunOptions
 from .report import RunFacts, console, finish_run
-from .runner import LocalRunner
+from .runner import LocalRunner, monitor_usage
 from .shape import LoadStep, LoadTestShape, follow_shape, unpack_step
 
 log = logging.getLogger("aiotest.run")
@@ -221,7 +221,7 @@ class LocalBackend(Backend):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._spawn
         if self.runner is not None:
-            await self.runner.stop()
+            await self.runner.stop_users()
 
     @property
     def state(self) -> str:
@@ -355,9 +355,10 @@ class RunDriver:
         returns the outcome with the final statistics."""
         env, backend, spec = self.env, self.backend, self.spec
         reset_feeders()
+        # runner.stop()/quit() from user code end this run.
+        env.stop_requested = asyncio.Event()
         backend.prepare(iterations=spec.iterations)
         backend.on_spawned = self._spawned
-        env.events.test_start.fire(environment=env)
         shape_done, arrivals_done = asyncio.Event(), asyncio.Event()
         run_time_s, first = spec.run_time_s, None
         if spec.shape is not None:
@@ -369,11 +370,14 @@ class RunDriver:
             else:
                 self._step = unpack_step(first)
             run_time_s = None
+        if env.runner is not None:  # Locust's listeners read it at test_start
+            env.runner.target_user_count = self._step.users
+        env.events.test_start.fire(environment=env)
         stages = spec.arrival_stages
         await backend.start(self._step, arrival_rate_per_s=stages[0].rate_per_s if stages else None)
         self._running = True
         failed = asyncio.Event()
-        background = [asyncio.create_task(self._tick())]
+        background = [asyncio.create_task(self._tick()), asyncio.create_task(monitor_usage(env))]
         if self._live is not None:
             background.append(asyncio.create_task(self._show_live(self._live)))
         if spec.shape is not None and not shape_done.is_set():
@@ -388,6 +392,7 @@ class RunDriver:
             asyncio.create_task(shape_done.wait()): StopReason.SHAPE_ENDED,
             asyncio.create_task(arrivals_done.wait()): StopReason.ARRIVAL_STAGES_ENDED,
             asyncio.create_task(stop.wait()): StopReason.STOPPED,
+            asyncio.create_task(env.stop_requested.wait()): StopReason.STOPPED,
         }
         reason = StopReason.RUN_TIME
         try:

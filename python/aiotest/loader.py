@@ -67,6 +67,41 @@ def load_aiotestfile(path: str) -> ModuleType:
     return module
 
 
+def aiotestfile_paths(spec: str) -> list[str]:
+    """The files ``-f`` names, as Locust reads it: a comma-separated list,
+    each a ``.py`` file or a folder, which stands for the ``.py`` files
+    under it (recursively, in name order, without those starting with
+    ``_``). A path that does not exist is kept, for the load to report."""
+    paths: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if os.path.isdir(part):
+            for root, dirs, files in sorted(os.walk(part)):
+                dirs.sort()
+                paths += [
+                    os.path.join(root, f)
+                    for f in sorted(files)
+                    if f.endswith(".py") and not f.startswith("_")
+                ]
+        else:
+            paths.append(part)
+    return paths
+
+
+def load_aiotestfiles(spec: str) -> list[ModuleType]:
+    """Imports every file ``-f`` names (see :func:`aiotestfile_paths`).
+
+    Raises:
+        AiotestFileError: As :func:`load_aiotestfile`, or a folder with no
+            ``.py`` file.
+    """
+    paths = aiotestfile_paths(spec)
+    if not paths:
+        raise AiotestFileError(f"-f {spec!r} names no .py file: give a file or a folder of them")
+    return [load_aiotestfile(p) for p in paths]
+
+
 def user_classes_in(module: ModuleType) -> list[type[User]]:
     """The concrete (non-abstract) user classes a module defines or imports,
     in the order they appear."""

@@ -11,19 +11,26 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from . import _bridge, cluster, compat, lifecycle, web, worker
+from . import _bridge, cluster, compat, gevent_api, lifecycle, web, worker
 from ._core import DemoTarget, parse_options
 from .config import config_file_values
 from .env import Environment
 from .events import events
 from .exceptions import AiotestError, ConfigError
-from .loader import load_aiotestfile, select_user_classes, shape_classes_in, user_classes_in
+from .loader import (
+    aiotestfile_paths,
+    load_aiotestfile,
+    load_aiotestfiles,
+    select_user_classes,
+    shape_classes_in,
+    user_classes_in,
+)
 from .options import OptionParser, RunOptions, locust_variables, resolve_aiotestfile
 from .report import check_output_paths, collect_checks
-from .shape import shape_from_options
+from .shape import LoadTestShape, shape_from_options
 from .user import User
 
 log = logging.getLogger("aiotest.main")
@@ -66,13 +73,20 @@ def run_cli(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     if opts.worker:
-        return _bridge.run(_run_workers(classes, opts))
+        return _bridge.run(_in_loop(_run_workers(classes, opts)))
     assert env is not None
     if opts.processes:
-        return _bridge.run(_run_with_local_workers(env, opts, checks))
+        return _bridge.run(_in_loop(_run_with_local_workers(env, opts, checks)))
     if opts.master:
-        return _bridge.run(_run_master(env, opts, checks))
-    return _bridge.run(_run_local(env, opts, checks))
+        return _bridge.run(_in_loop(_run_master(env, opts, checks)))
+    return _bridge.run(_in_loop(_run_local(env, opts, checks)))
+
+
+async def _in_loop(run: Awaitable[int]) -> int:
+    """Runs ``run`` once the loop is up, with the greenlets the aiotestfile
+    spawned before (``gevent.spawn`` in an ``init`` listener) started."""
+    gevent_api.start_pending()
+    return await run
 
 
 def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
@@ -114,11 +128,12 @@ def _custom_option_parser(
     args = argv[1:]
     if args[:1] == ["demo-target"]:
         return parser
-    path = resolve_aiotestfile(args, os.environ, file_values)
-    if not os.path.isfile(path):
+    paths = aiotestfile_paths(resolve_aiotestfile(args, os.environ, file_values))
+    if not all(os.path.isfile(p) for p in paths):
         return parser
     try:
-        load_aiotestfile(path)
+        for path in paths:
+            load_aiotestfile(path)
     except AiotestError:
         if any(a in ("-h", "--help", "-V", "--version") for a in args):
             return parser
@@ -128,8 +143,10 @@ def _custom_option_parser(
 
 
 def _load_classes(opts: RunOptions) -> list[type[User]]:
-    module = load_aiotestfile(opts.aiotestfile)
-    return select_user_classes(user_classes_in(module), list(opts.user_classes), opts.aiotestfile)
+    found: dict[type[User], None] = {}
+    for module in load_aiotestfiles(opts.aiotestfile):
+        found.update(dict.fromkeys(user_classes_in(module)))
+    return select_user_classes(list(found), list(opts.user_classes), opts.aiotestfile)
 
 
 def _environment(opts: RunOptions, classes: list[type[User]]) -> Environment:
@@ -146,7 +163,17 @@ def _environment(opts: RunOptions, classes: list[type[User]]) -> Environment:
         # The web UI's start form may supply the host.
         require_host=opts.headless or opts.autostart,
     )
-    env.shape = shape_from_options(opts, shape_classes_in(load_aiotestfile(opts.aiotestfile)))
+    shapes: dict[type[LoadTestShape], None] = {}
+    for module in load_aiotestfiles(opts.aiotestfile):
+        shapes.update(dict.fromkeys(shape_classes_in(module)))
+    env.shape = shape_from_options(opts, list(shapes))
+    # `init` listeners see the runner, as in Locust.
+    if opts.master or opts.processes:
+        env.runner = cluster.MasterRunner(env)
+    else:
+        env.create_local_runner()
+    if env.shape is not None:
+        env.shape.runner = env.runner
     events.init.fire(environment=env)
     return env
 

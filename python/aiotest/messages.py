@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ConfigError
+from .sync import SyncRunner
 
 log = logging.getLogger("aiotest.messages")
 
@@ -46,18 +47,28 @@ class MessageHub:
 
     def __init__(self) -> None:
         self._handlers: dict[str, MessageHandler] = {}
+        self._concurrent: set[str] = set()
         self._send: Callable[[str, str, int | None], None] | None = None
         #: "master", "worker", or None in local mode.
         self.role: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def register(self, name: str, handler: MessageHandler) -> None:
-        """Raises ConfigError when ``name`` already has a handler."""
+    def register(self, name: str, handler: MessageHandler, *, concurrent: bool = False) -> None:
+        """Registers ``handler`` for messages of type ``name``. A plain
+        handler runs before the next message is handled; with
+        ``concurrent`` (Locust's flag) it runs in a greenlet of its own, so
+        its ``gevent.sleep``/``time.sleep`` waits let the rest go on.
+
+        Raises:
+            ConfigError: ``name`` already has a handler, or it is not callable.
+        """
         if not callable(handler):
             raise ConfigError(f"register_message({name!r}, ...) needs a function as its handler")
         if name in self._handlers:
             raise ConfigError(f"a handler for message type {name!r} is already registered")
         self._handlers[name] = handler
+        if concurrent:
+            self._concurrent.add(name)
 
     def has_handler(self, name: str) -> bool:
         return name in self._handlers
@@ -86,8 +97,12 @@ class MessageHub:
                 "No handler for custom message %r: register one with register_message", name
             )
             return
+        msg = CustomMessage(name, data, node_id)
         try:
-            result = handler(environment=environment, msg=CustomMessage(name, data, node_id))
+            if name in self._concurrent and not inspect.iscoroutinefunction(handler):
+                result = SyncRunner().call(lambda: handler(environment=environment, msg=msg))
+            else:
+                result = handler(environment=environment, msg=msg)
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)

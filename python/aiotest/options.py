@@ -41,6 +41,12 @@ class CustomOption:
     env_var: str | None
     flag: bool
     choices: Sequence[Any] | None
+    #: Locust's web UI hints: shown in the start form, masked, required,
+    #: several values (a comma-separated list on the command line).
+    include_in_web_ui: bool = True
+    is_secret: bool = False
+    is_required: bool = False
+    is_multiple: bool = False
 
 
 class OptionParser:
@@ -60,9 +66,18 @@ class OptionParser:
         action: str | None = None,
         choices: Sequence[Any] | None = None,
         dest: str | None = None,
+        include_in_web_ui: bool = True,
+        is_secret: bool = False,
+        is_required: bool = False,
+        is_multiple: bool = False,
         **_ignored: Any,
     ) -> None:
-        """Declares ``--name``. ``action="store_true"`` makes a flag.
+        """Declares ``--name``. ``action="store_true"`` makes a flag; with
+        ``is_multiple`` a value is a comma-separated list (``--endpoints
+        a,b``), each item checked against ``choices``. ``include_in_web_ui``,
+        ``is_secret`` and ``is_required`` are Locust's hints for its web UI,
+        kept on the option. A default is not checked against ``choices``
+        (argparse's habit: ``default=["a"]`` with ``choices="abc"``).
 
         Raises:
             ConfigError: No ``--long`` name, or an action other than
@@ -89,6 +104,10 @@ class OptionParser:
                 env_var=env_var,
                 flag=flag,
                 choices=choices,
+                include_in_web_ui=include_in_web_ui,
+                is_secret=is_secret,
+                is_required=is_required,
+                is_multiple=is_multiple,
             )
         )
 
@@ -111,16 +130,20 @@ class OptionParser:
         for o in self.options:
             given = raw.get(o.long.replace("-", "_"))
             if given is None or o.flag:
-                value = given if o.flag else o.default
-            else:
+                out[o.dest] = given if o.flag else o.default
+                continue
+            items = [i.strip() for i in str(given).split(",")] if o.is_multiple else [given]
+            values = []
+            for item in items:
                 try:
-                    value = o.type(given)
+                    value = o.type(item)
                 except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"--{o.long} {given!r}: {exc}: give a valid value") from None
-            if o.choices is not None and value is not None and value not in o.choices:
-                choices = ", ".join(map(str, o.choices))
-                raise ConfigError(f"--{o.long} {value!r}: pick one of {choices}")
-            out[o.dest] = value
+                    raise ConfigError(f"--{o.long} {item!r}: {exc}: give a valid value") from None
+                if o.choices is not None and value not in o.choices:
+                    choices = ", ".join(map(str, o.choices))
+                    raise ConfigError(f"--{o.long} {value!r}: pick one of {choices}")
+                values.append(value)
+            out[o.dest] = values if o.is_multiple else values[0]
         return out
 
 
@@ -226,7 +249,7 @@ class RunOptions:
         if values.get("test_plan"):
             values["test_plan"] = tuple(PlanStage(**s) for s in values["test_plan"])
         values["custom_options"] = MappingProxyType(dict(custom_options))
-        return cls(**values)
+        return cls(**values).with_html_file_expanded()
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes``; ``custom_options`` given as a mapping is
@@ -237,11 +260,37 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
     def __getattr__(self, name: str) -> Any:
-        # Only called for names that are not fields: the custom options.
+        # Only called for names that are not fields: the custom options,
+        # then Locust's names for ours.
         custom = self.__dict__.get("custom_options", {})
         if name in custom:
             return custom[name]
+        if name in LOCUST_OPTION_NAMES:
+            return getattr(self, LOCUST_OPTION_NAMES[name])
         raise AttributeError(f"no option named {name!r}")
+
+    def with_html_file_expanded(self) -> RunOptions:
+        """``--html`` with Locust's tags replaced: ``{u}`` the user count,
+        ``{r}`` the spawn rate, ``{t}`` the run time in s (each a whole
+        number; a tag whose value is unset stays)."""
+        if not self.html_file:
+            return self
+        path = self.html_file
+        for tag, value in (("{u}", self.users), ("{r}", self.spawn_rate), ("{t}", self.run_time_s)):
+            if value is not None:
+                path = path.replace(tag, str(int(value)))
+        return self.replace(html_file=path)
+
+
+#: Locust's ``parsed_options`` attribute names that differ from ours.
+LOCUST_OPTION_NAMES = {
+    "num_users": "users",
+    "run_time": "run_time_s",
+    "locustfile": "aiotestfile",
+    "stop_timeout": "stop_timeout_s",
+    "autoquit": "autoquit_s",
+    "expect_workers_max_wait": "expect_workers_max_wait_s",
+}
 
 
 def resolve_aiotestfile(

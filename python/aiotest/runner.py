@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,10 +28,147 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # target served is also what the statistics hold.
 _IN_FLIGHT_GRACE_S = 5.0
 
+#: Seconds between ``usage_monitor`` events (Locust's CPU_MONITOR_INTERVAL).
+USAGE_INTERVAL_S = 5.0
+#: CPU % of one core above which ``cpu_warning`` fires (Locust's CPU_WARNING_THRESHOLD).
+CPU_WARNING_PERCENT = 90.0
 
-class LocalRunner:
+
+class ProcessLoad:
+    """This process's CPU (% of one core since the last sample) and RSS
+    (bytes, from ``/proc/self/statm``; 0 where there is none)."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time()
+        self._wall = time.monotonic()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        #: The last sample: (cpu_percent, rss_bytes).
+        self.last = (0.0, 0)
+
+    def sample(self) -> tuple[float, int]:
+        cpu, wall = time.process_time(), time.monotonic()
+        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._cpu, self._wall = cpu, wall
+        try:
+            with open("/proc/self/statm") as fh:
+                rss = int(fh.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            rss = 0
+        self.last = (percent, rss)
+        return self.last
+
+
+async def monitor_usage(environment: Any, load: ProcessLoad | None = None) -> None:
+    """Fires ``usage_monitor`` (``environment``, ``cpu_usage`` in %,
+    ``memory_usage`` in bytes) every :data:`USAGE_INTERVAL_S`, and
+    ``cpu_warning`` (``environment``, ``cpu_usage``) when the CPU is above
+    :data:`CPU_WARNING_PERCENT`, warning in the log once, as Locust does.
+    With a ``load`` another loop samples, its last sample is used."""
+    own = load is None
+    load = load or ProcessLoad()
+    warned = False
+    while True:
+        await asyncio.sleep(USAGE_INTERVAL_S)
+        cpu, rss = load.sample() if own else load.last
+        events = environment.events
+        events.usage_monitor.fire(environment=environment, cpu_usage=cpu, memory_usage=rss)
+        if cpu > CPU_WARNING_PERCENT:
+            events.cpu_warning.fire(environment=environment, cpu_usage=cpu)
+            if not warned:
+                warned = True
+                log.warning(
+                    "CPU usage above %g%%: the figures may be skewed; spread the load over "
+                    "more processes (--processes or workers)",
+                    CPU_WARNING_PERCENT,
+                )
+
+
+class Runner:
+    """What every process's ``environment.runner`` offers user code, with
+    Locust's names: the local runner, a worker's and the master's.
+
+    Attributes:
+        role: ``"local"``, ``"worker"`` or ``"master"`` (``isinstance``
+            against Locust's ``LocalRunner``, ``WorkerRunner`` and
+            ``MasterRunner`` reads it).
+        state: ``ready``, ``spawning``, ``running``, ``stopping`` or
+            ``stopped`` (Locust's ``STATE_*`` values).
+        target_user_count: The users the current run asks for (None before
+            the first run).
+        worker_index: This process's place among the workers (0 when local).
+        worker_count: Workers in the run (1 when local).
+    """
+
+    role = "local"
+    state = "ready"
+    worker_index = 0
+    worker_count = 1
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.target_user_count: int | None = None
+
+    @property
+    def user_count(self) -> int:
+        """Users running now."""
+        return 0
+
+    @property
+    def client_id(self) -> str:
+        """This process's id (Locust's ``client_id``)."""
+        return "local"
+
+    @property
+    def clients(self) -> dict[str, Any]:
+        """The master's workers by id (Locust's ``clients``); empty elsewhere."""
+        return {}
+
+    @property
+    def stats(self) -> StatsView:
+        """The statistics now, with Locust's names (``runner.stats``)."""
+        return StatsView.from_snapshot(self.environment.engine.snapshot())
+
+    def stop(self) -> None:
+        """Ends the current run, which then writes its reports."""
+        self.environment.request_stop(quit_process=False)
+
+    def quit(self) -> None:
+        """Ends the current run and then the process (with the web UI too)."""
+        self.environment.request_stop(quit_process=True)
+
+    def register_message(self, name: str, handler: Any, concurrent: bool = False) -> None:
+        """Locust's spelling of :meth:`Environment.register_message`."""
+        hub.register(name, handler, concurrent=concurrent)
+
+    def send_message(self, name: str, data: Any = None, client_id: Any = None) -> None:
+        """Locust's spelling of :meth:`Environment.send_message`;
+        ``client_id`` is a worker's id or index (the master only)."""
+        hub.send(self.environment, name, data, None)
+
+    def record_error(self, exc: BaseException, *, in_listener: bool = False) -> None:
+        """Records an exception from user code among the run's errors."""
+        message, tb = f"{type(exc).__name__}: {exc}", user_traceback(exc)
+        log.error("Error in user code: %s\n%s", message, tb)
+        engine = self.environment.engine
+        if engine is not None:
+            engine.record_error(message, tb, self.client_id)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback without aiotest's own frames: where in the
+    user's code it happened."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_PACKAGE_DIR)
+    ]
+    return "".join(traceback.format_list(frames)).rstrip()
+
+
+class LocalRunner(Runner):
     """Spawns and stops the users of one process; each of its users sees it
-    as their :class:`aiotest.user.UserContext`.
+    as their :class:`aiotest.user.UserContext`. One per process, for every
+    run (:meth:`renew`).
 
     Args:
         environment: The run object, handed to each user (``self.environment``).
@@ -61,13 +199,48 @@ class LocalRunner:
         stop_timeout_s: float = 0.0,
         iterations: int | None = None,
     ) -> None:
-        self.environment = environment
+        super().__init__(environment)
         self.user_classes = list(user_classes)
         self._task_tables = task_tables
         self.engine = engine
         self.bridge: EngineBridge | None = bridge
         self.events = events
         self.stop_timeout_s = stop_timeout_s
+        # One bound method for every task's done callback (no object per user).
+        self._on_user_done = self._user_done
+        self._errors_logged: set[tuple[str, str]] = set()
+        #: Called with (message, traceback) for each distinct error in user
+        #: code, the first time it happens (a worker forwards it to the master).
+        self.on_new_error: Callable[[str, str], None] | None = None
+        #: Where errors happen, for the exceptions report: a worker's id.
+        self.node = "local"
+        self.state = "ready"
+        #: The open workload model's arrivals, when ``--arrival-rate`` is set.
+        self.open_model: OpenModel | None = None
+        self.renew(iterations=iterations)
+
+    def renew(
+        self,
+        *,
+        iterations: int | None = None,
+        user_classes: Sequence[type[User]] | None = None,
+        task_tables: Mapping[type[User], TaskTable] | None = None,
+        stop_timeout_s: float | None = None,
+    ) -> None:
+        """Makes the runner ready for a new run: no users, no task runs,
+        ``iterations`` to go, and the classes given (the same ones when None).
+
+        Raises:
+            RuntimeError: Users of the last run are still running.
+        """
+        if self.state not in ("ready", "stopped"):
+            raise RuntimeError(f"a runner that is {self.state} cannot start a new run")
+        if user_classes is not None:
+            self.user_classes = list(user_classes)
+        if task_tables is not None:
+            self._task_tables = task_tables
+        if stop_timeout_s is not None:
+            self.stop_timeout_s = stop_timeout_s
         self.state = "ready"
         self.task_runs = 0
         self.iterations = iterations
@@ -81,23 +254,15 @@ class LocalRunner:
         self._users: dict[type[User], dict[asyncio.Task[None], User]] = {
             cls: {} for cls in self.user_classes
         }
-        # One bound method for every task's done callback (no object per user).
-        self._on_user_done = self._user_done
-        #: This process's place in the cluster (0 of 1 in local mode).
-        self.worker_index = 0
-        self.worker_count = 1
-        self._errors_logged: set[tuple[str, str]] = set()
-        #: Called with (message, traceback) for each distinct error in user
-        #: code, the first time it happens (a worker forwards it to the master).
-        self.on_new_error: Callable[[str, str], None] | None = None
-        #: Where errors happen, for the exceptions report: a worker's id.
-        self.node = "local"
-        #: The open workload model's arrivals, when ``--arrival-rate`` is set.
-        self.open_model: OpenModel | None = None
+        self.open_model = None
 
     @property
     def user_count(self) -> int:
         return sum(len(v) for v in self._users.values())
+
+    @property
+    def client_id(self) -> str:
+        return self.node
 
     def user_classes_count(self) -> dict[str, int]:
         """Running users per class name."""
@@ -156,6 +321,7 @@ class LocalRunner:
             running = {u.user_index for u in self._users[cls].values() if not u.stop_requested}
             fresh.append([i for i in indexes if i not in running][::-1])
         order = spawn_order([len(f) for f in fresh])
+        self.target_user_count = sum(len(indexes) for indexes in wanted)
         self.state = "spawning"
         loop = asyncio.get_running_loop()
         bridge = self.bridge
@@ -200,7 +366,7 @@ class LocalRunner:
             self.open_model = OpenModel(self, rate_per_s)
 
     def _spawn(self, cls: type[User], loop: asyncio.AbstractEventLoop, user_index: int) -> None:
-        user = cls(self.environment, user_index=user_index, context=self)
+        user = cls.create(self.environment, user_index=user_index, context=self)
         open_model = self.open_model
         life = user.run() if open_model is None else user.run_pooled(open_model.next_turn)
         task = loop.create_task(life, name=f"{cls.__name__}-{user.user_index}")
@@ -227,7 +393,7 @@ class LocalRunner:
         if user.request_stop(force=force):
             task.cancel()
 
-    async def stop(self) -> None:
+    async def stop_users(self) -> None:
         """Stops every user: those waiting at once, those in a task after at
         most the stop timeout. Then waits (briefly) for requests already sent,
         so they are recorded."""
@@ -257,15 +423,6 @@ class LocalRunner:
             self.bridge.detach()
         self.state = "stopped"
 
-    def register_message(self, name: str, handler: Any) -> None:
-        """Locust's spelling of :meth:`Environment.register_message`."""
-        hub.register(name, handler)
-
-    def send_message(self, name: str, data: Any = None, client_id: int | None = None) -> None:
-        """Locust's spelling of :meth:`Environment.send_message`;
-        ``client_id`` is the worker index."""
-        hub.send(self.environment, name, data, client_id)
-
     def claim_iteration(self) -> bool:
         """Reserves one task execution; False once ``iterations`` are all
         reserved, which tells the user to stop."""
@@ -291,13 +448,7 @@ class LocalRunner:
         """Records an exception from user code with its traceback; logs each
         distinct cause once. One from a task (not from an event listener,
         ``in_listener``) also fires ``user_error``."""
-        message = f"{type(exc).__name__}: {exc}"
-        frames = [
-            f
-            for f in traceback.extract_tb(exc.__traceback__)
-            if not f.filename.startswith(_PACKAGE_DIR)
-        ]
-        tb = "".join(traceback.format_list(frames)).rstrip()
+        message, tb = f"{type(exc).__name__}: {exc}", user_traceback(exc)
         self.engine.record_error(message, tb, self.node)
         key = (message, tb)
         if key not in self._errors_logged:
@@ -307,11 +458,6 @@ class LocalRunner:
                 self.on_new_error(message, tb)
         if not in_listener:
             self.events.user_error.fire(user_instance=None, exception=exc, tb=exc.__traceback__)
-
-    @property
-    def stats(self) -> StatsView:
-        """The statistics now, with Locust's names (``runner.stats``)."""
-        return StatsView.from_snapshot(self.engine.snapshot())
 
     def task_table(self, cls: type[User]) -> TaskTable:
         """``cls``'s tasks after tag filtering (see :func:`aiotest.user.task_table`)."""

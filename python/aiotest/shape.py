@@ -35,9 +35,15 @@ TICK_INTERVAL_S = 1.0
 
 
 class LoadTestShape:
-    """Subclass it and override :meth:`tick`."""
+    """Subclass it and override :meth:`tick`.
+
+    Attributes:
+        runner: The process's runner (``environment.runner``), set before
+            the run starts; None until then.
+    """
 
     abstract = True
+    runner: Any = None
 
     def __init__(self) -> None:
         self.start_time = time.monotonic()
@@ -53,6 +59,10 @@ class LoadTestShape:
     def get_run_time(self) -> float:
         """Seconds since the run started."""
         return time.monotonic() - self.start_time
+
+    def get_current_user_count(self) -> int:
+        """Users running now (Locust's name)."""
+        return int(self.runner.user_count) if self.runner is not None else 0
 
     def tick(self) -> ShapeStep:
         """The load for now: ``(users, spawn_rate)``, optionally with the

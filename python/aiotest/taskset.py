@@ -11,6 +11,7 @@ entering a task set is not one.
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from types import CoroutineType
@@ -27,6 +28,8 @@ from .sync import await_only
 
 F = TypeVar("F", bound=Callable[..., Any])
 TaskFn = Callable[[Any], Any]
+
+log = logging.getLogger("aiotest.taskset")
 
 
 def task(weight: int | F = 1) -> Any:
@@ -282,4 +285,106 @@ class SequentialTaskSet(TaskSet):
             return super().get_next_task()
         fn = self._order[self._next % len(self._order)]
         self._next += 1
+        return fn
+
+
+def transition(func_name: str, weight: int = 1) -> Callable[[F], F]:
+    """Adds one edge of a :class:`MarkovTaskSet`'s chain: after this task,
+    go to the task named ``func_name`` with relative ``weight``. Stack it
+    for several edges (Locust's ``@transition``)."""
+
+    def mark(fn: F) -> F:
+        edges = dict(getattr(fn, "transitions", {}))
+        edges[func_name] = weight
+        fn.transitions = edges  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def transitions(weights: Mapping[str, int] | Iterable[tuple[str, int] | str]) -> Callable[[F], F]:
+    """Adds several edges at once (Locust's ``@transitions``): a dict of
+    task name to weight, or a list of names (weight 1) and
+    ``(name, weight)`` pairs."""
+    pairs = (
+        dict(weights)
+        if isinstance(weights, Mapping)
+        else dict(w if isinstance(w, tuple) else (w, 1) for w in weights)
+    )
+
+    def mark(fn: F) -> F:
+        edges = dict(getattr(fn, "transitions", {}))
+        edges.update(pairs)
+        fn.transitions = edges  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _markov_chain(name: str, ns: dict[str, Any]) -> dict[str, tuple[list[str], list[int]]]:
+    """The chain of a :class:`MarkovTaskSet` body, checked as Locust checks
+    it: each task's next tasks and their weights, the first task first.
+
+    Raises:
+        ConfigError: No task has transitions, an edge leads to a missing
+            task or to one without transitions, a weight is not a whole
+            number above 0, or a chain task has tags.
+    """
+    chain = {k: v for k, v in ns.items() if callable(v) and hasattr(v, "transitions")}
+    if not chain:
+        raise ConfigError(f"{name} has no Markov tasks: decorate methods with @transition(...)")
+    out: dict[str, tuple[list[str], list[int]]] = {}
+    for fn_name, fn in chain.items():
+        if hasattr(fn, "aiotest_tag_set"):
+            raise ConfigError(f"{name}.{fn_name}: tags cannot be used on a MarkovTaskSet's tasks")
+        edges: dict[str, int] = fn.transitions
+        for dest, weight in edges.items():
+            if dest not in chain:
+                what = "does not exist" if dest not in ns else "has no transitions of its own"
+                raise ConfigError(f"{name}.{fn_name} has a transition to {dest!r}, which {what}")
+            if not isinstance(weight, int) or weight < 1:
+                raise ConfigError(f"{name}.{fn_name}: transition weights are whole numbers above 0")
+        out[fn_name] = (list(edges), list(edges.values()))
+    seen, todo = set(), [next(iter(out))]
+    while todo:
+        at = todo.pop()
+        if at not in seen:
+            seen.add(at)
+            todo.extend(out[at][0])
+    if unreachable := sorted(set(out) - seen):
+        log.warning("%s: these Markov tasks cannot be reached: %s", name, ", ".join(unreachable))
+    return out
+
+
+class _MarkovMeta(_TaskSetMeta):
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _MarkovMeta:
+        if not ns.get("abstract"):
+            ns["abstract"] = False
+            ns["markov_chain"] = _markov_chain(name, ns)
+        cls: _MarkovMeta = type.__new__(mcs, name, bases, {**ns, "tasks": []})
+        return cls
+
+
+class MarkovTaskSet(TaskSet, metaclass=_MarkovMeta):
+    """Tasks run as a Markov chain (Locust's ``MarkovTaskSet``): it starts
+    at the first task with transitions, and after each task moves to one of
+    the tasks its ``@transition``/``@transitions`` name, picked by weight.
+
+    Attributes:
+        abstract: True on a base class whose chain is not checked.
+        markov_chain: Task name -> (next task names, their weights).
+    """
+
+    abstract = True
+    markov_chain: dict[str, tuple[list[str], list[int]]] = {}
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__(parent)
+        self._current = next(iter(self.markov_chain), "")
+
+    def get_next_task(self) -> TaskFn:
+        """The current task; the chain moves on to the next by weight."""
+        fn: TaskFn = getattr(self, self._current)
+        names, weights = self.markov_chain[self._current]
+        self._current = random.choices(names, weights=weights)[0]
         return fn

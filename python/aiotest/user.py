@@ -120,13 +120,21 @@ class User(metaclass=_UserMeta):
     tasks: list[tuple[TaskFn, int]] = []
 
     def __init__(
-        self, environment: Any, *, user_index: int = 0, context: UserContext | None = None
+        self,
+        environment: Any,
+        *,
+        user_index: int | None = None,
+        context: UserContext | None = None,
     ) -> None:
         #: The run object (:class:`aiotest.Environment`), for user code.
         self.environment = environment
-        self.user_index = user_index
+        # A runner's user comes through `create` with these set already.
+        preset = self.__dict__
+        self.user_index = user_index if user_index is not None else preset.get("user_index", 0)
         # The runner passes itself; a user made by hand finds its runner.
-        ctx: UserContext = context if context is not None else environment.runner
+        ctx: UserContext = (
+            context if context is not None else preset.get("_context") or environment.runner
+        )
         self._context = ctx
         self.worker_index: int = ctx.worker_index
         self.worker_count: int = ctx.worker_count
@@ -135,8 +143,27 @@ class User(metaclass=_UserMeta):
         #: The future a wait time awaits, while it does (see _end_wait).
         self._wake: asyncio.Future[None] | None = None
         self._task_started_at: float | None = None
+        self._start_failed = False
         self._sync: SyncRunner | None = None
         self._task_fns, self._task_cum_weights = ctx.task_table(type(self))
+
+    def context(self) -> dict[str, Any]:
+        """Values every request of this user passes to the ``request``
+        listeners as ``context`` (Locust's ``User.context``); override it.
+        A request's own ``context=`` wins over these."""
+        return {}
+
+    @classmethod
+    def create(cls, environment: Any, *, user_index: int, context: UserContext) -> Any:
+        """Makes a user of this class for a runner. ``__init__`` gets the
+        environment alone, as in Locust, so a subclass written for Locust
+        (``def __init__(self, parent): ...; super().__init__(parent)``)
+        works; the index and runner are set before it runs."""
+        user = cls.__new__(cls)
+        user.user_index = user_index
+        user._context = context
+        cls.__init__(user, environment)
+        return user
 
     async def on_start(self) -> None:
         """Runs once when the user starts, before its first task."""
@@ -162,8 +189,9 @@ class User(metaclass=_UserMeta):
 
     async def run(self) -> None:
         """The user's life: ``on_start``, then tasks and waits until stopped,
-        then ``on_stop``. Exceptions in user code are recorded as errors and
-        the user goes on; :class:`StopUser` ends this user."""
+        then ``on_stop``. Exceptions in tasks are recorded as errors and the
+        user goes on; :class:`StopUser`, or an exception in ``on_start``,
+        ends this user."""
         ctx = self._context
         bridge = ctx.bridge
         try:
@@ -258,13 +286,17 @@ class User(metaclass=_UserMeta):
         return True
 
     async def _start(self) -> bool:
-        """Runs ``on_start``; False when it raised :class:`StopUser`."""
+        """Runs ``on_start``; False when the user must end: it raised
+        :class:`StopUser` (``on_stop`` still runs), or another exception,
+        recorded as an error (``on_stop`` does not run), as in Locust."""
         try:
             await self._call(self.on_start)
         except StopUser:
             return False
-        except Exception as exc:  # user code: record and go on
+        except Exception as exc:  # user code: record it; this user ends
             self._context.record_error(exc)
+            self._start_failed = True
+            return False
         return True
 
     async def run_iteration(self) -> bool:
@@ -317,7 +349,9 @@ class User(metaclass=_UserMeta):
         return True
 
     async def _stop(self) -> None:
-        """Runs ``on_stop``, recording its errors."""
+        """Runs ``on_stop``, recording its errors (not after a failed ``on_start``)."""
+        if self._start_failed:
+            return
         try:
             await self._call(self.on_stop)
         except (Exception, StopUser) as exc:
@@ -341,7 +375,11 @@ class AsyncHttpUser(User):
     network_timeout: float = 60.0
 
     def __init__(
-        self, environment: Any, *, user_index: int = 0, context: UserContext | None = None
+        self,
+        environment: Any,
+        *,
+        user_index: int | None = None,
+        context: UserContext | None = None,
     ) -> None:
         super().__init__(environment, user_index=user_index, context=context)
         bridge = self._context.bridge
@@ -352,6 +390,8 @@ class AsyncHttpUser(User):
             base_url=self.host,
             timeout_s=self.network_timeout,
         )
+        if type(self).context is not User.context:
+            self.session.user_context = self.context
 
     def _set_intended_lag(self, lag_us: int | None) -> None:
         self.session.intended_lag_us = lag_us

@@ -248,6 +248,9 @@ class WebUiServer:
                 log.error("Spawning users failed: %s: %s", type(exc).__name__, exc)
             log.info("Run ended: %s", outcome.reason.value)
         self.publish()
+        if self.env.quit_requested:  # runner.quit() from user code
+            self.quit.set()
+            return
         if self.opts.autoquit_s is not None and not any(
             t.get_name() == "autoquit" for t in self._tasks
         ):
@@ -419,9 +422,11 @@ async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backe
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.quit.set)
+    env.web_ui = server
     try:
         await server.serve()
     finally:
+        env.web_ui = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     if not server.started:

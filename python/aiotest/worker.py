@@ -21,7 +21,7 @@ from .data import reset_all as reset_feeders
 from .env import Environment
 from .messages import hub
 from .options import RunOptions
-from .runner import LocalRunner
+from .runner import LocalRunner, ProcessLoad, monitor_usage
 from .user import User
 
 log = logging.getLogger("aiotest.worker")
@@ -30,26 +30,10 @@ log = logging.getLogger("aiotest.worker")
 PROGRESS_INTERVAL_S = 0.5
 #: Seconds between "waiting for the master" log lines.
 WAITING_LOG_INTERVAL_S = 5.0
-
-
-class _Load:
-    """This process's CPU (% of one core since the last call) and RSS."""
-
-    def __init__(self) -> None:
-        self._cpu = time.process_time()
-        self._wall = time.monotonic()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def sample(self) -> tuple[float, int]:
-        cpu, wall = time.process_time(), time.monotonic()
-        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
-        self._cpu, self._wall = cpu, wall
-        try:
-            with open("/proc/self/statm") as fh:
-                rss = int(fh.read().split()[1]) * self._page
-        except (OSError, ValueError, IndexError):
-            rss = 0
-        return percent, rss
+#: Seconds between ``report_to_master`` events (Locust's WORKER_REPORT_INTERVAL).
+REPORT_INTERVAL_S = 3.0
+#: Custom message that carries ``report_to_master`` data (as the master reads it).
+REPORT_MESSAGE = "aiotest.report_to_master"
 
 
 class WorkerProcess:
@@ -82,12 +66,17 @@ class WorkerProcess:
         self.env = Environment(
             user_classes=classes, parsed_options=opts, engine=self.engine, require_host=False
         )
-        self.runner: LocalRunner | None = None
+        # The runner exists before `init` fires, and serves every run.
+        self.runner: LocalRunner = self.env.create_local_runner()
+        self.runner.role = "worker"
+        self.runner.node = self.worker_id
+        self.runner.on_new_error = self.link.exception
+        self._in_run = False
         self.run_id = 0
         self.index: int | None = None
         self._spawn: asyncio.Task[None] | None = None
         self._task_runs_done = 0
-        self._load = _Load()
+        self._load = ProcessLoad()
         self._last_waiting = 0.0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._exit_code: int | None = None
@@ -103,6 +92,7 @@ class WorkerProcess:
             lambda name, data_json, _index: self.link.send_message(name, data_json), "worker"
         )
         progress = asyncio.create_task(self._report_progress())
+        monitor = asyncio.create_task(monitor_usage(self.env, self._load))
         try:
             while self._exit_code is None:
                 event = await self._events.get()
@@ -114,6 +104,7 @@ class WorkerProcess:
         finally:
             hub.connect(None)
             progress.cancel()
+            monitor.cancel()
             loop.remove_reader(self.link.wakeup_fd())
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -122,34 +113,55 @@ class WorkerProcess:
 
     def task_runs(self) -> int:
         """Task executions over every run this worker served."""
-        return self._task_runs_done + (self.runner.task_runs if self.runner else 0)
+        return self._task_runs_done + self.runner.task_runs
 
     def send_progress(self) -> None:
         """Sends the state, user count, task count, CPU and memory."""
         runner = self.runner
         cpu, rss = self._load.sample()
         self.link.progress(
-            state=runner.state if runner else "ready",
-            user_count=runner.user_count if runner else 0,
+            state=runner.state,
+            user_count=runner.user_count,
             task_runs=self.task_runs(),
             cpu_percent=cpu,
             memory_bytes=rss,
         )
 
+    def report_to_master(self) -> None:
+        """Fires ``report_to_master``; what its listeners put in ``data``
+        goes to the master, whose ``worker_report`` listeners get it."""
+        data: dict[str, Any] = {}
+        self.env.events.report_to_master.fire(client_id=self.worker_id, data=data)
+        if data:
+            try:
+                hub.send(self.env, REPORT_MESSAGE, data, None)
+            except TypeError as exc:
+                log.error("report_to_master data must be JSON values: %s", exc)
+
     async def _report_progress(self) -> None:
+        last_report = time.monotonic()
         while True:
             self.send_progress()
+            if self._in_run and time.monotonic() - last_report >= REPORT_INTERVAL_S:
+                last_report = time.monotonic()
+                self.report_to_master()
             await asyncio.sleep(PROGRESS_INTERVAL_S)
 
     async def stop_users(self) -> None:
-        """Stops the spawning and every user of the current run."""
+        """Stops the spawning and every user of the current run; fires
+        ``test_stopping`` and ``test_stop`` when a run was going."""
+        in_run, self._in_run = self._in_run, False
+        if in_run:
+            self.env.events.test_stopping.fire(environment=self.env)
         if self._spawn is not None:
             self._spawn.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._spawn
             self._spawn = None
-        if self.runner is not None:
-            await self.runner.stop()
+        await self.runner.stop_users()
+        if in_run:
+            self.report_to_master()
+            self.env.events.test_stop.fire(environment=self.env)
 
     # -- link events
 
@@ -168,7 +180,7 @@ class WorkerProcess:
         self._exit_code = 2
 
     async def on_spawn(self, event: dict[str, Any]) -> None:
-        if event["run_id"] != self.run_id or self.runner is None:
+        if event["run_id"] != self.run_id or not self._in_run:
             await self._new_run(event)
         runner = self.runner
         assert runner is not None
@@ -188,14 +200,17 @@ class WorkerProcess:
     async def _ramp(
         self, runner: LocalRunner, wanted: list[list[int]], rate: float, run_id: int
     ) -> None:
-        await runner.start_indexed(wanted, rate)
+        try:
+            await runner.start_indexed(wanted, rate)
+        except Exception as exc:  # a user class that fails to construct, say
+            log.error("Spawning users failed: %s: %s", type(exc).__name__, exc)
+            runner.record_error(exc)
         self.link.spawning_complete(run_id, runner.user_count)
 
     async def _new_run(self, event: dict[str, Any]) -> None:
         """Sets the environment up for the master's new run."""
         await self.stop_users()
-        if self.runner is not None:
-            self._task_runs_done += self.runner.task_runs
+        self._task_runs_done += self.runner.task_runs
         settings = event["settings"]
         unknown = [c["name"] for c in event["user_classes"] if c["name"] not in self.by_name]
         if unknown:
@@ -219,9 +234,9 @@ class WorkerProcess:
         env.context.clear()
         env.context.update(settings.get("context") or {})
         self.run_id = event["run_id"]
-        self.runner = env.create_local_runner(iterations=settings.get("iterations"))
-        self.runner.on_new_error = self.link.exception
-        self.runner.node = self.worker_id
+        env.create_local_runner(iterations=settings.get("iterations"))
+        self._in_run = True
+        env.events.test_start.fire(environment=env)
 
     async def on_stop(self, event: dict[str, Any]) -> None:
         await self.stop_users()
@@ -252,6 +267,9 @@ class WorkerProcess:
 
     async def on_custom(self, event: dict[str, Any]) -> None:
         hub.deliver(self.env, event["name"], event["data"], None)
+
+    async def on_heartbeat_received(self, _event: dict[str, Any]) -> None:
+        self.env.events.heartbeat_received.fire(client_id=self.worker_id, timestamp=time.time())
 
     async def on_message_dropped(self, event: dict[str, Any]) -> None:
         log.warning("Dropped a message from the master: %s", event["reason"])

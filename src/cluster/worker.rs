@@ -100,6 +100,8 @@ pub enum WorkerEvent {
     MessageDropped {
         reason: String,
     },
+    /// A heartbeat came from the master (Locust's `heartbeat_received`).
+    HeartbeatReceived,
 }
 
 enum Ending {
@@ -332,7 +334,7 @@ impl Link {
                 events.push(WorkerEvent::MasterLeft);
                 return Some(Ending::MasterLost);
             }
-            Message::Heartbeat { .. } => {}
+            Message::Heartbeat { .. } => events.push(WorkerEvent::HeartbeatReceived),
             Message::Custom { name, data } => events.push(WorkerEvent::Custom { name, data }),
             other => events.push(WorkerEvent::MessageDropped {
                 reason: format!("the master may not send '{}'", other.kind()),

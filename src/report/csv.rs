@@ -2,7 +2,8 @@
 //! byte, so dashboards and scripts that parse Locust's files read ours.
 //!
 //! Times are ms (µs precision, so up to 3 decimals), sizes bytes, rates per
-//! second, timestamps unix seconds. In `_stats_history.csv` the requests/s
+//! second, timestamps unix seconds (the failures' first and last seen: UTC
+//! `2026-12-02T04:13:11Z`, as Locust writes them). In `_stats_history.csv` the requests/s
 //! and percentile columns cover the last stats window (1 s by default); the
 //! `Total ...` columns cover the whole run. Locust fills the percentile
 //! columns there with whole-run figures; ours follow the window.
@@ -25,6 +26,18 @@ fn ms_f(us: f64) -> String {
 
 fn num(v: f64, decimals: usize) -> String {
     trim(format!("{v:.decimals$}"))
+}
+
+/// Unix seconds as Locust's `format_utc_timestamp` writes them, whole
+/// seconds in UTC: `1796184791.9` -> `2026-12-02T04:13:11Z`.
+pub fn utc_timestamp(unix_s: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_s.trunc() as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn trim(text: String) -> String {
@@ -131,8 +144,8 @@ pub fn failures_csv(snap: &StatsSnapshot) -> String {
                 f.name.clone(),
                 f.error.clone(),
                 f.occurrences.to_string(),
-                num(f.first_seen_s, 3),
-                num(f.last_seen_s, 3),
+                utc_timestamp(f.first_seen_s),
+                utc_timestamp(f.last_seen_s),
             ]
         })
         .collect();
@@ -222,5 +235,11 @@ mod tests {
         assert_eq!(ms(54_000), "54");
         assert_eq!(ms(731), "0.731");
         assert_eq!(ms(0), "0");
+    }
+
+    #[test]
+    fn failure_timestamps_are_locusts_utc_seconds() {
+        assert_eq!(utc_timestamp(1_796_184_791.9), "2026-12-02T04:13:11Z");
+        assert_eq!(utc_timestamp(0.0), "1970-01-01T00:00:00Z");
     }
 }

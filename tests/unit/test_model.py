@@ -157,3 +157,40 @@ def test_swarm_form_bounds(demo_target) -> None:  # type: ignore[no-untyped-def]
     ]:
         with pytest.raises(ConfigError, match=problem):
             parse_swarm(body, "application/x-www-form-urlencoded", env)
+
+
+def test_markov_chains_are_checked_when_the_class_is_made() -> None:
+    from aiotest.taskset import MarkovTaskSet, transition, transitions
+
+    class Walk(MarkovTaskSet):
+        @transition("b")
+        def a(self) -> None: ...
+
+        @transitions({"a": 3, "b": 1})
+        def b(self) -> None: ...
+
+    assert Walk.markov_chain == {"a": (["b"], [1]), "b": (["a", "b"], [3, 1])}
+    with pytest.raises(ConfigError, match="no Markov tasks"):
+
+        class Empty(MarkovTaskSet):
+            def a(self) -> None: ...
+
+    with pytest.raises(ConfigError, match="which does not exist"):
+
+        class Dangling(MarkovTaskSet):
+            @transition("nowhere")
+            def a(self) -> None: ...
+
+    with pytest.raises(ConfigError, match="has no transitions of its own"):
+
+        class DeadEnd(MarkovTaskSet):
+            @transition("b")
+            def a(self) -> None: ...
+
+            def b(self) -> None: ...
+
+    with pytest.raises(ConfigError, match="whole numbers above 0"):
+
+        class Weightless(MarkovTaskSet):
+            @transition("a", weight=0)
+            def a(self) -> None: ...

@@ -149,3 +149,25 @@ def test_locust_names_carry_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert parse(file_values=values).users == 4
     assert resolve_aiotestfile(["--locustfile", "x.py"], {}, []) == "x.py"
     assert parse("--locustfile", "x.py").aiotestfile == "x.py"
+
+
+def test_parsed_options_answer_to_locusts_names_and_html_tags() -> None:
+    opts = RunOptions(
+        users=50, spawn_rate=5.0, run_time_s=30.0, html_file="report_u{u}_r{r}_t{t}.html"
+    ).with_html_file_expanded()
+    assert opts.html_file == "report_u50_r5_t30.html"
+    assert (opts.num_users, opts.run_time, opts.locustfile) == (50, 30.0, "aiotestfile.py")
+    untimed = RunOptions(users=5, html_file="r_{u}_{t}.html").with_html_file_expanded()
+    assert untimed.html_file == "r_5_{t}.html"  # no run time: the tag stays, as in Locust
+
+
+def test_is_multiple_options_take_a_list_and_check_each_item() -> None:
+    parser = OptionParser()
+    parser.add_argument(
+        "--endpoints", choices=["a", "b", "c"], is_multiple=True, default=["a"], is_secret=True
+    )
+    assert parser.values({"endpoints": None}) == {"endpoints": ["a"]}  # default unchecked
+    assert parser.values({"endpoints": "a, c"}) == {"endpoints": ["a", "c"]}
+    with pytest.raises(ConfigError, match="pick one of a, b, c"):
+        parser.values({"endpoints": "a,d"})
+    assert parser.options[0].is_secret and parser.options[0].include_in_web_ui

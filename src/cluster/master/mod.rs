@@ -106,6 +106,10 @@ pub enum ClusterEvent {
     Fatal {
         reason: String,
     },
+    /// A heartbeat went to these workers (Locust's `heartbeat_sent`).
+    HeartbeatSent {
+        worker_ids: Vec<String>,
+    },
     /// Every live worker runs all its users of the run's current step.
     SpawningComplete {
         run_id: u64,
@@ -517,6 +521,15 @@ impl<T: Transport> Master<T> {
             load: Load::default(),
         };
         self.broadcast(&beat).await;
+        let worker_ids: Vec<String> = self
+            .slots
+            .values()
+            .filter(|slot| !slot.missing)
+            .map(|slot| slot.worker_id.clone())
+            .collect();
+        if !worker_ids.is_empty() {
+            self.events.push(ClusterEvent::HeartbeatSent { worker_ids });
+        }
     }
 
     async fn start(&mut self, plan: RunPlan) {
