@@ -39,6 +39,13 @@ def test_precedence(http_server: CountingServer, write_file, tmp_path: Path) -> 
     assert users_started() == 3
     assert users_started(env={"AIOTEST_USERS": "5"}) == 5
     assert users_started("-u", "7", env={"AIOTEST_USERS": "5"}) == 7
+    # --config (Locust's; LOCUST_CONFIG too) wins over the other files only.
+    write_file("stage.conf", "users = 2\n")
+    assert users_started("--config", "stage.conf") == 2
+    assert users_started(env={"LOCUST_CONFIG": "stage.conf"}) == 2
+    assert users_started("--config", "stage.conf", env={"AIOTEST_USERS": "5"}) == 5
+    missing = run_aiotest("--config", "nowhere.conf", cwd=tmp_path)
+    assert missing.returncode == 2 and "--config nowhere.conf: no such file" in missing.stderr
 
 
 def test_pyproject_section(http_server: CountingServer, write_file, tmp_path: Path) -> None:

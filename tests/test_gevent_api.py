@@ -14,8 +14,10 @@ from conftest import CountingServer, run_aiotest
 pytestmark = pytest.mark.pythons
 
 GEVENT_FILE = """
+import asyncio
 import time
 import gevent
+from aiotest.sync import await_only
 from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
@@ -64,6 +66,8 @@ class Gevented(HttpUser):
         gevent.spawn_later(0.01, queue.put, "late")
         assert queue.get(timeout=5) == "late"
         time.sleep(0.01)  # cooperative too
+        # Blocking work of another library goes to a thread, and is waited for.
+        assert await_only(asyncio.to_thread(sum, [1, 2])) == 3
         raise StopUser()
 
 

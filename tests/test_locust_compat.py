@@ -259,12 +259,15 @@ class Uploader(HttpUser):
 
     @task
     def upload(self):
-        self.client.post(
+        resp = self.client.post(
             "/upload",
             data={"kind": "avatar"},
             files={"file": ("me.png", b"PNG-bytes", "image/png")},
             context={"step": 1},
         )
+        sent = resp.request
+        assert sent.method == "POST" and sent.url == self.host + "/upload", sent.url
+        assert b"PNG-bytes" in sent.body and sent.headers["Content-Type"].startswith("multipart/")
         with self.client.get("/after", catch_response=True, context={"step": 2}) as r:
             r.success()
         raise StopUser()
@@ -293,3 +296,60 @@ def test_files_upload_as_multipart_and_listeners_get_the_request_context(
     upload = parts["file"]
     assert upload.get_filename() == "me.png" and upload.get_content_type() == "image/png"
     assert upload.get_payload(decode=True) == b"PNG-bytes"
+
+
+STOPPER_FILE = """
+import gevent
+from locust import HttpUser, task, constant, events
+from locust.runners import STATE_STOPPING, STATE_STOPPED, WorkerRunner
+
+
+def checker(environment):
+    # Locust's stop_on_threshold example: quit once enough went wrong.
+    while environment.runner.state not in (STATE_STOPPING, STATE_STOPPED):
+        gevent.sleep(0.05)
+        if environment.runner.stats.total.num_failures >= 20:
+            environment.runner.quit()
+            return
+
+
+@events.init.add_listener
+def _(environment, **kw):
+    if not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(checker, environment)
+
+
+class Failing(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def fail(self):
+        self.client.get("/status/500")
+"""
+
+
+def test_runner_quit_from_a_greenlet_ends_the_run_with_its_reports(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    first = write_file("a.py", STOPPER_FILE)
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "b.py").write_text(
+        "from locust import HttpUser, task, constant\n\n"
+        "class Other(HttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def ok(self):\n"
+        "        self.client.get('/fine')\n"
+    )
+    (folder / "_helpers.py").write_text("raise RuntimeError('files starting with _ are skipped')\n")
+    run = run_aiotest(
+        "-f", f"{first},{folder}", "--headless", "-u", "4", "-r", "100", "-t", "30s",
+        "-H", http_server.url, "--csv", str(tmp_path / "r"), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the failures
+    assert "Stopped: stopped by the test's code" in run.stderr  # quit(), long before 30 s
+    assert run.entry("GET", "/status/500")["num_failures"] >= 20
+    assert run.entry("GET", "/fine")["num_requests"] > 0  # the folder's class ran too
+    assert run.total["num_requests"] == http_server.total()
+    assert (tmp_path / "r_stats.csv").exists()

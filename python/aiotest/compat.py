@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import json as jsonlib
 import os
@@ -49,7 +50,7 @@ from .http import Headers, HttpSession, RequestContext, Response
 from .lifecycle import LocalBackend, RunDriver, RunSpec
 from .runner import Runner
 from .shape import LoadStep, LoadTestShape
-from .sync import await_only, install_cooperative_sleep
+from .sync import install_cooperative_sleep
 from .taskset import MarkovTaskSet, SequentialTaskSet, TaskSet, tag, task, transition, transitions
 from .user import AsyncHttpUser, User
 from .wait_time import between, constant, constant_pacing, constant_throughput
@@ -140,6 +141,23 @@ def run_single_user(
         env.events.request.remove_listener(show)
 
 
+@dataclasses.dataclass(frozen=True)
+class SentRequest:
+    """A request as sent, in ``requests``' ``PreparedRequest`` names.
+
+    Attributes:
+        method: The HTTP method.
+        url: The full URL asked for (before redirects).
+        headers: The headers the request added (the session's included).
+        body: The body, or None.
+    """
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
 class SyncResponse:
     """A finished request as ``requests.Response`` and Locust's
     FastHttpUser response present it (``status_code``, ``text``, ``json()``, ...).
@@ -148,6 +166,8 @@ class SyncResponse:
         js: With ``FastHttpUser.rest()``, the body parsed as JSON (None
             when it is not JSON).
     """
+
+    __slots__ = ("_ctx", "_response", "js")
 
     def __init__(self, response: Response, ctx: RequestContext) -> None:
         self._response = response
@@ -196,6 +216,16 @@ class SyncResponse:
     def elapsed(self) -> datetime.timedelta:
         """The response time."""
         return datetime.timedelta(microseconds=self._response.response_time_us)
+
+    @property
+    def request(self) -> SentRequest:
+        """What was sent (``requests``' ``response.request``)."""
+        ctx = self._ctx
+        spec = ctx._spec
+        url = spec.url
+        if "://" not in url:
+            url = (ctx._session.base_url or "").rstrip("/") + "/" + url.lstrip("/")
+        return SentRequest(spec.method, url, dict(spec.headers), spec.body)
 
     @property
     def history(self) -> list[SyncResponse]:
@@ -331,9 +361,12 @@ class SyncHttpSession:
             context=context,
             files=files,
         )
-        return SyncResponse(await_only(ctx), ctx)
+        return SyncResponse(ctx.wait(), ctx)
 
     def get(self, url: str, **kwargs: Any) -> SyncResponse:
+        if not kwargs:  # the common case, without request()'s argument handling
+            ctx = self._session.request("GET", url)
+            return SyncResponse(ctx.wait(), ctx)
         return self.request("GET", url, **kwargs)
 
     def post(self, url: str, data: Any = None, json: Any = None, **kwargs: Any) -> SyncResponse:

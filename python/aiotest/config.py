@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .exceptions import ConfigError
@@ -77,10 +78,19 @@ def read_pyproject(path: str, tool: str = "aiotest") -> list[FileValue]:
     return [(source, key, _as_values(value)) for key, value in section.items()]
 
 
-def config_file_values(cwd: str | None = None) -> list[FileValue]:
-    """Values from every config file present, earliest (weakest) first."""
+def config_file_values(
+    cwd: str | None = None, args: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> list[FileValue]:
+    """Values from every config file present, earliest (weakest) first; the
+    last is the ``--config FILE`` (or ``AIOTEST_CONFIG``) of ``args``
+    (without the program name) or ``environ``.
+
+    Raises:
+        ConfigError: The ``--config`` file is missing, or a file is malformed.
+    """
     cwd = cwd or os.getcwd()
     values: list[FileValue] = []
+    explicit = _config_path(args, os.environ if environ is None else environ)
     # Locust's files first: aiotest's own win where both set an option.
     for name in ("locust", "aiotest"):
         home_conf = os.path.expanduser(f"~/.{name}.conf")
@@ -90,7 +100,24 @@ def config_file_values(cwd: str | None = None) -> list[FileValue]:
     pyproject = os.path.join(cwd, "pyproject.toml")
     if os.path.isfile(pyproject):
         values += read_pyproject(pyproject, "locust") + read_pyproject(pyproject)
+    if explicit is not None:
+        if not os.path.isfile(explicit):
+            raise ConfigError(f"--config {explicit}: no such file: give the path of a config file")
+        values += read_conf(explicit)
     return [(source, _OURS.get(key, key), vals) for source, key, vals in values]
+
+
+def _config_path(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """``--config``'s value before the full parse (which agrees with it)."""
+    path = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    return path if path is not None else environ.get("AIOTEST_CONFIG") or None
 
 
 #: Locust's names of options that aiotest names otherwise.

@@ -20,6 +20,7 @@ from ._bridge import EngineBridge
 from ._core import RawResponse, RequestSpec
 from .events import failure_text
 from .exceptions import ResponseError
+from .sync import await_only
 
 
 def _with_default(pairs: dict[str, str], key: str, value: str) -> dict[str, str]:
@@ -243,6 +244,22 @@ class RequestContext:
         if self._catch:
             # Kept for the decision; __aexit__ lets go of it, since the
             # response points back here and a cycle waits for the collector.
+            self._response = response
+        return response
+
+    def wait(self) -> Response:
+        """Sends the request and waits for its :class:`Response` from
+        blocking-style user code (see :mod:`aiotest.sync`), with no
+        coroutine in between: the user's task awaits the engine's
+        awaitable itself.
+
+        Raises:
+            RuntimeError: Called outside blocking-style user code.
+        """
+        session = self._session
+        raw = await_only(session._bridge.submit(session._core, self._spec, self._context))
+        response = Response(raw, self)
+        if self._catch:
             self._response = response
         return response
 

@@ -52,6 +52,7 @@ class StopReason(enum.Enum):
     SHAPE_ENDED = "the load shape ended"
     ARRIVAL_STAGES_ENDED = "the last arrival-rate stage ended"
     STOPPED = "stopped"
+    BY_TEST_CODE = "stopped by the test's code (runner.stop() or quit())"
     SPAWN_FAILED = "spawning users failed"
     ERROR = "an error in the load shape"
 
@@ -392,7 +393,7 @@ class RunDriver:
             asyncio.create_task(shape_done.wait()): StopReason.SHAPE_ENDED,
             asyncio.create_task(arrivals_done.wait()): StopReason.ARRIVAL_STAGES_ENDED,
             asyncio.create_task(stop.wait()): StopReason.STOPPED,
-            asyncio.create_task(env.stop_requested.wait()): StopReason.STOPPED,
+            asyncio.create_task(env.stop_requested.wait()): StopReason.BY_TEST_CODE,
         }
         reason = StopReason.RUN_TIME
         try:

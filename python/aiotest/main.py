@@ -102,7 +102,7 @@ def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
     # LOCUST_* variables count as their AIOTEST_* twins.
     compat.install()
     os.environ.update(locust_variables(os.environ))
-    file_values = config_file_values()
+    file_values = config_file_values(args=argv[1:])
     parser = _custom_option_parser(argv, file_values)
     kind, payload, code = parse_options(argv, file_values, parser.for_core())
     if kind == "exit":

@@ -180,6 +180,7 @@ class RunOptions:
     """
 
     aiotestfile: str = "aiotestfile.py"
+    config: str | None = None
     host: str | None = None
     users: int = 1
     spawn_rate: float = 1.0

@@ -83,6 +83,16 @@ impl PyRequestSpec {
     fn record(&self) -> bool {
         self.inner.record
     }
+    /// The headers this request adds, as `(name, value)` pairs.
+    #[getter]
+    fn headers(&self) -> Vec<(String, String)> {
+        self.inner.headers.clone()
+    }
+    /// The body, or None.
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.body.as_deref().map(|b| PyBytes::new(py, b))
+    }
 }
 
 impl PyRequestSpec {

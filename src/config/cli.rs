@@ -58,6 +58,12 @@ pub struct RunOptions {
     )]
     pub aiotestfile: String,
 
+    /// A config file in locust.conf's form, read after locust.conf,
+    /// aiotest.conf and pyproject.toml: its values win over theirs, and the
+    /// environment and the command line win over it (Locust's --config).
+    #[arg(long, env = "AIOTEST_CONFIG", value_name = "FILE")]
+    pub config: Option<String>,
+
     /// Host to load test, e.g. http://127.0.0.1:8080. Overrides the classes' `host`.
     #[arg(short = 'H', long, env = "AIOTEST_HOST", value_name = "URL")]
     pub host: Option<String>,
