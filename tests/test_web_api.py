@@ -294,3 +294,48 @@ def test_master_web_ui_lists_workers_and_runs_over_them(
         final = web.wait_for("the stop", lambda d: d["state"] == "stopped" and d["user_count"] == 0)
         assert aggregated(final)["num_requests"] <= demo_target.counts()["total"]
         assert web.quit() == 0, web.stderr
+
+
+OPTIONS_FILE = """
+from aiotest import AsyncHttpUser, constant, events, task
+
+
+@events.init_command_line_parser.add_listener
+def _(parser):
+    parser.add_argument("--shop", choices=["a", "b"], default="a")
+    parser.add_argument("--token", is_secret=True, default="s3cret")
+    parser.add_argument("--dry-run", action="store_true")
+
+
+@events.test_start.add_listener
+def _(environment, **kw):
+    o = environment.parsed_options
+    print(f"run with shop={o.shop} token={o.token} dry_run={o.dry_run}", flush=True)
+
+
+class Idle(AsyncHttpUser):
+    wait_time = constant(1)
+
+    @task
+    async def nothing(self):
+        pass
+"""
+
+
+def test_swarm_takes_the_aiotestfiles_options(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = write_file("opts.py", OPTIONS_FILE)
+    with WebProcess(path, "-H", demo_target.url, cwd=tmp_path) as web:
+        fields = {f["name"]: f for f in web.stats()["extra_options"]}
+        assert fields["shop"]["choices"] == ["a", "b"] and fields["shop"]["default"] == "a"
+        assert fields["token"]["is_secret"] and fields["token"]["default"] is None  # never sent
+        assert fields["dry_run"]["is_flag"]
+        status, body = web.swarm(user_count=1, run_time="1s", shop="b", token="", dry_run="true")
+        assert status == 200, body
+        web.wait_for("the run's end", lambda d: d["state"] == "stopped")
+        status, body = web.swarm(user_count=1, shop="c")
+        assert status == 400 and "--shop 'c': pick one of a, b" in body["message"], body
+        assert web.quit() == 0, web.stderr
+    # The empty secret kept its value.
+    assert "run with shop=b token=s3cret dry_run=True" in web.stdout

@@ -156,3 +156,38 @@ def test_workers_tab_on_a_master_with_two_workers(
         page.wait_for_function("document.querySelector('#state').textContent === 'stopped'")
         web.quit()
     assert "Worker" in web.stderr
+
+
+def test_the_start_form_shows_and_sends_the_aiotestfiles_options(
+    page: Any, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    """Locust's add_command_line_argument.py: its options in the start
+    form as Locust shows them (a select for choices, a multiple select, a
+    masked secret, a checkbox for a boolean; the hidden one left out), and
+    the values picked there reach the run."""
+    example = Path(__file__).resolve().parent / "locust_examples" / "add_command_line_argument.py"
+    args = ("-H", demo_target.url, "--my-argument", "cli")
+    out = tmp_path / "stdout.txt"  # its task prints in a loop
+    with WebProcess(example, *args, cwd=tmp_path, stdout_path=out) as web:
+        page.goto(web.url)
+        page.wait_for_selector("#connection:text('live')")
+        page.click("#new-test-button")
+        form = page.locator("#extra-options")
+        assert form.is_visible()
+        assert form.locator("input[name=my_argument]").input_value() == "cli"
+        assert form.locator("select[name=env] option:checked").inner_text() == "dev"
+        assert form.locator("select[name=endpoints]").get_attribute("multiple") is not None
+        assert (
+            form.locator("input[name=my_ui_password_argument]").get_attribute("type") == "password"
+        )
+        assert form.locator("input[name=my_ui_boolean_argument][type=checkbox]").is_checked()
+        assert form.locator("[name=my_ui_invisible_argument]").count() == 0
+        form.locator("input[name=my_argument]").fill("from the form")
+        form.locator("select[name=env]").select_option("staging")
+        page.fill("#start-users", "1")
+        page.fill("#start-run-time", "1s")
+        page.click("#start-submit")
+        page.wait_for_function("document.querySelector('#state').textContent === 'stopped'")
+        assert web.quit() == 0, web.stderr
+        assert "Custom argument supplied: from the form" in web.stdout
+        assert "my_argument=from the form" in web.stdout

@@ -45,6 +45,7 @@ class WebProcess:
         login: str | None = None,
         scheme: str = "http",
         cafile: str | None = None,
+        stdout_path: Path | None = None,
     ) -> None:
         assert AIOTEST, "the aiotest command is not installed: pip install ."
         self.port = free_port()
@@ -55,11 +56,14 @@ class WebProcess:
         argv += ["--web-port", str(self.port), *args]
         if login:
             argv += ["--web-login", login]
+        # A file rather than a pipe for a chatty aiotestfile: a full pipe
+        # nobody reads until quit() would block the process.
+        self._stdout_file = stdout_path.open("w") if stdout_path else None
         self.proc = subprocess.Popen(
             argv,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=self._stdout_file or subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -121,6 +125,9 @@ class WebProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         self.stdout, self.stderr = self.proc.communicate(timeout=timeout_s)
+        if self._stdout_file is not None:
+            self._stdout_file.close()
+            self.stdout = Path(self._stdout_file.name).read_text()
         return self.proc.returncode
 
     def __enter__(self) -> WebProcess:

@@ -88,6 +88,44 @@ function render(doc) {
     }
     picker.hidden = doc.user_classes.length < 2;
   }
+  if (!state.optionsShown && doc.extra_options) {
+    state.optionsShown = true;
+    const box = $("#extra-options");
+    for (const opt of doc.extra_options) box.append(optionField(opt));
+    box.hidden = doc.extra_options.length === 0;
+  }
+}
+
+// One field of the aiotestfile's own options (docs/web.md, extra_options):
+// a checkbox, a (multiple) select for choices, else a text or password box.
+function optionField(opt) {
+  const label = document.createElement("label");
+  label.title = opt.help || "";
+  let input;
+  if (opt.is_flag) {
+    const off = Object.assign(document.createElement("input"), { type: "hidden", name: opt.name, value: "false" });
+    input = Object.assign(document.createElement("input"), { type: "checkbox", name: opt.name, value: "true" });
+    input.checked = opt.default === true || String(opt.default).toLowerCase() === "true";
+    label.append(off, input, ` ${opt.label}`);
+    return label;
+  }
+  if (opt.choices) {
+    input = Object.assign(document.createElement("select"), { name: opt.name, multiple: opt.is_multiple });
+    const chosen = new Set([].concat(opt.default ?? []).map(String));
+    for (const c of opt.choices) {
+      input.append(Object.assign(document.createElement("option"), { value: c, textContent: c, selected: chosen.has(c) }));
+    }
+  } else {
+    input = Object.assign(document.createElement("input"), {
+      name: opt.name,
+      type: opt.is_secret ? "password" : "text",
+      value: opt.default ?? "",
+      placeholder: opt.is_secret ? "unchanged" : "",
+    });
+  }
+  input.required = Boolean(opt.is_required) && !opt.is_secret;
+  label.append(opt.label, input);
+  return label;
 }
 
 // ------------------------------------------------------------- charts

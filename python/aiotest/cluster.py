@@ -312,7 +312,8 @@ class ClusterBackend(Backend):
                 "exclude_tags": sorted(env.exclude_tags),
                 "stop_timeout_s": env.stop_timeout_s,
                 "iterations": opts.iterations,
-                "options": dict(opts.custom_options),
+                # The web UI's start form may have changed them for this run.
+                "options": dict((env.parsed_options or opts).custom_options),
                 "context": env.context,
                 "arrival_rate_per_s": arrival_rate_per_s,
             },

@@ -111,6 +111,7 @@ def _parse(argv: list[str]) -> tuple[RunOptions, dict[str, Any] | None] | int:
     parsed = payload
     run = parsed["run"]
     opts = RunOptions.from_parsed(run, parser.values(run.pop("custom_options")))
+    opts = opts.replace(custom_option_specs=tuple(parser.options))
     return opts, parsed.get("command")
 
 

@@ -48,6 +48,25 @@ class CustomOption:
     is_required: bool = False
     is_multiple: bool = False
 
+    def convert(self, items: Sequence[Any]) -> Any:
+        """``items`` (one, or several with ``is_multiple``) converted by
+        ``type`` and checked against ``choices``: the option's value.
+
+        Raises:
+            ConfigError: A value ``type`` rejects, or one not in ``choices``.
+        """
+        values = []
+        for item in items:
+            try:
+                value = self.type(item)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"--{self.long} {item!r}: {exc}: give a valid value") from None
+            if self.choices is not None and value not in self.choices:
+                choices = ", ".join(map(str, self.choices))
+                raise ConfigError(f"--{self.long} {value!r}: pick one of {choices}")
+            values.append(value)
+        return values if self.is_multiple else values[0]
+
 
 class OptionParser:
     """What ``events.init_command_line_parser`` listeners get as ``parser``:
@@ -133,17 +152,7 @@ class OptionParser:
                 out[o.dest] = given if o.flag else o.default
                 continue
             items = [i.strip() for i in str(given).split(",")] if o.is_multiple else [given]
-            values = []
-            for item in items:
-                try:
-                    value = o.type(item)
-                except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"--{o.long} {item!r}: {exc}: give a valid value") from None
-                if o.choices is not None and value not in o.choices:
-                    choices = ", ".join(map(str, o.choices))
-                    raise ConfigError(f"--{o.long} {value!r}: pick one of {choices}")
-                values.append(value)
-            out[o.dest] = values if o.is_multiple else values[0]
+            out[o.dest] = o.convert(items)
         return out
 
 
@@ -229,6 +238,8 @@ class RunOptions:
     secret: str | None = field(default=None, repr=False)
     user_classes: tuple[str, ...] = ()
     custom_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: The aiotestfile's option declarations (for the web UI's start form).
+    custom_option_specs: tuple[CustomOption, ...] = ()
 
     @classmethod
     def from_parsed(cls, run: Mapping[str, Any], custom_options: Mapping[str, Any]) -> RunOptions:

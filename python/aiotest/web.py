@@ -28,7 +28,7 @@ from ._core import Engine, WebUi, __version__, parse_duration_s, validate_host
 from .env import Environment, needs_host
 from .exceptions import AiotestError, ConfigError
 from .lifecycle import Backend, Outcome, RunDriver, RunSpec
-from .options import RunOptions
+from .options import CustomOption, RunOptions
 from .report import RunFacts, console, finish_run
 from .shape import MAX_SPAWN_RATE_PER_S, MAX_USERS, LoadStep, load_problem
 from .user import User
@@ -50,11 +50,22 @@ class SwarmRequest:
     host: str | None
     run_time_s: float | None
     classes: list[type[User]] | None
+    #: The aiotestfile's own options the form set, by attribute name.
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
+def parse_swarm(
+    body: str,
+    content_type: str,
+    env: Environment,
+    specs: Sequence[CustomOption] = (),
+) -> SwarmRequest:
     """Reads Locust's swarm form (``user_count``, ``spawn_rate``, ``host``,
-    ``run_time``, repeated ``user_classes``), form-encoded or as JSON.
+    ``run_time``, repeated ``user_classes``, and the aiotestfile's own
+    options, ``specs``, by attribute name), form-encoded or as JSON. An
+    option the form leaves out, or a secret left empty, keeps its value; a
+    checkbox's last value wins (the form sends ``false`` before a ticked
+    box's ``true``).
 
     Raises:
         ConfigError: A missing or malformed field, naming it and its fix.
@@ -112,7 +123,18 @@ def parse_swarm(body: str, content_type: str, env: Environment) -> SwarmRequest:
                 f"unknown user class {', '.join(unknown)}: pick from {', '.join(by_name)}"
             )
         classes = [by_name[n] for n in names]
-    return SwarmRequest(users, spawn_rate, host, run_time_s, classes)
+    options: dict[str, Any] = {}
+    for spec in specs:
+        given = [str(v) for v in fields.get(spec.dest, [])]
+        if spec.is_secret:
+            given = [v for v in given if v]  # left empty: the secret stays
+        if not given:
+            continue
+        if spec.flag or isinstance(spec.default, bool):
+            options[spec.dest] = given[-1].lower() in ("true", "on", "1", "yes")
+        else:
+            options[spec.dest] = spec.convert(given if spec.is_multiple else given[-1:])
+    return SwarmRequest(users, spawn_rate, host, run_time_s, classes, options)
 
 
 class WebUiServer:
@@ -139,6 +161,9 @@ class WebUiServer:
             "run_time_s": opts.run_time_s,
             "target_user_count": opts.users,
         }
+        #: The aiotestfile's options the start form shows, with the values
+        #: of the command line (or of the last run started here).
+        self.extra_options = _form_fields(opts)
         self._driver: RunDriver | None = None
         self._run: asyncio.Task[Outcome] | None = None
         self._stop_run = asyncio.Event()
@@ -168,6 +193,7 @@ class WebUiServer:
         self.peak_users = max(self.peak_users, int(status.get("user_count", 0)))
         status.update(
             self.settings,
+            extra_options=self.extra_options,
             user_classes=[c.__name__ for c in self.env.user_classes],
             is_distributed=self.backend.distributed,
             version=__version__,
@@ -215,6 +241,9 @@ class WebUiServer:
         self.settings.update(
             spawn_rate=req.spawn_rate, run_time_s=req.run_time_s, target_user_count=req.users
         )
+        if req.options and env.parsed_options is not None:
+            env.parsed_options = env.parsed_options.replace(custom_options=req.options)
+            self.extra_options = _form_fields(env.parsed_options)
         self.backend.engine.reset_stats(clear_history=True)
         self.web.clear_history()
         self.started, self.peak_users = True, 0
@@ -294,7 +323,9 @@ class WebUiServer:
     def on_swarm(self, cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``POST /swarm``: start a run, or change the running one."""
         try:
-            req = parse_swarm(cmd["body"], cmd["content_type"], self.env)
+            req = parse_swarm(
+                cmd["body"], cmd["content_type"], self.env, self.opts.custom_option_specs
+            )
             if self.running and self._driver is not None:
                 self._driver.retarget(req.users, req.spawn_rate)
                 self.settings.update(spawn_rate=req.spawn_rate, target_user_count=req.users)
@@ -370,6 +401,33 @@ class WebUiServer:
                 task.cancel()
             loop.remove_reader(web.wakeup_fd())
             web.stop()
+
+
+def _form_fields(opts: RunOptions) -> list[dict[str, Any]]:
+    """The start form's fields for the aiotestfile's own options
+    (``include_in_web_ui``), each with its current value as ``default``."""
+    fields = []
+    for spec in opts.custom_option_specs:
+        if not spec.include_in_web_ui:
+            continue
+        value = opts.custom_options.get(spec.dest, spec.default)
+        fields.append(
+            {
+                "name": spec.dest,
+                "label": spec.long,
+                "help": spec.help,
+                # A secret's value never goes to the browser: empty keeps it.
+                "default": None
+                if spec.is_secret or not isinstance(value, (str, int, float, bool, list))
+                else value,
+                "choices": [str(c) for c in spec.choices] if spec.choices is not None else None,
+                "is_secret": spec.is_secret,
+                "is_required": spec.is_required,
+                "is_multiple": spec.is_multiple,
+                "is_flag": spec.flag or isinstance(spec.default, bool),
+            }
+        )
+    return fields
 
 
 async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
