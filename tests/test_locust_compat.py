@@ -353,3 +353,23 @@ def test_runner_quit_from_a_greenlet_ends_the_run_with_its_reports(
     assert run.entry("GET", "/fine")["num_requests"] > 0  # the folder's class ran too
     assert run.total["num_requests"] == http_server.total()
     assert (tmp_path / "r_stats.csv").exists()
+
+
+def test_run_single_user_runs_one_user_and_prints_its_requests(
+    http_server: CountingServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiotest.compat import run_single_user
+    from aiotest.sync_http import HttpUser
+    from aiotest.taskset import task
+
+    class One(HttpUser):
+        host = http_server.url
+
+        @task
+        def visit(self) -> None:
+            self.client.get("/single")
+
+    run_single_user(One, include_length=True, iterations=3)
+    lines = [x for x in capsys.readouterr().out.splitlines() if "/single" in x]
+    assert len(lines) == 3 == http_server.counts["GET /single"]
+    assert lines[0].split() == ["GET", "/single", "3", "bytes"]
