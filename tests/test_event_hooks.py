@@ -163,3 +163,35 @@ def test_cluster_hooks_fire_on_master_and_workers(
     assert seen["worker_starts"] == 1
     # What the workers' listeners counted and sent equals what was recorded.
     assert seen["reported"] == total
+
+
+WORKER_STOP = """
+from locust import HttpUser, task, constant
+from locust.runners import WorkerRunner
+
+
+class Once(HttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    def visit(self):
+        self.client.get("/")
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.stop()  # this worker's users stop; the master's run goes on
+"""
+
+
+def test_runner_stop_on_a_worker_stops_its_users(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("stop.py", WORKER_STOP)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "4", "-r", "100", "-t", "30s", "--processes", "2",
+        "-H", http_server.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    # Both workers stopped their users: the run ended there, not at 30 s.
+    assert "Stopped: all users stopped" in run.stderr
+    # Each worker stopped at its first request (one user may not have started yet).
+    assert 2 <= run.total["num_requests"] == http_server.total() <= 4

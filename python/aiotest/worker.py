@@ -93,6 +93,7 @@ class WorkerProcess:
         )
         progress = asyncio.create_task(self._report_progress())
         monitor = asyncio.create_task(monitor_usage(self.env, self._load))
+        asked = asyncio.create_task(self._obey_test_code())
         try:
             while self._exit_code is None:
                 event = await self._events.get()
@@ -105,9 +106,27 @@ class WorkerProcess:
             hub.connect(None)
             progress.cancel()
             monitor.cancel()
+            asked.cancel()
             loop.remove_reader(self.link.wakeup_fd())
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    async def _obey_test_code(self) -> None:
+        """``runner.stop()`` in the aiotestfile stops this worker's users;
+        ``runner.quit()`` also ends the worker (its master is told), as a
+        Locust worker does."""
+        env = self.env
+        while True:
+            await env.stop_requested.wait()
+            env.stop_requested.clear()
+            if env.quit_requested:
+                self._events.put_nowait({"event": "interrupted"})
+                return
+            await self.stop_users()
+            # Stopped during the ramp, the worker still tells that it is done
+            # spawning (no user now), so the master can see every user gone.
+            self.link.spawning_complete(self.run_id, 0)
+            self.send_progress()
 
     # -- progress
 
