@@ -115,3 +115,10 @@ def test_list_user_classes(write_file, tmp_path: Path) -> None:
     run = run_aiotest("-f", str(path), "-l", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["Visitor", "Other"]
+
+
+def test_help_never_prints_the_secret_or_the_web_login(tmp_path: Path) -> None:
+    secrets = {"AIOTEST_SECRET": "hmac-key-4f2a", "AIOTEST_WEB_LOGIN": "admin:pw-81c3"}
+    run = run_aiotest("--help", cwd=tmp_path, env=secrets)
+    assert run.returncode == 0 and "--secret" in run.stdout and "--web-login" in run.stdout
+    assert "hmac-key-4f2a" not in run.stdout and "pw-81c3" not in run.stdout

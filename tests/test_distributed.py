@@ -926,3 +926,50 @@ def test_master_context_reaches_every_worker_before_users_start(
         assert token.removeprefix("from-") not in seen  # the master's, not a worker's own
     else:
         assert token == f"from-{next(iter(seen))}"
+
+
+def test_a_worker_reporting_a_nan_load_does_not_break_the_master(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    """A peer that speaks the protocol but reports a CPU share of NaN (and a
+    nonsense one): the master's worker table shows 0 and the run ends with
+    its reports. Found by review; before the fix, reproduced as a crash of
+    the web UI's publishing (the JSON has no NaN)."""
+    path = write_file("dist.py", USER)
+    port = free_port()
+    proc = _master_proc(
+        path, port, demo_target, tmp_path, "--expect-workers", "1", "--json-file", "r.json",
+        "--heartbeat-interval", "0.2",
+    )  # fmt: skip
+    peer = _dealer(port)
+    try:
+        ready = {
+            "type": "ready",
+            "aiotest_version": _core.__version__,
+            "protocol_version": 1,
+            "worker_id": "hostile-1",
+        }
+        peer.send(msgpack.packb(ready))
+        assert _recv(peer)["type"] == "ack"
+        for cpu in (float("nan"), 1e308, -5.0):
+            beat = {"type": "heartbeat", "state": "running", "user_count": 0,
+                    "load": {"cpu_percent": cpu, "memory_bytes": 1}}  # fmt: skip
+            peer.send(msgpack.packb(beat))
+        # Play along until the master stops the run: it must finish on time.
+        while True:
+            message = _recv(peer, timeout_s=20)
+            if message["type"] == "spawn":
+                done = {"type": "spawning_complete", "run_id": message["run_id"], "user_count": 0}
+                peer.send(msgpack.packb(done))
+            elif message["type"] == "stop":
+                peer.send(msgpack.packb({"type": "stopped", "run_id": message["run_id"]}))
+                break
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        peer.close()
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "panicked" not in stderr
+    assert (tmp_path / "r.json").exists()
+    row = next(x for x in stdout.splitlines() if "hostile-1" in x)
+    assert " nan " not in row and "0.0" in row, row

@@ -339,3 +339,30 @@ def test_swarm_takes_the_aiotestfiles_options(
         assert web.quit() == 0, web.stderr
     # The empty secret kept its value.
     assert "run with shop=b token=s3cret dry_run=True" in web.stdout
+
+
+def test_commands_from_another_site_are_refused(hello_file: Path, tmp_path: Path) -> None:
+    """A page elsewhere cannot drive the operator's browser into starting a
+    swarm, stopping or resetting (CSRF); curl and scripts still can."""
+    with WebProcess(hello_file, "-H", "http://127.0.0.1:9", cwd=tmp_path) as web:
+        own = web.url.removeprefix("http://")
+        hostile = [
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},  # another port of this host
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+        ]
+        for path in ("/swarm", "/stop", "/stats/reset"):
+            for headers in hostile:
+                status, _, body = web.request(path, data={"user_count": "1"}, headers=headers)
+                assert status == 403, (path, headers, body)
+                assert "refused" in json.loads(body)["message"]
+        status, _, _ = web.request("/stop", method="GET", headers={"Sec-Fetch-Site": "cross-site"})
+        assert status == 403  # an <img src=".../stop"> elsewhere
+        assert web.stats()["state"] == "ready"  # nothing started
+        same_page = {"Origin": f"http://{own}", "Sec-Fetch-Site": "same-origin"}
+        status, _, body = web.request("/stats/reset", method="POST", headers=same_page)
+        assert status == 200, body
+        status, body = web.swarm(user_count=1, run_time="1s")  # no browser headers: curl
+        assert status == 200, body
+        assert web.quit() == 0, web.stderr

@@ -82,10 +82,13 @@ class WebProcess:
         data: dict[str, Any] | list[tuple[str, str]] | None = None,
         method: str | None = None,
         auth: str | None = "default",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Message, bytes]:
         """One HTTP request; returns (status, headers, body) for any status."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        req = urllib.request.Request(self.url + path, data=body, method=method)
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
         login = self.login if auth == "default" else auth
         if login:
             req.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())

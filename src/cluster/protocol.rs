@@ -65,6 +65,26 @@ pub struct Load {
     pub memory_bytes: u64,
 }
 
+/// Above this a reported CPU share is nonsense (a process on 10,000 cores).
+const MAX_CPU_PERCENT: f64 = 1_000_000.0;
+
+impl Load {
+    /// What a peer reported, made safe to show: a CPU share that is not a
+    /// number, negative or absurd reads 0 (a NaN once broke the master's
+    /// worker table before its reports were written).
+    pub fn sanitized(self) -> Load {
+        let cpu = self.cpu_percent;
+        Load {
+            cpu_percent: if cpu.is_finite() && (0.0..=MAX_CPU_PERCENT).contains(&cpu) {
+                cpu
+            } else {
+                0.0
+            },
+            memory_bytes: self.memory_bytes,
+        }
+    }
+}
+
 /// Every message of the protocol. `W→M` is sent by workers, `M→W` by the
 /// master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,6 +305,23 @@ pub fn check_ready(aiotest_version: &str, protocol_version: u32) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_load_reads_as_none() {
+        for cpu in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            let load = Load {
+                cpu_percent: cpu,
+                memory_bytes: 7,
+            }
+            .sanitized();
+            assert_eq!((load.cpu_percent, load.memory_bytes), (0.0, 7), "{cpu}");
+        }
+        let fine = Load {
+            cpu_percent: 180.5,
+            memory_bytes: 1,
+        };
+        assert_eq!(fine.sanitized(), fine);
+    }
 
     fn samples() -> Vec<Message> {
         vec![

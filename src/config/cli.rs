@@ -112,7 +112,12 @@ pub struct RunOptions {
     pub web_port: u16,
 
     /// Protect the web UI with HTTP basic auth, e.g. admin:s3cret.
-    #[arg(long, env = "AIOTEST_WEB_LOGIN", value_name = "USER:PASSWORD")]
+    #[arg(
+        long,
+        env = "AIOTEST_WEB_LOGIN",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD"
+    )]
     pub web_login: Option<String>,
 
     /// PEM certificate chain: serve the web UI over HTTPS (with --tls-key).
@@ -304,6 +309,7 @@ pub struct RunOptions {
     #[arg(
         long,
         env = "AIOTEST_SECRET",
+        hide_env_values = true,
         value_name = "SECRET",
         hide_env_values = true
     )]

@@ -15,6 +15,7 @@
 //! snapshot, by the same code as the `--csv` and `--html` files.
 
 mod doc;
+mod origin;
 mod tls;
 
 use std::collections::HashMap;
@@ -361,9 +362,23 @@ fn router(shared: Arc<Shared>) -> Router {
             "/assets/uPlot.min.css",
             get(|| async { asset("text/css", UPLOT_CSS) }),
         )
-        .route("/swarm", axum::routing::post(swarm))
-        .route("/stop", get(stop).post(stop))
-        .route("/stats/reset", get(reset).post(reset))
+        // Commands: refused when a browser sends them from another site.
+        .route(
+            "/swarm",
+            axum::routing::post(swarm).layer(middleware::from_fn(origin::same_origin_only)),
+        )
+        .route(
+            "/stop",
+            get(stop)
+                .post(stop)
+                .layer(middleware::from_fn(origin::same_origin_only)),
+        )
+        .route(
+            "/stats/reset",
+            get(reset)
+                .post(reset)
+                .layer(middleware::from_fn(origin::same_origin_only)),
+        )
         .route("/stats/requests", get(stats_requests))
         .route("/stats/requests/csv", get(download_csv))
         .route("/stats/requests_full_history/csv", get(download_csv))

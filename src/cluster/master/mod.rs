@@ -381,7 +381,7 @@ impl<T: Transport> Master<T> {
             } => {
                 slot.state = state;
                 slot.user_count = user_count;
-                slot.load = load;
+                slot.load = load.sanitized();
             }
             Message::Stats {
                 run_id,
