@@ -282,3 +282,39 @@ class Ramp(AsyncHttpUser):
     assert demo_target.counts()["requests"]["GET /status/201"] == 5
     assert run.total["num_requests"] < demo_target.counts()["total"]
     assert json.dumps(run.json)  # still a complete document
+
+
+UNIQUE_URLS = """
+import itertools
+from aiotest import AsyncHttpUser, constant, task
+
+ids = itertools.count()
+
+
+class Careless(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def item(self):
+        await self.session.get(f"/hello?id={next(ids)}")  # an id, and no name=
+"""
+
+
+def test_names_past_the_limit_fold_into_one_row_with_exact_totals(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    path = write_file("careless.py", UNIQUE_URLS)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "4", "-r", "100", "-i", "3000", "--max-names", "100",
+        "-H", demo_target.url, "--csv", str(tmp_path / "r"), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.total["num_requests"] == 3000 == demo_target.counts()["total"]
+    entries = run.json["stats"]["entries"]  # type: ignore[index]
+    assert len(entries) == 101
+    other = next(e for e in entries if e["name"] == "(other names)")
+    assert other["num_requests"] == 2900
+    assert "2900 requests had names past the first 100 distinct ones" in run.stderr
+    assert 'name="/items?id=[id]"' in run.stderr
+    with (tmp_path / "r_stats.csv").open() as fh:
+        assert len(fh.readlines()) == 1 + 101 + 1  # header, rows, Aggregated

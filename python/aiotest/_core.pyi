@@ -260,6 +260,13 @@ class StatsSnapshot:
     def num_failures(self) -> int: ...
     @property
     def num_errors(self) -> int: ...
+    @property
+    def folded_requests(self) -> int:
+        """Requests counted in the ``(other names)`` rows: past the limit on
+        distinct names, here or on a worker."""
+    @property
+    def max_names(self) -> int:
+        """The limit on distinct (method, name) rows."""
 
 @final
 class Engine:
@@ -276,6 +283,10 @@ class Engine:
     def __new__(cls, *, worker_threads: int | None = None) -> Engine: ...
     def wakeup_fd(self) -> int:
         """Readable when ``drain()`` has completions."""
+    def set_max_names(self, max_names: int) -> None:
+        """Keeps at most ``max_names`` distinct (method, name) rows; requests
+        under further names count in one ``(other names)`` row per method.
+        Raises ValueError for 0."""
     def new_session(self, base_url: str | None = None) -> HttpSession:
         """Raises ConfigError for a malformed base URL."""
     def submit(

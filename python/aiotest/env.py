@@ -144,6 +144,8 @@ class Environment:
         """Records into ``engine`` (and sends this run's requests through it);
         an event listener that raises is counted among its user errors."""
         self.engine = engine
+        if self.parsed_options is not None:
+            engine.set_max_names(self.parsed_options.max_names)
         self.bridge = EngineBridge(engine, self.events.request)
         self.events.request._engine = engine
         self.events.route_errors(self._listener_error)

@@ -218,6 +218,7 @@ class RunOptions:
     reset_stats: bool = False
     csv_prefix: str | None = None
     csv_full_history: bool = False
+    max_names: int = 2000
     html_file: str | None = None
     iterations: int | None = None
     checks: tuple[str, ...] = ()

@@ -104,6 +104,14 @@ def finish_run(
     failed check, else ``--exit-code-on-error`` for failures or user
     errors, else 0."""
     print_final(snapshot, out)
+    if snapshot.folded_requests:
+        print(
+            f"warning: {snapshot.folded_requests} requests had names past the first "
+            f"{snapshot.max_names} distinct ones and count in the '(other names)' row: "
+            'name requests whose URLs hold ids, e.g. name="/items?id=[id]", '
+            "or raise --max-names",
+            file=sys.stderr,
+        )
     write_reports(snapshot, opts, facts)
     events.quitting.fire(environment=environment)
     code = 0

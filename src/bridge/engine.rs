@@ -15,7 +15,7 @@ use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
 use crate::engine::{Completion, Engine, HttpOutcome, HttpSession, RequestSpec};
 use crate::report;
-use crate::stats::{console, unix_now_s, RequestSample, StatsSnapshot};
+use crate::stats::{console, unix_now_s, EntrySnapshot, RequestSample, StatsSnapshot, OTHER_NAMES};
 
 /// One evaluated check as Python sees it: (check, passed, actual).
 type CheckRow = (String, bool, String);
@@ -282,6 +282,17 @@ impl PyEngine {
         self.inner.recorder().tick(user_count, full_history);
     }
 
+    /// Keeps at most `max_names` distinct (method, name) rows; requests
+    /// under further names count in one `(other names)` row per method.
+    /// Raises ValueError for 0.
+    fn set_max_names(&self, max_names: usize) -> PyResult<()> {
+        if max_names == 0 {
+            return Err(bad_argument("max_names=0: keep at least 1 row"));
+        }
+        self.inner.recorder().set_max_names(max_names);
+        Ok(())
+    }
+
     /// Clears the statistics (Locust's reset); with `clear_history`, the
     /// history rows too (a new run in the same process).
     #[pyo3(signature = (*, clear_history = false))]
@@ -521,6 +532,23 @@ impl PyStatsSnapshot {
     #[getter]
     fn num_failures(&self) -> u64 {
         self.inner.total.num_failures
+    }
+    /// Requests counted in the `(other names)` rows: past the limit on
+    /// distinct names, here or on a worker.
+    #[getter]
+    fn folded_requests(&self) -> u64 {
+        let other = |e: &&EntrySnapshot| e.name == OTHER_NAMES;
+        self.inner
+            .entries
+            .iter()
+            .filter(other)
+            .map(|e| e.num_requests)
+            .sum()
+    }
+    /// The limit on distinct rows the statistics kept.
+    #[getter]
+    fn max_names(&self) -> usize {
+        self.inner.max_names
     }
     /// Exceptions raised in user code, counted with repeats.
     #[getter]

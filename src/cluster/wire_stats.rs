@@ -228,7 +228,7 @@ impl WireStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{new_histogram, RequestSample};
+    use crate::stats::{new_histogram, RequestSample, OTHER_NAMES};
 
     #[test]
     fn sparse_counts_rebuild_the_same_histogram() {
@@ -380,5 +380,33 @@ mod tests {
         assert_eq!(a.total.percentiles_us, b.total.percentiles_us);
         // The lag shows in the corrected figures only.
         assert!(corrected[9].1 > 100_000 && a.total.percentiles_us[9].1 < 1_200);
+    }
+
+    #[test]
+    fn a_merged_report_folds_names_past_the_masters_limit() {
+        let mut worker = Stats::new(0.0);
+        for i in 0..5 {
+            worker.record(&RequestSample {
+                method: "GET".into(),
+                name: format!("/w{i}"),
+                response_time_us: 1000,
+                content_bytes: 1,
+                error: Some("boom".into()),
+                at_s: 1.0,
+                intended_lag_us: None,
+            });
+        }
+        let mut master = Stats::new(0.0).with_max_names(2);
+        master.merge_sparse(&WireStats::from_stats(&worker).into_sparse().unwrap());
+        let snap = master.snapshot(1.0);
+        assert_eq!(snap.total.num_requests, 5);
+        let other = snap.entries.iter().find(|e| e.name == OTHER_NAMES).unwrap();
+        assert_eq!((other.num_requests, snap.entries.len()), (3, 3));
+        let folded = snap
+            .failures
+            .iter()
+            .find(|f| f.name == OTHER_NAMES)
+            .unwrap();
+        assert_eq!(folded.occurrences, 3);
     }
 }

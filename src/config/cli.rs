@@ -207,6 +207,12 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_CSV_FULL_HISTORY")]
     pub csv_full_history: bool,
 
+    /// Distinct request names (stats rows) to keep; requests under further
+    /// names count in one "(other names)" row per method. Give requests
+    /// whose URLs hold ids a name= instead of raising this.
+    #[arg(long, env = "AIOTEST_MAX_NAMES", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_names: u64,
+
     /// Write a self-contained HTML report (opens with no network).
     #[arg(long = "html", env = "AIOTEST_HTML", value_name = "FILE")]
     pub html_file: Option<String>,

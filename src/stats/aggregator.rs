@@ -5,7 +5,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::registry::{HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot};
+use super::registry::{
+    HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot, DEFAULT_MAX_NAMES,
+};
 use super::unix_now_s;
 
 enum Message {
@@ -33,6 +35,7 @@ enum Message {
         from: usize,
         reply: mpsc::Sender<Vec<HistoryRow>>,
     },
+    MaxNames(usize),
     Shutdown,
 }
 
@@ -179,6 +182,12 @@ impl Recorder {
         });
     }
 
+    /// Keeps at most `max_names` distinct (method, name) rows from now on,
+    /// in this and every later run; see [`DEFAULT_MAX_NAMES`].
+    pub fn set_max_names(&self, max_names: usize) {
+        let _ = self.send(Message::MaxNames(max_names));
+    }
+
     /// History rows from index `from` on (all of them for 0), oldest first;
     /// fewer than expected after a [`Recorder::restart`]. `None` once shut
     /// down.
@@ -205,6 +214,7 @@ impl Aggregator {
         let thread = thread::Builder::new()
             .name("aiotest-stats".into())
             .spawn(move || {
+                let mut max_names = DEFAULT_MAX_NAMES;
                 let mut stats = Stats::new(unix_now_s());
                 let mut history: Vec<HistoryRow> = Vec::new();
                 while let Ok(message) = rx.recv() {
@@ -234,17 +244,23 @@ impl Aggregator {
                         }
                         Message::MergeSparse(other) => stats.merge_sparse(&other),
                         Message::Take(reply) => {
-                            let taken = std::mem::replace(&mut stats, Stats::new(unix_now_s()));
+                            let fresh = Stats::new(unix_now_s()).with_max_names(max_names);
+                            let taken = std::mem::replace(&mut stats, fresh);
                             let _ = reply.send(taken);
                         }
                         Message::Reset { clear_history } => {
-                            stats = Stats::new(unix_now_s());
+                            stats = Stats::new(unix_now_s()).with_max_names(max_names);
                             if clear_history {
                                 history.clear();
                             }
                         }
                         Message::HistorySince { from, reply } => {
                             let _ = reply.send(history.get(from..).unwrap_or_default().to_vec());
+                        }
+                        Message::MaxNames(n) => {
+                            max_names = n;
+                            stats =
+                                std::mem::replace(&mut stats, Stats::new(0.0)).with_max_names(n);
                         }
                         Message::Shutdown => break,
                     }

@@ -17,7 +17,7 @@ pub use entry::{
 };
 pub use registry::{
     ErrorEntry, FailureEntry, HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot,
-    AGGREGATED_NAME,
+    AGGREGATED_NAME, DEFAULT_MAX_NAMES, OTHER_NAMES,
 };
 
 /// The current unix time in seconds.
