@@ -973,3 +973,39 @@ def test_a_worker_reporting_a_nan_load_does_not_break_the_master(
     assert (tmp_path / "r.json").exists()
     row = next(x for x in stdout.splitlines() if "hostile-1" in x)
     assert " nan " not in row and "0.0" in row, row
+
+
+def test_a_hostile_ack_is_refused_and_the_worker_goes_on(write_file, tmp_path: Path) -> None:
+    """A fake master (pyzmq ROUTER) acknowledges with heartbeat intervals no
+    clock can keep (1e-10 s, 1e30 s): the worker keeps its own, says so, and
+    still obeys a well-formed quit. Before the bounds, 1e-10 panicked the
+    worker's link task (a zero Duration) and the worker hung."""
+    path = write_file("dist.py", USER)
+    port = free_port()
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    worker = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--worker", "--master-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert router.poll(15_000), "the worker never said ready"
+        identity, payload = router.recv_multipart()
+        assert msgpack.unpackb(payload)["type"] == "ready"
+        for interval_s in (1e-10, 1e30):
+            ack = {"type": "ack", "worker_index": 0, "heartbeat_interval_s": interval_s,
+                   "heartbeat_liveness": 3}  # fmt: skip
+            router.send_multipart([identity, msgpack.packb(ack)])
+            # Alive: it goes on sending (heartbeats, stats) at its own pace.
+            for _ in range(2):
+                assert router.poll(5_000), "the worker fell silent"
+                router.recv_multipart()
+        router.send_multipart([identity, msgpack.packb({"type": "quit"})])
+        _, stderr = worker.communicate(timeout=20)
+    finally:
+        router.close()
+        worker.kill()
+    assert worker.returncode == 0, stderr
+    assert "panicked" not in stderr
+    assert stderr.count("is outside 0.01-3600 s: keeping this worker's") == 2, stderr
