@@ -175,3 +175,47 @@ def test_dns_failure(write_file, tmp_path: Path) -> None:
     assert len(failures) == 1
     assert failures[0]["error"].startswith("ConnectionError:")
     assert "lookup" in failures[0]["error"]
+
+
+def _endless_body(conn: socket.socket) -> None:
+    """A response whose body never ends (read until close): 4 MiB of it,
+    then it stops sending without closing (bounded for the test's sake)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    for _ in range(64):
+        conn.sendall(b"x" * 65536)
+
+
+BIG_BODIES = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Greedy(AsyncHttpUser):
+    wait_time = constant(0.1)
+    max_body_bytes = 1_000_000
+
+    @task
+    async def capped(self):
+        await self.session.get("/capped", timeout=2)
+"""
+
+
+def test_a_body_over_the_limit_is_a_failure_with_the_fix(
+    raw_server, write_file, tmp_path: Path
+) -> None:
+    server = raw_server(_endless_body)
+    path = write_file("greedy.py", BIG_BODIES)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-r", "10", "-t", "2s", "-H", server.url,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "panicked" not in run.stderr and run.json["stats"]["errors"] == []
+    errors = {f["error"]: f["occurrences"] for f in run.json["stats"]["failures"]}
+    over = (
+        "ResponseError: the response body is over the limit of 1000000 bytes: "
+        "raise max_body_bytes for this request or user"
+    )
+    # One text, so the failures group; a rare reset as the server gives up
+    # sending is a failure too.
+    assert errors.pop(over) > 0, errors
+    assert all(e.startswith("ResponseError:") for e in errors), errors
+    assert run.total["num_requests"] == run.total["num_failures"] == server.connections > 0

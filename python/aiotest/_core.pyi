@@ -99,6 +99,8 @@ class RequestSpec:
             ``catch_response=True``, whose user code decides).
         intended_lag_us: How late its iteration started (open workload
             model), to also record it corrected for coordinated omission.
+        max_body_bytes: A longer response body fails the request; None for
+            64 MiB.
 
     Raises:
         ValueError: An unknown method, or a timeout that is not a number of
@@ -117,6 +119,7 @@ class RequestSpec:
         allow_redirects: bool = True,
         record: bool = True,
         intended_lag_us: int | None = None,
+        max_body_bytes: int | None = None,
     ) -> RequestSpec: ...
     @property
     def method(self) -> str: ...
@@ -181,6 +184,7 @@ class HttpSession:
         allow_redirects: bool = True,
         record: bool = True,
         intended_lag_us: int | None = None,
+        max_body_bytes: int | None = None,
     ) -> RequestSpec:
         """A request of this session: as :class:`RequestSpec`, with the same
         arguments and errors, but cheaper to call (no keyword dict)."""

@@ -318,6 +318,9 @@ class HttpSession:
         #: Open workload model: how late (µs) the current iteration started,
         #: so each request is also recorded corrected for coordinated omission.
         self.intended_lag_us: int | None = None
+        #: A longer response body fails a request (None: 64 MiB); the
+        #: user class's ``max_body_bytes``.
+        self.max_body_bytes: int | None = None
         #: The user's ``context()``, when its class defines one: called for
         #: each request, merged under the request's own ``context=``.
         self.user_context: Callable[[], Mapping[str, Any]] | None = None
@@ -337,6 +340,7 @@ class HttpSession:
         catch_response: bool = False,
         context: Mapping[str, Any] | None = None,
         files: Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
     ) -> RequestContext:
         """Builds a request; await the result or use it with ``async with``.
 
@@ -357,6 +361,8 @@ class HttpSession:
                 (Locust's request context), over the user's ``context()``.
             files: Files to upload as ``multipart/form-data``, with ``data``
                 (a mapping) as its other fields; see :func:`multipart_body`.
+            max_body_bytes: A longer response body fails the request (the
+                session's ``max_body_bytes``, else 64 MiB, when None).
 
         Raises:
             ValueError: An unknown HTTP method, or a ``timeout`` that is not
@@ -390,6 +396,7 @@ class HttpSession:
             allow_redirects=allow_redirects,
             record=not catch_response,
             intended_lag_us=self.intended_lag_us,
+            max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
         )
         user_context = self.user_context
         if user_context is not None:

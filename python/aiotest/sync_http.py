@@ -229,6 +229,7 @@ class SyncHttpSession:
         cookies: Mapping[str, str] | None = None,
         files: Any = None,
         context: Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
         **_ignored: Any,
     ) -> SyncResponse:
         """Sends a request and returns its response once it is done; the
@@ -260,6 +261,7 @@ class SyncHttpSession:
             catch_response=catch_response,
             context=context,
             files=files,
+            max_body_bytes=max_body_bytes,
         )
         return SyncResponse(ctx.wait(), ctx)
 

@@ -419,10 +419,14 @@ class AsyncHttpUser(User):
         network_timeout: Seconds before a request fails (Locust
             FastHttpUser's name and 60 s default); a request's ``timeout=``
             overrides it.
+        max_body_bytes: A longer response body fails the request, with the
+            reason; None for 64 MiB. A request's ``max_body_bytes=``
+            overrides it.
     """
 
     abstract = True
     network_timeout: float = 60.0
+    max_body_bytes: int | None = None
 
     def __init__(
         self,
@@ -440,6 +444,7 @@ class AsyncHttpUser(User):
             base_url=self.host,
             timeout_s=self.network_timeout,
         )
+        self.session.max_body_bytes = self.max_body_bytes
         if type(self).context is not User.context:
             self.session.user_context = self.context
 

@@ -58,6 +58,10 @@ const MAX_HEADERS: usize = 128;
 const INLINE_BODY_BYTES: usize = 16 * 1024;
 /// The text of a connection closed before a message was complete (hyper's).
 const CLOSED_EARLY: &str = "connection closed before message completed";
+/// The most informational (1xx) responses taken before the final one: a
+/// target sending them forever fails the request instead of holding it
+/// for its whole timeout.
+const MAX_INFORMATIONAL: usize = 16;
 
 /// Where a connection goes: the URL's host (IPv6 in brackets) and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +144,7 @@ impl Connections {
     pub fn round_trip<'a>(
         &'a self,
         origin: &'a Origin,
+        max_body_bytes: u64,
         req: Request<Bytes>,
     ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
         // Only what the exchange needs goes into the future (an async fn
@@ -154,7 +159,13 @@ impl Connections {
             .load(Ordering::Relaxed)
             .next_power_of_two()
             .clamp(FIRST_READ_BYTES.0, FIRST_READ_BYTES.1);
-        self.send(origin, encoded, body_apart, method, first_read)
+        self.send(
+            origin,
+            encoded,
+            body_apart,
+            method,
+            (first_read, max_body_bytes),
+        )
     }
 
     /// [`Self::round_trip`] once the request is encoded.
@@ -164,7 +175,7 @@ impl Connections {
         encoded: Vec<u8>,
         body_apart: Option<Bytes>,
         method: Method,
-        first_read: usize,
+        reads: (usize, u64),
     ) -> Result<(Head, Bytes), Failure> {
         let mut stream = self.take_idle(origin);
         // Cleared by a retry, which opens a new connection.
@@ -174,14 +185,7 @@ impl Connections {
                 Some(conn) => conn,
                 None => Box::pin(connect(origin)).await?,
             };
-            let outcome = exchange(
-                &mut conn,
-                &encoded,
-                body_apart.as_ref(),
-                &method,
-                first_read,
-            )
-            .await;
+            let outcome = exchange(&mut conn, &encoded, body_apart.as_ref(), &method, reads).await;
             let retry = reused
                 && match &outcome {
                     Err(Broken::Unsent(_)) => true,
@@ -290,14 +294,15 @@ fn encode(req: &Request<Bytes>) -> Vec<u8> {
 }
 
 /// Writes one request on `stream` and reads its response, starting with a
-/// buffer of `first_read` bytes: the head, the body, whether the connection
-/// can carry another request, and the response's size in bytes.
+/// buffer of `reads.0` bytes and failing a body over `reads.1` bytes: the
+/// head, the body, whether the connection can carry another request, and
+/// the response's size in bytes.
 async fn exchange(
     stream: &mut TcpStream,
     encoded: &[u8],
     body_apart: Option<&Bytes>,
     method: &Method,
-    first_read: usize,
+    (first_read, max_body_bytes): (usize, u64),
 ) -> Result<(Head, Bytes, bool, usize), Broken> {
     let mut write = stream.write_all(encoded).await;
     if let (Ok(()), Some(body)) = (&write, body_apart) {
@@ -316,6 +321,8 @@ async fn exchange(
         stream,
         buf: BytesMut::with_capacity(first_read),
         received: 0,
+        scanned: 0,
+        max_body_bytes,
     };
     let head = reader.head().await?;
     let (body, whole) = reader.body(method, &head).await.map_err(Broken::Failed)?;
@@ -325,6 +332,15 @@ async fn exchange(
     Ok((head, body, reusable, reader.received))
 }
 
+/// The failure text of a response body over `max_body_bytes` (both HTTP
+/// paths use it).
+pub(crate) fn body_over_limit(max_body_bytes: u64) -> String {
+    format!(
+        "the response body is over the limit of {max_body_bytes} bytes: raise \
+         max_body_bytes for this request or user"
+    )
+}
+
 /// Reads one response from a connection into one buffer.
 struct Reader<'a> {
     stream: &'a mut TcpStream,
@@ -332,6 +348,12 @@ struct Reader<'a> {
     buf: BytesMut,
     /// Bytes read in all.
     received: usize,
+    /// How much of the buffer was searched for the end of a head (or of
+    /// trailers) without finding it: the next search starts there, so a
+    /// target dripping a head byte by byte costs linear time, not quadratic.
+    scanned: usize,
+    /// A body longer than this fails the request.
+    max_body_bytes: u64,
 }
 
 impl Reader<'_> {
@@ -347,16 +369,40 @@ impl Reader<'_> {
         Ok(n > 0)
     }
 
+    /// Whether the buffer holds a blank line (the end of a head or of
+    /// trailers), searching only what was not searched before.
+    fn has_blank_line(&mut self) -> bool {
+        let from = self.scanned.saturating_sub(2).min(self.buf.len());
+        let found = self.buf[from..].windows(2).enumerate().any(|(i, w)| {
+            w == b"\n\n" || (w == b"\n\r" && self.buf.get(from + i + 2) == Some(&b'\n'))
+        });
+        self.scanned = if found { 0 } else { self.buf.len() };
+        found
+    }
+
     /// The final response head; informational (1xx) responses before it are
-    /// skipped, except 101.
+    /// skipped, except 101, up to [`MAX_INFORMATIONAL`] of them.
     async fn head(&mut self) -> Result<Head, Broken> {
+        let mut informational = 0;
         loop {
-            match parse_head(&self.buf) {
+            let parsed = if self.has_blank_line() {
+                parse_head(&self.buf)
+            } else {
+                Ok(None)
+            };
+            match parsed {
                 Ok(Some((len, head))) => {
                     self.buf.advance(len);
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS
                     {
+                        informational += 1;
+                        if informational > MAX_INFORMATIONAL {
+                            return Err(Broken::Failed(Failure::Request(format!(
+                                "more than {MAX_INFORMATIONAL} informational (1xx) responses \
+                                 came before the final one"
+                            ))));
+                        }
                         continue;
                     }
                     return Ok(head);
@@ -389,6 +435,7 @@ impl Reader<'_> {
     async fn body(&mut self, method: &Method, head: &Head) -> Result<(Bytes, bool), Failure> {
         match framing(method, head).map_err(Failure::Request)? {
             Framing::Empty => Ok((Bytes::new(), true)),
+            Framing::Length(len) if len > self.max_body_bytes => Err(self.too_large()),
             Framing::Length(len) => {
                 while (self.buf.len() as u64) < len {
                     let missing =
@@ -400,11 +447,21 @@ impl Reader<'_> {
                 Ok((self.take(len as usize), true))
             }
             Framing::Chunked => self.chunked().await.map(|body| (body, true)),
-            Framing::UntilClose => {
-                while self.fill(self.buf.capacity()).await.map_err(body_error)? {}
-                Ok((self.take(self.buf.len()), false))
-            }
+            Framing::UntilClose => loop {
+                if self.buf.len() as u64 > self.max_body_bytes {
+                    return Err(self.too_large());
+                }
+                if !self.fill(self.buf.capacity()).await.map_err(body_error)? {
+                    return Ok((self.take(self.buf.len()), false));
+                }
+            },
         }
+    }
+
+    /// The failure of a body over the limit; the text names the limit, not
+    /// the size, so that failures group.
+    fn too_large(&self) -> Failure {
+        Failure::Body(body_over_limit(self.max_body_bytes))
     }
 
     /// The next `len` bytes of the buffer, without the allocation behind
@@ -437,6 +494,9 @@ impl Reader<'_> {
             if size == 0 {
                 return self.trailers().await.map(|()| body.freeze());
             }
+            if (body.len() as u64).saturating_add(size) > self.max_body_bytes {
+                return Err(self.too_large());
+            }
             let size = usize::try_from(size)
                 .ok()
                 .filter(|s| *s < usize::MAX - 2)
@@ -465,7 +525,12 @@ impl Reader<'_> {
                 self.buf.advance(2);
                 return Ok(());
             }
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if self.has_blank_line() {
+                let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return Err(Failure::Body(
+                        "the trailers do not end with CRLF".to_owned(),
+                    ));
+                };
                 self.buf.advance(end + 4);
                 return Ok(());
             }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::super::request::DEFAULT_MAX_BODY_BYTES;
 use super::*;
 
 fn get(origin: &Origin) -> Request<Bytes> {
@@ -22,7 +23,10 @@ async fn sequential_requests_share_one_connection() {
     let (origin, seen) = scripted(vec![(OK, 1, false); 20]).await;
     let conns = Connections::default();
     for _ in 0..20 {
-        let (parts, body) = conns.round_trip(&origin, get(&origin)).await.unwrap();
+        let (parts, body) = conns
+            .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
+            .await
+            .unwrap();
         assert_eq!(parts.status, 200);
         assert_eq!(&body[..], b"ok");
     }
@@ -35,7 +39,10 @@ async fn connections_the_server_closed_are_replaced() {
     let (origin, seen) = scripted(vec![(OK, 1, true); 20]).await;
     let conns = Connections::default();
     for _ in 0..20 {
-        let (parts, _) = conns.round_trip(&origin, get(&origin)).await.unwrap();
+        let (parts, _) = conns
+            .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
+            .await
+            .unwrap();
         assert_eq!(parts.status, 200);
     }
     assert_eq!(seen.connections.load(Ordering::SeqCst), 20);
@@ -45,15 +52,19 @@ async fn connections_the_server_closed_are_replaced() {
 async fn concurrent_requests_open_their_own_connections() {
     let (origin, seen) = scripted(vec![(OK, 1, false); 12]).await;
     let conns = Connections::default();
-    let all =
-        futures_util::future::join_all((0..4).map(|_| conns.round_trip(&origin, get(&origin))))
-            .await;
+    let all = futures_util::future::join_all(
+        (0..4).map(|_| conns.round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))),
+    )
+    .await;
     assert!(all.iter().all(Result::is_ok));
     assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
     assert_eq!(conns.idle_count(), 4);
     // They are all reused afterwards.
     for _ in 0..8 {
-        conns.round_trip(&origin, get(&origin)).await.unwrap();
+        conns
+            .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
+            .await
+            .unwrap();
     }
     assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
 }
@@ -67,7 +78,7 @@ async fn a_refused_connection_is_a_connection_error() {
     };
     drop(listener);
     let err = Connections::default()
-        .round_trip(&origin, get(&origin))
+        .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
         .await
         .unwrap_err();
     let text = err.describe();
@@ -193,7 +204,11 @@ async fn bodies_are_framed_as_rfc_9112_says() {
     .await;
     let conns = Connections::default();
     let (head, body) = conns
-        .round_trip(&origin, request(&origin, Method::GET, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::GET, b""),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -201,37 +216,61 @@ async fn bodies_are_framed_as_rfc_9112_says() {
         (200, &b"hello world"[..])
     );
     let (head, body) = conns
-        .round_trip(&origin, request(&origin, Method::HEAD, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::HEAD, b""),
+        )
         .await
         .unwrap();
     assert_eq!((head.status.as_u16(), body.len()), (200, 0));
     assert_eq!(head.headers["content-length"], "100");
     for status in [204, 304] {
         let (head, body) = conns
-            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .round_trip(
+                &origin,
+                DEFAULT_MAX_BODY_BYTES,
+                request(&origin, Method::GET, b""),
+            )
             .await
             .unwrap();
         assert_eq!((head.status.as_u16(), body.len()), (status, 0));
     }
     let (head, body) = conns
-        .round_trip(&origin, request(&origin, Method::POST, b"{}"))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::POST, b"{}"),
+        )
         .await
         .unwrap();
     assert_eq!((head.status.as_u16(), &body[..]), (201, &b"ok"[..]));
     let (_, body) = conns
-        .round_trip(&origin, request(&origin, Method::GET, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::GET, b""),
+        )
         .await
         .unwrap();
     assert!(body.len() == BIG && body.iter().all(|b| *b == b'x'));
     let (_, body) = conns
-        .round_trip(&origin, request(&origin, Method::GET, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::GET, b""),
+        )
         .await
         .unwrap();
     assert_eq!(&body[..], b"abc");
     // All of these kept the one connection.
     assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
     let (_, body) = conns
-        .round_trip(&origin, request(&origin, Method::GET, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::GET, b""),
+        )
         .await
         .unwrap();
     assert_eq!(&body[..], b"until the end");
@@ -272,7 +311,11 @@ async fn connections_stay_open_only_when_the_response_allows() {
     let conns = Connections::default();
     for expected_idle in [0, 0, 1, 1] {
         conns
-            .round_trip(&origin, request(&origin, Method::POST, b""))
+            .round_trip(
+                &origin,
+                DEFAULT_MAX_BODY_BYTES,
+                request(&origin, Method::POST, b""),
+            )
             .await
             .unwrap();
         assert_eq!(conns.idle_count(), expected_idle);
@@ -323,7 +366,11 @@ async fn malformed_responses_fail_with_their_reason() {
     for (reply, expected) in cases {
         let (origin, _) = scripted(vec![(reply, 1, true)]).await;
         let err = Connections::default()
-            .round_trip(&origin, request(&origin, Method::GET, b""))
+            .round_trip(
+                &origin,
+                DEFAULT_MAX_BODY_BYTES,
+                request(&origin, Method::GET, b""),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -336,8 +383,91 @@ async fn malformed_responses_fail_with_their_reason() {
     // 50 fields are more than the first try's room, and fine.
     let (origin, _) = scripted(vec![(fifty_fields.as_bytes(), 1, false)]).await;
     let (head, _) = Connections::default()
-        .round_trip(&origin, request(&origin, Method::GET, b""))
+        .round_trip(
+            &origin,
+            DEFAULT_MAX_BODY_BYTES,
+            request(&origin, Method::GET, b""),
+        )
         .await
         .unwrap();
     assert_eq!(head.headers.get_all("x-a").iter().count(), 50);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_responses_fail_with_their_reason_and_never_hang() {
+    let endless_1xx: &'static [u8] =
+        Box::leak("HTTP/1.1 100 Continue\r\n\r\n".repeat(40).into_boxed_str()).as_bytes();
+    let long_chunks: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{}",
+            "8\r\n12345678\r\n".repeat(8)
+        )
+        .into_boxed_str(),
+    )
+    .as_bytes();
+    let cases: [(&'static [u8], &str); 4] = [
+        (
+            endless_1xx,
+            "RequestError: more than 16 informational (1xx) responses",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n",
+            "ResponseError: the response body is over the limit of 32 bytes",
+        ),
+        (
+            long_chunks,
+            "ResponseError: the response body is over the limit of 32 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n0123456789012345678901234567890123456789",
+            "ResponseError: the response body is over the limit of 32 bytes",
+        ),
+    ];
+    for (reply, expected) in cases {
+        let (origin, _) = scripted(vec![(reply, 1, true)]).await;
+        let err = Connections::default()
+            .round_trip(&origin, 32, request(&origin, Method::GET, b""))
+            .await
+            .unwrap_err();
+        assert!(err.describe().starts_with(expected), "{}", err.describe());
+    }
+    // A response dripped in nine writes is read whole.
+    let (origin, _) = scripted(vec![(OK, 9, false)]).await;
+    let (head, body) = Connections::default()
+        .round_trip(&origin, 32, request(&origin, Method::GET, b""))
+        .await
+        .unwrap();
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"ok"[..]));
+}
+
+#[test]
+fn the_end_of_a_head_is_searched_once_per_byte() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut stream, _accepted) =
+            tokio::join!(async { TcpStream::connect(addr).await.unwrap() }, async {
+                listener.accept().await.unwrap()
+            });
+        let mut reader = Reader {
+            stream: &mut stream,
+            buf: BytesMut::new(),
+            received: 0,
+            scanned: 0,
+            max_body_bytes: 1,
+        };
+        for (i, byte) in b"HTTP/1.1 200 OK\r\nx: y\r\n".iter().enumerate() {
+            reader.buf.extend_from_slice(&[*byte]);
+            assert!(!reader.has_blank_line());
+            assert_eq!(reader.scanned, i + 1);
+        }
+        reader.buf.extend_from_slice(b"\r");
+        assert!(!reader.has_blank_line());
+        reader.buf.extend_from_slice(b"\n");
+        assert!(reader.has_blank_line() && reader.scanned == 0);
+    });
 }

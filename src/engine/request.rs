@@ -8,7 +8,7 @@ use reqwest::cookie::CookieStore;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
 
-use super::h1::Origin;
+use super::h1::{body_over_limit, Origin};
 use super::session::{Redirects, SessionState, USER_AGENT};
 use super::{Completion, EngineError};
 use crate::stats::{unix_now_s, RequestSample};
@@ -35,7 +35,15 @@ pub struct RequestSpec {
     /// How late (µs) this request's iteration started in the open workload
     /// model; see [`RequestSample::intended_lag_us`].
     pub intended_lag_us: Option<u64>,
+    /// A longer response body fails the request; None for
+    /// [`DEFAULT_MAX_BODY_BYTES`].
+    pub max_body_bytes: Option<u64>,
 }
+
+/// The response body a request accepts unless it says otherwise: a
+/// target that never stops sending fails the request at this size rather
+/// than growing the process for the whole timeout.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The result of one request, failed or not.
 #[derive(Debug)]
@@ -202,7 +210,9 @@ async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec)
     };
     let timeout = request_timeout(spec);
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, session.conns.round_trip(&origin, req)).await;
+    let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let exchange = session.conns.round_trip(&origin, max_body_bytes, req);
+    let result = tokio::time::timeout(timeout, exchange).await;
     // Built after the await, so that it is not part of the request's task.
     let mut out = HttpOutcome::failed_before_sending(spec, String::new());
     match result {
@@ -399,9 +409,9 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
                     .collect();
             }
             out.headers = resp.headers().clone();
-            resp.bytes().await
+            read_limited(resp, spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)).await
         }
-        Err(e) => Err(e),
+        Err(e) => Err(describe_error(&e)),
     };
     out.response_time_us = started.elapsed().as_micros() as u64;
     out.ended_at_s = unix_now_s();
@@ -410,9 +420,25 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
             out.body = body;
             out.error = status_failure(out.status, &out.reason);
         }
-        Err(e) => out.error = Some(describe_error(&e)),
+        Err(e) => out.error = Some(e),
     }
     out
+}
+
+/// The whole body of `resp`, failing once it is over `max_body_bytes`
+/// (the same limit and text as the plain-http path).
+async fn read_limited(mut resp: reqwest::Response, max_body_bytes: u64) -> Result<Bytes, String> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_error(&e))? {
+        if body.len() as u64 + chunk.len() as u64 > max_body_bytes {
+            return Err(format!(
+                "ResponseError: {}",
+                body_over_limit(max_body_bytes)
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Locust's failure text for an HTTP status of 400 or more (as `requests`'
@@ -474,6 +500,7 @@ impl RequestSpec {
             allow_redirects: true,
             record: true,
             intended_lag_us: None,
+            max_body_bytes: None,
         }
     }
 }
