@@ -366,3 +366,35 @@ def test_commands_from_another_site_are_refused(hello_file: Path, tmp_path: Path
         status, body = web.swarm(user_count=1, run_time="1s")  # no browser headers: curl
         assert status == 200, body
         assert web.quit() == 0, web.stderr
+
+
+STALLING_FILE = """
+import time
+from aiotest import AsyncHttpUser, constant, events, task
+
+
+@events.test_start.add_listener
+def _(environment, **kw):
+    time.sleep(11)  # a listener that holds the loop past the web UI's 10 s
+
+
+class Idle(AsyncHttpUser):
+    wait_time = constant(1)
+
+    @task
+    async def nothing(self):
+        pass
+"""
+
+
+def test_a_command_that_got_its_503_does_not_run_later(write_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write_file("stall.py", STALLING_FILE)
+    with WebProcess(path, "-H", "http://127.0.0.1:9", cwd=tmp_path) as web:
+        status, body = web.swarm(user_count=1)
+        assert status == 200, body
+        status, _, body = web.request("/stop", method="POST")  # the loop is held
+        assert status == 503, body
+        doc = web.wait_for("the held loop to go on", lambda d: d["state"] == "running")
+        assert doc["user_count"] == 1  # the stop nobody waited for did not run
+        assert web.quit() == 0, web.stderr
+    assert "Dropped a stop command its client gave up on" in web.stderr

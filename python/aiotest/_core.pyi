@@ -380,6 +380,9 @@ class WebUi:
     def drain_commands(self) -> list[dict[str, Any]]:
         """Commands since the last call: ``id``, ``action`` (swarm, stop,
         reset), ``body``, ``content_type``."""
+    def awaited(self, id: int) -> bool:
+        """Whether the client still waits for command ``id`` (after 10 s it
+        got a 503, and the command must not run)."""
     def reply(self, id: int, status: int, body: dict[str, Any]) -> None:
         """Answers command ``id`` with an HTTP status and a JSON body.
         Raises ValueError for a body JSON cannot carry."""

@@ -347,6 +347,11 @@ class WebUiServer:
     async def _commander(self) -> None:
         while True:
             cmd = await self._commands.get()
+            if not self.web.awaited(cmd["id"]):
+                # The client had its 503 already: acting now would start a
+                # run (or stop one) nobody is waiting for.
+                log.warning("Dropped a %s command its client gave up on", cmd["action"])
+                continue
             try:
                 status, body = await self.handle(cmd)
             except Exception as exc:  # the browser gets the cause

@@ -85,6 +85,12 @@ impl PyWebUi {
             .collect()
     }
 
+    /// Whether the client still waits for command `id` (it gives up after
+    /// 10 s with a 503; the command must not run after that).
+    fn awaited(&self, id: u64) -> PyResult<bool> {
+        Ok(self.ui()?.awaited(id))
+    }
+
     /// Answers command `id` with an HTTP status and a JSON-able body (a
     /// dict). Raises ValueError for a body that JSON cannot carry.
     fn reply(&self, id: u64, status: u16, body: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -214,6 +214,12 @@ impl WebUi {
 
     /// Answers command `id` with an HTTP status and a JSON body. An unknown
     /// id (already timed out) is ignored.
+    /// Whether a client still waits for command `id`'s answer: one that
+    /// gave up (503 after 10 s) must not act later.
+    pub fn awaited(&self, id: u64) -> bool {
+        lock(&self.shared.pending).contains_key(&id)
+    }
+
     pub fn reply(&self, id: u64, status: u16, body_json: String) {
         let waiter = lock(&self.shared.pending).remove(&id);
         if let Some(tx) = waiter {
