@@ -341,10 +341,12 @@ def test_swarm_takes_the_aiotestfiles_options(
     assert "run with shop=b token=s3cret dry_run=True" in web.stdout
 
 
-def test_commands_from_another_site_are_refused(hello_file: Path, tmp_path: Path) -> None:
+def test_commands_from_another_site_are_refused(
+    hello_file: Path, demo_target: DemoTarget, tmp_path: Path
+) -> None:
     """A page elsewhere cannot drive the operator's browser into starting a
     swarm, stopping or resetting (CSRF); curl and scripts still can."""
-    with WebProcess(hello_file, "-H", "http://127.0.0.1:9", cwd=tmp_path) as web:
+    with WebProcess(hello_file, "-H", demo_target.url, cwd=tmp_path) as web:
         own = web.url.removeprefix("http://")
         hostile = [
             {"Sec-Fetch-Site": "cross-site"},
