@@ -1,17 +1,19 @@
 """The in-process API: :func:`run` and :func:`run_async` run a load test
 from Python code (a pytest test, a script) on the one run lifecycle and
-return its :class:`~aiotest.RunResult`."""
+return its :class:`~aiotest.RunResult`; :func:`run_single_user` is
+Locust's debugging helper on the same path."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from . import _bridge
 from ._core import validate_checks
 from .env import Environment
 from .exceptions import ConfigError
-from .lifecycle import LocalBackend, RunDriver, RunSpec
+from .lifecycle import LocalBackend, Outcome, RunDriver, RunSpec
 from .result import RunResult
 from .shape import LoadStep
 from .user import User
@@ -106,7 +108,57 @@ async def run_async(
         iterations=iterations,
         reset_stats=reset_stats,
     )
-    outcome = await RunDriver(env, LocalBackend(env), spec).run(asyncio.Event())
+    outcome = await _run_here(env, spec)
     if outcome.spawn_error is not None:
         raise outcome.spawn_error
     return RunResult.from_snapshot(outcome.snapshot, task_runs=outcome.task_runs, checks=checks)
+
+
+async def _run_here(env: Environment, spec: RunSpec) -> Outcome:
+    """One run of ``env``'s users in this process, to its end."""
+    return await RunDriver(env, LocalBackend(env), spec).run(asyncio.Event())
+
+
+def run_single_user(
+    user_class: type[User],
+    include_length: bool = False,
+    include_time: bool = False,
+    include_context: bool = False,
+    include_payload: bool = False,
+    loglevel: str | None = "WARNING",
+    *,
+    run_time_s: float | None = None,
+    iterations: int | None = None,
+) -> None:
+    """Runs one user of ``user_class`` in this process, printing each
+    request, until Ctrl-C (or ``run_time_s``, or ``iterations`` tasks):
+    Locust's debugging helper (``from locust import run_single_user``).
+
+    Args:
+        include_length, include_time, include_context: Also print each
+            request's bytes, ms and context. ``include_payload`` and
+            ``loglevel`` are accepted for Locust's scripts.
+        run_time_s, iterations: End the run after these, when given.
+    """
+
+    def show(request_type: str, name: str, response_time: float, **kw: Any) -> None:
+        parts = [f"{request_type:<8} {name}"]
+        if kw.get("exception"):
+            parts.append(f"failed: {kw['exception']}")
+        if include_time:
+            parts.append(f"{response_time:.1f} ms")
+        if include_length:
+            parts.append(f"{kw.get('response_length', 0)} bytes")
+        if include_context:
+            parts.append(str(kw.get("context")))
+        print("  ".join(parts), flush=True)
+
+    env = Environment(user_classes=[user_class])
+    env.events.request.add_listener(show)
+    spec = RunSpec(step=LoadStep(1, 1.0), run_time_s=run_time_s, iterations=iterations)
+    try:
+        _bridge.run(_run_here(env, spec))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        env.events.request.remove_listener(show)

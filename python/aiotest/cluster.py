@@ -23,7 +23,7 @@ from ._bridge import pump_events
 from ._core import ClusterStatus, Engine, Master, WorkerStatus
 from .env import Environment
 from .lifecycle import Backend, StopReason
-from .messages import hub
+from .messages import REPORT_TO_MASTER, hub
 from .options import RunOptions
 from .runner import Runner
 from .shape import LoadStep
@@ -66,10 +66,6 @@ def worker_dict(w: WorkerStatus) -> dict[str, Any]:
         "memory_bytes": w.memory_bytes,
         "last_heartbeat_s": w.last_heartbeat_s,
     }
-
-
-#: Custom message that carries a worker's ``report_to_master`` data.
-REPORT_MESSAGE = "aiotest.report_to_master"
 
 
 class MasterRunner(Runner):
@@ -170,8 +166,8 @@ class ClusterBackend(Backend):
         env.runner = self.runner = runner
         pump_events(master, self._on_event)
         hub.connect(master.send_message, "master")
-        if not hub.has_handler(REPORT_MESSAGE):
-            hub.register(REPORT_MESSAGE, _on_worker_report)
+        if not hub.has_handler(REPORT_TO_MASTER):
+            hub.register(REPORT_TO_MASTER, _on_worker_report)
 
     @classmethod
     def open(cls, env: Environment, opts: RunOptions) -> ClusterBackend:

@@ -15,13 +15,13 @@ response (:mod:`aiotest.sync_http`).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from types import ModuleType
 from typing import Any
 
-from . import _bridge, gevent_api
+from . import gevent_api
 from ._core import __version__
+from .api import run_single_user
 from .env import Environment
 from .events import EventHook, Events, events
 from .exceptions import (
@@ -33,9 +33,8 @@ from .exceptions import (
     StopTest,
     StopUser,
 )
-from .lifecycle import LocalBackend, RunDriver, RunSpec
 from .runner import Runner
-from .shape import LoadStep, LoadTestShape
+from .shape import LoadTestShape
 from .sync import install_cooperative_sleep
 from .sync_http import (
     CatchResponseError,
@@ -84,44 +83,6 @@ class WorkerRunner(metaclass=_RoleCheck):
     """Locust's ``WorkerRunner``, for ``isinstance`` checks: a worker."""
 
     role = "worker"
-
-
-def run_single_user(
-    user_class: type[User],
-    include_length: bool = False,
-    include_time: bool = False,
-    include_context: bool = False,
-    include_payload: bool = False,
-    loglevel: str | None = "WARNING",
-    *,
-    run_time_s: float | None = None,
-    iterations: int | None = None,
-) -> None:
-    """Runs one user of ``user_class`` in this process, printing each
-    request, until Ctrl-C (or ``run_time_s``, or ``iterations`` tasks):
-    Locust's debugging helper."""
-
-    def show(request_type: str, name: str, response_time: float, **kw: Any) -> None:
-        parts = [f"{request_type:<8} {name}"]
-        if kw.get("exception"):
-            parts.append(f"failed: {kw['exception']}")
-        if include_time:
-            parts.append(f"{response_time:.1f} ms")
-        if include_length:
-            parts.append(f"{kw.get('response_length', 0)} bytes")
-        if include_context:
-            parts.append(str(kw.get("context")))
-        print("  ".join(parts), flush=True)
-
-    env = Environment(user_classes=[user_class])
-    env.events.request.add_listener(show)
-    spec = RunSpec(step=LoadStep(1, 1.0), run_time_s=run_time_s, iterations=iterations)
-    try:
-        _bridge.run(RunDriver(env, LocalBackend(env), spec).run(asyncio.Event()))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        env.events.request.remove_listener(show)
 
 
 def _module(name: str, **names: Any) -> ModuleType:
@@ -176,13 +137,13 @@ def install() -> None:
         ResponseError=ResponseError,
         CatchResponseError=CatchResponseError,
     )
-    wait_time = _module(
-        "locust.user.wait_time",
+    waits = dict(
         between=between,
         constant=constant,
         constant_pacing=constant_pacing,
         constant_throughput=constant_throughput,
     )
+    wait_time = _module("locust.user.wait_time", **waits)
     users = dict(User=User, HttpUser=HttpUser, FastHttpUser=FastHttpUser)
     tasks = dict(
         task=task,
@@ -213,10 +174,7 @@ def install() -> None:
         events=events,
         LoadTestShape=LoadTestShape,
         run_single_user=run_single_user,
-        between=between,
-        constant=constant,
-        constant_pacing=constant_pacing,
-        constant_throughput=constant_throughput,
+        **waits,
         **users,
         **tasks,
     )

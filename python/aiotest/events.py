@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -170,6 +172,19 @@ class RequestEvent(EventHook):
             response_time=(time.perf_counter() - started) * 1000,
             response_length=ctx["response_length"],
         )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of ``exc``'s traceback outside aiotest's own package:
+    where in the user's code it happened, outermost first."""
+    return [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_PACKAGE_DIR)
+    ]
 
 
 def failure_text(exception: BaseException | str | None) -> str | None:

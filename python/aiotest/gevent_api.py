@@ -121,6 +121,7 @@ class Greenlet:
 
     @property
     def started(self) -> bool:
+        """Whether :meth:`start` was called (the task may wait for the loop)."""
         return self._task is not None or self in _pending
 
     @property
@@ -129,9 +130,11 @@ class Greenlet:
         return self._done is not None and self._done.done()
 
     def ready(self) -> bool:
+        """Whether the function has ended (gevent's name for :attr:`dead`)."""
         return self.dead
 
     def successful(self) -> bool:
+        """Whether it ended by returning, not by an exception or a kill."""
         return self.dead and self.exception is None
 
     def link(self, callback: Callable[[Greenlet], Any]) -> None:
@@ -211,10 +214,12 @@ def joinall(
 
 
 def kill(g: Greenlet, exception: type[BaseException] = GreenletExit) -> None:
+    """Stops ``g`` at its next wait, without waiting for it (``gevent.kill``)."""
     g.kill(exception, block=False)
 
 
 def killall(greenlets: Iterable[Greenlet], exception: type[BaseException] = GreenletExit) -> None:
+    """Stops every greenlet at its next wait, without waiting (``gevent.killall``)."""
     for g in greenlets:
         g.kill(exception, block=False)
 
@@ -271,6 +276,7 @@ class Semaphore:
         self._waiters = _Waiters()
 
     def locked(self) -> bool:
+        """Whether an ``acquire()`` now would wait."""
         return self.counter <= 0
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -351,6 +357,7 @@ class Event:
         self._waiters = _Waiters()
 
     def is_set(self) -> bool:
+        """Whether the flag is set."""
         return self._flag
 
     isSet = ready = is_set
@@ -361,6 +368,7 @@ class Event:
         self._waiters.wake_all()
 
     def clear(self) -> None:
+        """Unsets the flag; later waits wait again."""
         self._flag = False
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -388,9 +396,11 @@ class Pool:
         return len(self.greenlets)
 
     def full(self) -> bool:
+        """Whether a :meth:`spawn` now would wait (for a pool) or raise (for a queue)."""
         return self.size is not None and len(self.greenlets) >= self.size
 
     def free_count(self) -> int:
+        """How many more greenlets may start now (1 without a cap)."""
         return 1 if self.size is None else max(0, self.size - len(self.greenlets))
 
     def wait_available(self, timeout: float | None = None) -> int:
@@ -409,6 +419,7 @@ class Pool:
         return g
 
     def add(self, g: Greenlet) -> None:
+        """Counts ``g`` (started elsewhere) in the pool until it ends."""
         self.greenlets.add(g)
         g.link(self._discard)
 
@@ -422,6 +433,7 @@ class Pool:
         return not self.greenlets
 
     def kill(self, exception: type[BaseException] = GreenletExit, block: bool = True) -> None:
+        """Stops ``g`` at its next wait, without waiting for it (``gevent.kill``)."""
         for g in list(self.greenlets):
             g.kill(exception, block=block)
 
@@ -451,14 +463,17 @@ class Queue:
         self._readable, self._writable = _Waiters(), _Waiters()
 
     def qsize(self) -> int:
+        """Items in the queue now."""
         return len(self._items)
 
     __len__ = qsize
 
     def empty(self) -> bool:
+        """Whether a ``get()`` now would wait."""
         return not self._items
 
     def full(self) -> bool:
+        """Whether a :meth:`spawn` now would wait (for a pool) or raise (for a queue)."""
         return 0 < self.maxsize <= len(self._items)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -487,9 +502,11 @@ class Queue:
         return item
 
     def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``. Raises: Full: no room."""
         self.put(item, block=False)
 
     def get_nowait(self) -> Any:
+        """``get(block=False)``. Raises: Empty: no item."""
         return self.get(block=False)
 
 
@@ -506,4 +523,5 @@ def patch_all(*_args: Any, **_kwargs: Any) -> None:
 
 
 def is_module_patched(_name: str) -> bool:
+    """Always False: nothing is patched (see :func:`patch_all`)."""
     return False

@@ -21,6 +21,10 @@ from .sync import SyncRunner
 
 log = logging.getLogger("aiotest.messages")
 
+#: The custom message that carries a worker's ``report_to_master`` data
+#: to the master, whose ``worker_report`` listeners get it.
+REPORT_TO_MASTER = "aiotest.report_to_master"
+
 #: ``handler(environment=..., msg=CustomMessage)``, plain or ``async def``.
 MessageHandler = Callable[..., Any]
 

@@ -48,6 +48,12 @@ class CustomOption:
     is_required: bool = False
     is_multiple: bool = False
 
+    @property
+    def is_flag(self) -> bool:
+        """A yes/no option: ``store_true``, or a boolean default (a checkbox
+        in the web UI's start form)."""
+        return self.flag or isinstance(self.default, bool)
+
     def convert(self, items: Sequence[Any]) -> Any:
         """``items`` (one, or several with ``is_multiple``) converted by
         ``type`` and checked against ``choices``: the option's value.

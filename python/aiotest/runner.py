@@ -14,15 +14,13 @@ from typing import Any
 
 from ._bridge import EngineBridge
 from ._core import Engine, assign_user_indexes, spawn_order, user_counts
-from .events import Events
+from .events import Events, failure_text, user_frames
 from .messages import hub
 from .open_model import OpenModel
 from .result import StatsView
 from .user import TaskTable, User
 
 log = logging.getLogger("aiotest.runner")
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Seconds to wait for requests already sent when users stop, so that what the
 # target served is also what the statistics hold.
@@ -46,6 +44,7 @@ class ProcessLoad:
         self.last = (0.0, 0)
 
     def sample(self) -> tuple[float, int]:
+        """Takes a sample now: (CPU % of one core since the last sample, RSS bytes)."""
         cpu, wall = time.process_time(), time.monotonic()
         percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
         self._cpu, self._wall = cpu, wall
@@ -107,6 +106,10 @@ class Runner:
     def __init__(self, environment: Any) -> None:
         self.environment = environment
         self.target_user_count: int | None = None
+        self._errors_logged: set[tuple[str, str]] = set()
+        #: Called with (message, traceback) for each distinct error in user
+        #: code, the first time it happens (a worker forwards it to the master).
+        self.on_new_error: Callable[[str, str], None] | None = None
 
     @property
     def user_count(self) -> int:
@@ -146,23 +149,21 @@ class Runner:
         hub.send(self.environment, name, data, None)
 
     def record_error(self, exc: BaseException, *, in_listener: bool = False) -> None:
-        """Records an exception from user code among the run's errors."""
-        message, tb = f"{type(exc).__name__}: {exc}", user_traceback(exc)
-        log.error("Error in user code: %s\n%s", message, tb)
+        """Records an exception from user code among the run's errors, with
+        its traceback (the user's frames only); logs each distinct cause
+        once, and hands it to :attr:`on_new_error` then. ``in_listener``:
+        it came from an event listener (see :class:`LocalRunner`)."""
+        message = failure_text(exc) or ""
+        tb = "".join(traceback.format_list(user_frames(exc))).rstrip()
         engine = self.environment.engine
         if engine is not None:
             engine.record_error(message, tb, self.client_id)
-
-
-def user_traceback(exc: BaseException) -> str:
-    """``exc``'s traceback without aiotest's own frames: where in the
-    user's code it happened."""
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_PACKAGE_DIR)
-    ]
-    return "".join(traceback.format_list(frames)).rstrip()
+        key = (message, tb)
+        if key not in self._errors_logged:
+            self._errors_logged.add(key)
+            log.error("Error in user code: %s\n%s", message, tb)
+            if self.on_new_error is not None:
+                self.on_new_error(message, tb)
 
 
 class LocalRunner(Runner):
@@ -208,10 +209,6 @@ class LocalRunner(Runner):
         self.stop_timeout_s = stop_timeout_s
         # One bound method for every task's done callback (no object per user).
         self._on_user_done = self._user_done
-        self._errors_logged: set[tuple[str, str]] = set()
-        #: Called with (message, traceback) for each distinct error in user
-        #: code, the first time it happens (a worker forwards it to the master).
-        self.on_new_error: Callable[[str, str], None] | None = None
         #: Where errors happen, for the exceptions report: a worker's id.
         self.node = "local"
         self.state = "ready"
@@ -445,17 +442,9 @@ class LocalRunner(Runner):
             self.iterations_done.set()
 
     def record_error(self, exc: BaseException, *, in_listener: bool = False) -> None:
-        """Records an exception from user code with its traceback; logs each
-        distinct cause once. One from a task (not from an event listener,
-        ``in_listener``) also fires ``user_error``."""
-        message, tb = f"{type(exc).__name__}: {exc}", user_traceback(exc)
-        self.engine.record_error(message, tb, self.node)
-        key = (message, tb)
-        if key not in self._errors_logged:
-            self._errors_logged.add(key)
-            log.error("Error in user code: %s\n%s", message, tb)
-            if self.on_new_error is not None:
-                self.on_new_error(message, tb)
+        """:meth:`Runner.record_error`; one from a task (not from an event
+        listener, ``in_listener``) also fires ``user_error``."""
+        super().record_error(exc, in_listener=in_listener)
         if not in_listener:
             self.events.user_error.fire(user_instance=None, exception=exc, tb=exc.__traceback__)
 

@@ -15,14 +15,13 @@ import contextlib
 import dataclasses
 import datetime
 import json as jsonlib
-import os
 import re
 import time
-import traceback
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from .events import user_frames
 from .exceptions import AiotestError, ResponseError
 from .http import Headers, HttpSession, RequestContext, Response
 from .user import AsyncHttpUser
@@ -36,9 +35,6 @@ class CatchResponseError(AiotestError):
     """Locust's ``CatchResponseError``. Unlike ``ResponseError``, raised in
     a ``catch_response`` block it is not the request's failure: it goes on
     out of the block, and the request is not recorded (as in Locust)."""
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +72,7 @@ class SyncResponse:
 
     @property
     def status_code(self) -> int:
+        """The HTTP status; 0 when no response arrived."""
         return self._response.status
 
     @property
@@ -85,26 +82,32 @@ class SyncResponse:
 
     @property
     def reason(self) -> str:
+        """The status's reason phrase, e.g. ``Not Found``."""
         return self._response.reason
 
     @property
     def url(self) -> str:
+        """The final URL, after redirects."""
         return self._response.url
 
     @property
     def headers(self) -> Headers:
+        """The response headers, looked up without regard to case."""
         return self._response.headers
 
     @property
     def cookies(self) -> dict[str, str]:
+        """Cookies this response set (name to value)."""
         return self._response.cookies
 
     @property
     def content(self) -> bytes:
+        """The whole body, as bytes."""
         return self._response.content
 
     @property
     def encoding(self) -> str:
+        """The Content-Type's charset, else ``utf-8``."""
         return self._response.encoding
 
     @property
@@ -205,6 +208,7 @@ class SyncHttpSession:
 
     @property
     def base_url(self) -> str | None:
+        """The user's host; relative URLs are appended to it."""
         return self._session.base_url
 
     @property
@@ -266,27 +270,34 @@ class SyncHttpSession:
         return SyncResponse(ctx.wait(), ctx)
 
     def get(self, url: str, **kwargs: Any) -> SyncResponse:
+        """``request("GET", url, **kwargs)``."""
         if not kwargs:  # the common case, without request()'s argument handling
             ctx = self._session.request("GET", url)
             return SyncResponse(ctx.wait(), ctx)
         return self.request("GET", url, **kwargs)
 
     def post(self, url: str, data: Any = None, json: Any = None, **kwargs: Any) -> SyncResponse:
+        """``request("POST", url, data=data, json=json, **kwargs)``."""
         return self.request("POST", url, data=data, json=json, **kwargs)
 
     def put(self, url: str, data: Any = None, **kwargs: Any) -> SyncResponse:
+        """``request("PUT", url, data=data, **kwargs)``."""
         return self.request("PUT", url, data=data, **kwargs)
 
     def patch(self, url: str, data: Any = None, **kwargs: Any) -> SyncResponse:
+        """``request("PATCH", url, data=data, **kwargs)``."""
         return self.request("PATCH", url, data=data, **kwargs)
 
     def delete(self, url: str, **kwargs: Any) -> SyncResponse:
+        """``request("DELETE", url, **kwargs)``."""
         return self.request("DELETE", url, **kwargs)
 
     def head(self, url: str, **kwargs: Any) -> SyncResponse:
+        """``request("HEAD", url, **kwargs)``."""
         return self.request("HEAD", url, **kwargs)
 
     def options(self, url: str, **kwargs: Any) -> SyncResponse:
+        """``request("OPTIONS", url, **kwargs)``."""
         return self.request("OPTIONS", url, **kwargs)
 
 
@@ -382,8 +393,8 @@ def _exception_failure(exc: Exception, text: str) -> str:
     Locust words it: the exception, where in the user's code, the response."""
     frames = [
         f"{_home_to_tilde(f.filename)}:{f.lineno} in {f.name}"
-        for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename.startswith("/") and not f.filename.startswith(_PACKAGE_DIR)
+        for f in user_frames(exc)
+        if f.filename.startswith("/")
     ]
     return f"{type(exc).__name__}: {exc} at {', '.join(frames)}. Response was {text[:200]}"
 

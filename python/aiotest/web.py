@@ -130,7 +130,7 @@ def parse_swarm(
             given = [v for v in given if v]  # left empty: the secret stays
         if not given:
             continue
-        if spec.flag or isinstance(spec.default, bool):
+        if spec.is_flag:
             options[spec.dest] = given[-1].lower() in ("true", "on", "1", "yes")
         else:
             options[spec.dest] = spec.convert(given if spec.is_multiple else given[-1:])
@@ -429,7 +429,7 @@ def _form_fields(opts: RunOptions) -> list[dict[str, Any]]:
                 "is_secret": spec.is_secret,
                 "is_required": spec.is_required,
                 "is_multiple": spec.is_multiple,
-                "is_flag": spec.flag or isinstance(spec.default, bool),
+                "is_flag": spec.is_flag,
             }
         )
     return fields

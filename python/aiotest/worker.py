@@ -19,7 +19,7 @@ from ._bridge import pump_events
 from ._core import Engine, Worker
 from .data import reset_all as reset_feeders
 from .env import Environment
-from .messages import hub
+from .messages import REPORT_TO_MASTER, hub
 from .options import RunOptions
 from .runner import LocalRunner, ProcessLoad, monitor_usage
 from .user import User
@@ -32,8 +32,6 @@ PROGRESS_INTERVAL_S = 0.5
 WAITING_LOG_INTERVAL_S = 5.0
 #: Seconds between ``report_to_master`` events (Locust's WORKER_REPORT_INTERVAL).
 REPORT_INTERVAL_S = 3.0
-#: Custom message that carries ``report_to_master`` data (as the master reads it).
-REPORT_MESSAGE = "aiotest.report_to_master"
 
 
 class WorkerProcess:
@@ -153,7 +151,7 @@ class WorkerProcess:
         self.env.events.report_to_master.fire(client_id=self.worker_id, data=data)
         if data:
             try:
-                hub.send(self.env, REPORT_MESSAGE, data, None)
+                hub.send(self.env, REPORT_TO_MASTER, data, None)
             except TypeError as exc:
                 log.error("report_to_master data must be JSON values: %s", exc)
 
