@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use _core::cluster::protocol::{Codec, Load, Message, AIOTEST_VERSION, PROTOCOL_VERSION};
-use _core::cluster::transport::{DealerTransport, PeerId, Transport};
+use _core::cluster::protocol::{Load, Message, AIOTEST_VERSION, PROTOCOL_VERSION};
+use _core::cluster::secure::{ClusterKey, WorkerChannel, WorkerInbound};
+use _core::cluster::transport::{DealerTransport, PeerId, Received, Transport};
 use _core::cluster::wire_stats::WireStats;
 use _core::stats::{unix_now_s, RequestSample, Stats};
 
@@ -89,7 +90,7 @@ fn report(endpoints: u32, requests_per_s: u32) -> WireStats {
 
 struct Shared {
     args: Args,
-    codec: Codec,
+    key: Option<ClusterKey>,
     sent: AtomicU64,
     /// This second's report, rebuilt once a second for everyone.
     current: Mutex<Arc<WireStats>>,
@@ -110,12 +111,13 @@ async fn worker(shared: Arc<Shared>, i: u32, deadline: tokio::time::Instant) {
         }
     };
     let to = PeerId(Vec::new());
-    let ready = shared.codec.encode(&Message::Ready {
+    let ready = Message::Ready {
         aiotest_version: AIOTEST_VERSION.into(),
         protocol_version: PROTOCOL_VERSION,
         worker_id: format!("sim-{i}"),
-    });
-    if t.send(&to, ready).await.is_err() {
+    };
+    let mut channel = WorkerChannel::new(shared.key.clone(), format!("sim-{i}"));
+    if t.send(&to, channel.join(&ready)).await.is_err() {
         return;
     }
     // Spread the reports over the second, as real workers' clocks are.
@@ -128,12 +130,25 @@ async fn worker(shared: Arc<Shared>, i: u32, deadline: tokio::time::Instant) {
         let mut outgoing = Vec::new();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                let _ = t.send(&to, shared.codec.encode(&Message::Quit)).await;
+                if let Some(frame) = channel.seal(&Message::Quit) {
+                    let _ = t.send(&to, frame).await;
+                }
                 return;
             }
             got = t.recv() => {
-                let Ok((_, frame)) = got else { return };
-                match shared.codec.decode(&frame) {
+                let Ok(Received::Frame(_, frame)) = got else { continue };
+                let message = match channel.open(&frame) {
+                    WorkerInbound::Message(m) => Ok(m),
+                    WorkerInbound::Authenticated { proof } => {
+                        let join = channel.join(&ready);
+                        if t.send(&to, proof).await.is_err() || t.send(&to, join).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ => Err(()),
+                };
+                match message {
                     Ok(Message::Spawn { run_id, user_classes, .. }) => {
                         let users: u64 = user_classes.iter().map(|c| c.users).sum();
                         run = Some((run_id, users));
@@ -162,7 +177,10 @@ async fn worker(shared: Arc<Shared>, i: u32, deadline: tokio::time::Instant) {
             }
         }
         for m in outgoing {
-            if t.send(&to, shared.codec.encode(&m)).await.is_err() {
+            let Some(frame) = channel.seal(&m) else {
+                continue;
+            };
+            if t.send(&to, frame).await.is_err() {
                 return;
             }
         }
@@ -179,7 +197,10 @@ fn main() {
     let secret = std::env::var("AIOTEST_SECRET").ok();
     let shared = Arc::new(Shared {
         current: Mutex::new(Arc::new(report(args.endpoints, args.requests_per_s))),
-        codec: Codec::new(secret.as_deref()),
+        key: secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(ClusterKey::derive),
         sent: AtomicU64::new(0),
         args,
     });

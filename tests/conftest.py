@@ -250,3 +250,20 @@ def write_file(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
+
+
+@pytest.fixture
+def cluster(write_file, tmp_path: Path) -> Iterator[tuple[Any, int, Path]]:
+    """Worker processes (not started) for a fresh master port, stopped at
+    the end; the aiotestfile they run."""
+    from cluster_helpers import USER, Workers
+
+    path = write_file("dist.py", USER)
+    port = free_port()
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    workers = Workers(path, port, {"SAMPLES_DIR": str(samples)})
+    try:
+        yield workers, port, path
+    finally:
+        workers.stop()

@@ -15,7 +15,8 @@ use crate::cluster::master::{
     run_master, ClusterEvent, ClusterStatus, Heartbeats, MasterCommand, RunPlan, WorkerStatus,
 };
 use crate::cluster::plan::ClassPlan;
-use crate::cluster::protocol::{Codec, Load, RunSettings};
+use crate::cluster::protocol::{Load, RunSettings};
+use crate::cluster::secure::ClusterKey;
 use crate::cluster::transport::RouterTransport;
 use crate::cluster::worker::{run_worker, WorkerCommand, WorkerConfig, WorkerEvent};
 use crate::engine::CompletionQueue;
@@ -142,7 +143,7 @@ impl PyMaster {
         let (tx, rx) = unbounded_channel();
         rt.spawn(run_master(
             transport,
-            Codec::new(secret.as_deref()),
+            cluster_key(secret.as_deref()),
             beats,
             engine.inner.recorder(),
             events.clone(),
@@ -261,7 +262,7 @@ impl PyWorker {
             heartbeats: heartbeats(heartbeat_interval_s, heartbeat_liveness)?,
             stats_interval: Duration::from_secs_f64(stats_interval_s.max(0.05)),
             connect_timeout: Duration::from_secs_f64(connect_timeout_s.max(0.1)),
-            codec: Codec::new(secret.as_deref()),
+            key: cluster_key(secret.as_deref()),
         };
         let events = Arc::new(CompletionQueue::new()?);
         let (tx, rx) = unbounded_channel();
@@ -345,4 +346,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWorkerStatus>()?;
     m.add_class::<PyWorker>()?;
     Ok(())
+}
+
+/// The cluster key of `--secret` (`AIOTEST_SECRET`); none for an empty one.
+fn cluster_key(secret: Option<&str>) -> Option<ClusterKey> {
+    secret.filter(|s| !s.is_empty()).map(ClusterKey::derive)
 }

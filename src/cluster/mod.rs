@@ -7,6 +7,7 @@
 pub mod master;
 pub mod plan;
 pub mod protocol;
+pub mod secure;
 pub mod transport;
 pub mod wire_stats;
 pub mod worker;

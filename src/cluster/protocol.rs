@@ -173,81 +173,6 @@ pub enum ProtocolError {
     BadSignature,
 }
 
-/// Bytes of the HMAC-SHA256 tag after each payload when a secret is set.
-pub const TAG_BYTES: usize = 32;
-
-/// Encodes and decodes frames, signing them with HMAC-SHA256 (RFC 2104,
-/// RustCrypto's `hmac`) under a shared secret when one is set: the frame is
-/// the msgpack payload followed by its 32-byte tag. Verification is
-/// constant-time. The tag proves the sender knows the secret and that the
-/// frame is intact; it does not encrypt, and it does not stop a replay of a
-/// captured frame within a session (see docs/protocol.md).
-#[derive(Clone, Default)]
-pub struct Codec {
-    key: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Codec {
-    // Never print the secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec")
-            .field("signed", &self.key.is_some())
-            .finish()
-    }
-}
-
-impl Codec {
-    /// A codec that signs with `secret`, or sends plain frames for `None`.
-    pub fn new(secret: Option<&str>) -> Self {
-        Self {
-            key: secret
-                .filter(|s| !s.is_empty())
-                .map(|s| s.as_bytes().to_vec()),
-        }
-    }
-
-    pub fn is_signed(&self) -> bool {
-        self.key.is_some()
-    }
-
-    fn mac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
-        use hmac::Mac;
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
-    }
-
-    pub fn encode(&self, message: &Message) -> Vec<u8> {
-        use hmac::Mac;
-        let mut frame = message.encode();
-        if let Some(key) = &self.key {
-            let mut mac = Self::mac(key);
-            mac.update(&frame);
-            frame.extend_from_slice(&mac.finalize().into_bytes());
-        }
-        frame
-    }
-
-    /// Verifies (with a secret) and decodes one frame.
-    ///
-    /// # Errors
-    /// [`ProtocolError::BadSignature`] for a missing or wrong tag, else as
-    /// [`Message::decode`].
-    pub fn decode(&self, frame: &[u8]) -> Result<Message, ProtocolError> {
-        use hmac::Mac;
-        let Some(key) = &self.key else {
-            return Message::decode(frame);
-        };
-        if frame.len() < TAG_BYTES {
-            return Err(ProtocolError::BadSignature);
-        }
-        let (payload, tag) = frame.split_at(frame.len() - TAG_BYTES);
-        let mut mac = Self::mac(key);
-        mac.update(payload);
-        mac.verify_slice(tag)
-            .map_err(|_| ProtocolError::BadSignature)?;
-        Message::decode(payload)
-    }
-}
-
 impl Message {
     /// Encodes as a msgpack map with named fields.
     pub fn encode(&self) -> Vec<u8> {
@@ -415,32 +340,6 @@ mod tests {
             Message::decode(&big),
             Err(ProtocolError::TooLarge(MAX_MESSAGE_BYTES + 1))
         );
-    }
-
-    #[test]
-    fn signed_frames_verify_only_under_the_same_secret() {
-        let (a, b, plain) = (
-            Codec::new(Some("s3cret")),
-            Codec::new(Some("other")),
-            Codec::new(None),
-        );
-        let m = Message::Ack {
-            worker_index: 1,
-            heartbeat_interval_s: 1.0,
-            heartbeat_liveness: 3,
-        };
-        let frame = a.encode(&m);
-        assert_eq!(frame.len(), m.encode().len() + TAG_BYTES);
-        assert_eq!(a.decode(&frame).unwrap(), m);
-        assert_eq!(b.decode(&frame), Err(ProtocolError::BadSignature));
-        assert_eq!(
-            a.decode(&plain.encode(&m)),
-            Err(ProtocolError::BadSignature)
-        );
-        let mut tampered = frame.clone();
-        tampered[3] ^= 1;
-        assert_eq!(a.decode(&tampered), Err(ProtocolError::BadSignature));
-        assert_eq!(a.decode(b"short"), Err(ProtocolError::BadSignature));
     }
 
     #[test]

@@ -1,12 +1,27 @@
 //! The byte transport under the protocol: frames to and from peers. ZeroMQ
-//! today, through the pure-Rust `zeromq` crate (ROUTER on the master, DEALER
-//! on each worker), behind this small trait so that another implementation
-//! (for CURVE or high-water marks, which the crate lacks) can replace it.
+//! (ZMTP 3, RFC 23), through the pure-Rust `zeromq` crate (ROUTER on the
+//! master, DEALER on each worker), patched to bound frames before reading
+//! them (see vendor/zeromq.patch). Authentication and encryption sit one
+//! layer up, in `super::secure`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+use futures_util::StreamExt;
+use zeromq::{Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
+
+use super::protocol::MAX_MESSAGE_BYTES;
+
+/// The largest ZeroMQ message a peer may send, in bytes: a protocol message
+/// at its limit, sealed, with room to spare. A peer that declares a longer
+/// frame is disconnected before any of it is buffered.
+pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
+
+fn socket_options() -> zeromq::SocketOptions {
+    let mut options = zeromq::SocketOptions::default();
+    options.max_message_size(MAX_FRAME_BYTES);
+    options
+}
 
 /// Who a frame comes from or goes to: the ROUTER's identity of a worker.
 /// Workers have one peer, the master, whose id is empty.
@@ -26,6 +41,14 @@ pub enum TransportError {
     Closed(String),
 }
 
+/// What arrives from the transport.
+#[derive(Debug)]
+pub enum Received {
+    Frame(PeerId, Bytes),
+    /// The peer's connection closed (its session, if any, ends).
+    Disconnected(PeerId),
+}
+
 /// Sends and receives whole frames.
 ///
 /// `recv` must be cancel-safe: the master and workers poll it inside
@@ -38,12 +61,14 @@ pub trait Transport: Send {
     ) -> impl std::future::Future<Output = Result<(), TransportError>> + Send;
     fn recv(
         &mut self,
-    ) -> impl std::future::Future<Output = Result<(PeerId, Bytes), TransportError>> + Send;
+    ) -> impl std::future::Future<Output = Result<Received, TransportError>> + Send;
 }
 
 /// The master's end: a bound ROUTER socket.
 pub struct RouterTransport {
     socket: zeromq::RouterSocket,
+    /// The socket's events (connections closing).
+    monitor: std::pin::Pin<Box<dyn futures_util::Stream<Item = SocketEvent> + Send>>,
 }
 
 impl RouterTransport {
@@ -56,7 +81,8 @@ impl RouterTransport {
             "tcp://{}:{port}",
             if host == "*" { "0.0.0.0" } else { host }
         );
-        let mut socket = zeromq::RouterSocket::new();
+        let mut socket = zeromq::RouterSocket::with_options(socket_options());
+        let monitor = Box::pin(socket.monitor());
         socket
             .bind(&endpoint)
             .await
@@ -64,7 +90,7 @@ impl RouterTransport {
                 endpoint,
                 detail: e.to_string(),
             })?;
-        Ok(Self { socket })
+        Ok(Self { socket, monitor })
     }
 }
 
@@ -78,19 +104,25 @@ impl Transport for RouterTransport {
             .map_err(|e| TransportError::Closed(e.to_string()))
     }
 
-    async fn recv(&mut self) -> Result<(PeerId, Bytes), TransportError> {
+    async fn recv(&mut self) -> Result<Received, TransportError> {
         loop {
-            let message = self
-                .socket
-                .recv()
-                .await
-                .map_err(|e| TransportError::Closed(e.to_string()))?;
-            let mut frames = message.into_vecdeque();
+            let message = tokio::select! {
+                message = self.socket.recv() => message,
+                Some(event) = self.monitor.next() => match event {
+                    SocketEvent::Disconnected(peer) => {
+                        return Ok(Received::Disconnected(PeerId(peer.into())));
+                    }
+                    _ => continue,
+                },
+            };
+            let mut frames = message
+                .map_err(|e| TransportError::Closed(e.to_string()))?
+                .into_vecdeque();
             // identity, then exactly one payload frame; anything else is noise.
             if frames.len() == 2 {
                 let peer = frames.pop_front().expect("two frames");
                 let payload = frames.pop_front().expect("two frames");
-                return Ok((PeerId(peer.to_vec()), payload));
+                return Ok(Received::Frame(PeerId(peer.to_vec()), payload));
             }
         }
     }
@@ -109,7 +141,7 @@ impl DealerTransport {
     /// [`TransportError::ConnectTimeout`] when no master answered in time.
     pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, TransportError> {
         let endpoint = format!("tcp://{host}:{port}");
-        let mut options = zeromq::SocketOptions::default();
+        let mut options = socket_options();
         options.connect_timeout(timeout);
         let mut socket = zeromq::DealerSocket::with_options(options);
         match socket.connect(&endpoint).await {
@@ -139,7 +171,7 @@ impl Transport for DealerTransport {
             .map_err(|e| TransportError::Closed(e.to_string()))
     }
 
-    async fn recv(&mut self) -> Result<(PeerId, Bytes), TransportError> {
+    async fn recv(&mut self) -> Result<Received, TransportError> {
         loop {
             let message = self
                 .socket
@@ -148,7 +180,8 @@ impl Transport for DealerTransport {
                 .map_err(|e| TransportError::Closed(e.to_string()))?;
             let mut frames = message.into_vecdeque();
             if frames.len() == 1 {
-                return Ok((PeerId(Vec::new()), frames.pop_front().expect("one frame")));
+                let frame = frames.pop_front().expect("one frame");
+                return Ok(Received::Frame(PeerId(Vec::new()), frame));
             }
         }
     }

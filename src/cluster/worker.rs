@@ -10,10 +10,9 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::master::Heartbeats;
-use super::protocol::{
-    ClassUsers, Codec, Load, Message, ProtocolError, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION,
-};
-use super::transport::{DealerTransport, PeerId, Transport, TransportError};
+use super::protocol::{ClassUsers, Load, Message, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION};
+use super::secure::{ClusterKey, WorkerChannel, WorkerInbound};
+use super::transport::{DealerTransport, PeerId, Received, Transport, TransportError};
 use super::wire_stats::WireStats;
 use crate::engine::CompletionQueue;
 use crate::stats::Recorder;
@@ -29,8 +28,9 @@ pub struct WorkerConfig {
     pub stats_interval: Duration,
     /// How long one connection attempt waits before saying so again.
     pub connect_timeout: Duration,
-    /// Signs and checks every frame (the shared secret).
-    pub codec: Codec,
+    /// The key of the shared secret: the master must prove it holds it,
+    /// and every frame is sealed under it. `None`: plain frames.
+    pub key: Option<ClusterKey>,
 }
 
 /// What Python tells the worker link.
@@ -110,7 +110,7 @@ enum Ending {
 }
 
 struct Link {
-    codec: Codec,
+    channel: WorkerChannel,
     /// The master's timing once acknowledged; the worker's own before.
     heartbeats: Heartbeats,
     transport: DealerTransport,
@@ -164,7 +164,7 @@ pub async fn run_worker(
             }
         };
         let mut link = Link {
-            codec: config.codec.clone(),
+            channel: WorkerChannel::new(config.key.clone(), config.worker_id.clone()),
             heartbeats: config.heartbeats,
             transport,
             joined: false,
@@ -177,7 +177,7 @@ pub async fn run_worker(
             task_runs_reported: state.2,
             beat: ticker(tokio::time::Instant::now(), config.heartbeats.interval),
         };
-        link.send(&ready(&config)).await;
+        link.join(&config).await;
         match link.serve(&config, &recorder, &events, &mut commands).await {
             Ending::Quit => return,
             Ending::MasterLost => {
@@ -197,11 +197,21 @@ fn ready(config: &WorkerConfig) -> Message {
 
 impl Link {
     async fn send(&mut self, message: &Message) {
+        // Nothing goes out before the handshake completed.
+        if let Some(frame) = self.channel.seal(message) {
+            self.send_frame(frame).await;
+        }
+    }
+
+    async fn send_frame(&mut self, frame: Vec<u8>) {
         // A lost master shows up as silence; the heartbeat check handles it.
-        let _ = self
-            .transport
-            .send(&PeerId(Vec::new()), self.codec.encode(message))
-            .await;
+        let _ = self.transport.send(&PeerId(Vec::new()), frame).await;
+    }
+
+    /// Says `Ready`, or the handshake's hello before the master is proven.
+    async fn join(&mut self, config: &WorkerConfig) {
+        let frame = self.channel.join(&ready(config));
+        self.send_frame(frame).await;
     }
 
     async fn report_stats(&mut self, recorder: &Recorder) {
@@ -239,7 +249,8 @@ impl Link {
         loop {
             let ending = tokio::select! {
                 received = self.transport.recv() => match received {
-                    Ok((_, frame)) => self.on_frame(&ctx, &frame).await,
+                    Ok(Received::Frame(_, frame)) => self.on_frame(&ctx, &frame).await,
+                    Ok(Received::Disconnected(_)) => None,
                     Err(_) => Some(self.master_lost(events)),
                 },
                 command = commands.recv() => self.on_command(recorder, command).await,
@@ -265,21 +276,29 @@ impl Link {
     async fn on_frame(&mut self, ctx: &Context<'_>, frame: &[u8]) -> Option<Ending> {
         self.last_heard = Instant::now();
         let events = ctx.events;
-        let message = match self.codec.decode(frame) {
-            Ok(m) => m,
-            // The master refuses unauthenticated peers in the clear.
-            Err(ProtocolError::BadSignature) => match Message::decode(frame) {
-                Ok(refusal @ Message::Refused { .. }) => refusal,
-                _ => {
-                    let reason = ProtocolError::BadSignature.to_string();
+        let message = match self.channel.open(frame) {
+            WorkerInbound::Message(m) => m,
+            WorkerInbound::Authenticated { proof } => {
+                self.send_frame(proof).await;
+                self.join(ctx.config).await;
+                return None;
+            }
+            WorkerInbound::MasterUnproven { proof, reason } => {
+                // Our proof goes anyway, so that the master can say why too.
+                self.send_frame(proof).await;
+                events.push(WorkerEvent::Refused { reason });
+                return Some(Ending::Quit);
+            }
+            WorkerInbound::Rejoin => {
+                self.joined = false;
+                self.channel.reset();
+                self.join(ctx.config).await;
+                return None;
+            }
+            WorkerInbound::Dropped { reason, first } => {
+                if first {
                     events.push(WorkerEvent::MessageDropped { reason });
-                    return None;
                 }
-            },
-            Err(e) => {
-                events.push(WorkerEvent::MessageDropped {
-                    reason: e.to_string(),
-                });
                 return None;
             }
         };
@@ -300,7 +319,7 @@ impl Link {
             }
             Message::Rejoin => {
                 self.joined = false;
-                self.send(&ready(ctx.config)).await;
+                self.join(ctx.config).await;
             }
             Message::Spawn {
                 run_id,
@@ -309,6 +328,10 @@ impl Link {
                 settings,
                 worker_count,
             } => {
+                if let Some(reason) = spawn_problem(&user_classes, spawn_rate_per_s) {
+                    events.push(WorkerEvent::MessageDropped { reason });
+                    return None;
+                }
                 if run_id != self.run_id {
                     // A new run: what was recorded before belongs to no run.
                     let _ = ctx.recorder.take();
@@ -420,7 +443,7 @@ impl Link {
             return Some(self.master_lost(ctx.events));
         }
         if !self.joined {
-            self.send(&ready(ctx.config)).await;
+            self.join(ctx.config).await;
         }
         let beat = Message::Heartbeat {
             state: self.state.clone(),
@@ -430,6 +453,37 @@ impl Link {
         self.send(&beat).await;
         None
     }
+}
+
+/// The most users one worker process takes: at about 4 KB each, a
+/// million users already need 4 GB. More is a broken or hostile master.
+const MAX_USERS_PER_WORKER: u64 = 1_000_000;
+
+/// The fastest spawn rate a worker takes, in users per second.
+const MAX_SPAWN_RATE_PER_S: f64 = 1_000_000.0;
+
+/// Why a `spawn` cannot be obeyed, or `None`.
+fn spawn_problem(classes: &[ClassUsers], spawn_rate_per_s: f64) -> Option<String> {
+    let users = classes
+        .iter()
+        .try_fold(0u64, |sum, c| sum.checked_add(c.users));
+    let fits = users.is_some_and(|n| n <= MAX_USERS_PER_WORKER)
+        && classes
+            .iter()
+            .all(|c| c.user_indexes.is_empty() || c.user_indexes.len() as u64 == c.users);
+    if !fits {
+        return Some(format!(
+            "a spawn of {} users (at most {MAX_USERS_PER_WORKER} a worker, one index each): refused",
+            users.map_or("too many".to_string(), |n| n.to_string())
+        ));
+    }
+    if !(spawn_rate_per_s > 0.0 && spawn_rate_per_s <= MAX_SPAWN_RATE_PER_S) {
+        return Some(format!(
+            "a spawn rate of {spawn_rate_per_s} users/s (above 0, at most \
+             {MAX_SPAWN_RATE_PER_S}): refused"
+        ));
+    }
+    None
 }
 
 /// What every handler of one connection reads.

@@ -18,8 +18,9 @@ mod tests;
 use progress::Milestones;
 
 use super::plan::{assign_users, split_iterations, ClassPlan};
-use super::protocol::{check_ready, Codec, Load, Message, ProtocolError, RunSettings};
-use super::transport::{PeerId, Transport};
+use super::protocol::{check_ready, Load, Message, RunSettings};
+use super::secure::{ClusterKey, Inbound, MasterChannels};
+use super::transport::{PeerId, Received, Transport};
 use crate::dispatch::assign_user_indexes;
 use crate::engine::CompletionQueue;
 use crate::stats::Recorder;
@@ -179,7 +180,7 @@ struct Slot {
 
 struct Master<T: Transport> {
     transport: T,
-    codec: Codec,
+    channels: MasterChannels,
     heartbeats: Heartbeats,
     recorder: Recorder,
     events: Arc<CompletionQueue<ClusterEvent>>,
@@ -187,6 +188,9 @@ struct Master<T: Transport> {
     /// worker_id -> index, so a worker keeps its index when it reconnects.
     indexes: HashMap<String, u32>,
     next_index: u32,
+    /// Task executions of this run reported by workers no longer in the
+    /// table (they quit, or were replaced or forgotten).
+    retired_task_runs: u64,
     run: Option<RunPlan>,
     run_id: u64,
     stopping: bool,
@@ -199,7 +203,7 @@ struct Master<T: Transport> {
 /// channel closes.
 pub async fn run_master<T: Transport>(
     transport: T,
-    codec: Codec,
+    key: Option<ClusterKey>,
     heartbeats: Heartbeats,
     recorder: Recorder,
     events: Arc<CompletionQueue<ClusterEvent>>,
@@ -207,13 +211,14 @@ pub async fn run_master<T: Transport>(
 ) {
     let mut m = Master {
         transport,
-        codec,
+        channels: MasterChannels::new(key),
         heartbeats,
         recorder,
         events,
         slots: BTreeMap::new(),
         indexes: HashMap::new(),
         next_index: 0,
+        retired_task_runs: 0,
         run: None,
         run_id: 0,
         stopping: false,
@@ -230,7 +235,8 @@ pub async fn run_master<T: Transport>(
     loop {
         tokio::select! {
             received = m.transport.recv() => match received {
-                Ok((peer, frame)) => m.on_frame(peer, &frame).await,
+                Ok(Received::Frame(peer, frame)) => m.on_frame(peer, &frame).await,
+                Ok(Received::Disconnected(peer)) => m.channels.forget(&peer),
                 Err(e) => {
                     m.events.push(ClusterEvent::Fatal { reason: e.to_string() });
                     return;
@@ -274,13 +280,22 @@ pub async fn run_master<T: Transport>(
     }
 }
 
+/// How long a missing worker stays in the table (at least ten heartbeat
+/// timeouts): Locust shows missing workers too, but not forever.
+const FORGET_MISSING_AFTER: Duration = Duration::from_secs(60);
+
+/// Worker names remembered (to give a returning worker its index back).
+const MAX_REMEMBERED_WORKERS: usize = 100_000;
+
 /// How often the master looks for a run's milestones, at most.
 const MILESTONE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 impl<T: Transport> Master<T> {
     async fn send(&mut self, peer: &PeerId, message: &Message) {
         // A worker that went away is found by its heartbeats, not here.
-        let _ = self.transport.send(peer, self.codec.encode(message)).await;
+        if let Some(frame) = self.channels.seal(peer, message) {
+            let _ = self.transport.send(peer, frame).await;
+        }
     }
 
     async fn send_custom(&mut self, worker_index: Option<u32>, message: Message) {
@@ -309,31 +324,37 @@ impl<T: Transport> Master<T> {
 
     async fn on_frame(&mut self, peer: PeerId, frame: &[u8]) {
         self.dirty = true;
-        let message = match self.codec.decode(frame) {
-            Ok(m) => m,
-            Err(ProtocolError::BadSignature) => {
-                // Refused in the clear: the peer cannot check our tag, but
-                // it can say why it was turned away.
-                let reason = ProtocolError::BadSignature.to_string();
-                let refusal = Message::Refused {
-                    reason: reason.clone(),
+        let message = match self.channels.open(&peer, frame) {
+            Inbound::Message(m) => m,
+            Inbound::Authenticated => return,
+            Inbound::Reply(reply) => {
+                let _ = self.transport.send(&peer, reply).await;
+                return;
+            }
+            Inbound::Refuse {
+                worker_id,
+                reason,
+                reply,
+                first,
+            } => {
+                // Refused in the clear: the peer cannot open a sealed frame,
+                // but it can say why it was turned away.
+                let _ = self.transport.send(&peer, reply).await;
+                if first {
+                    self.events
+                        .push(ClusterEvent::WorkerRefused { worker_id, reason });
                 }
-                .encode();
-                let _ = self.transport.send(&peer, refusal).await;
-                let worker_id = match Message::decode(frame) {
-                    Ok(Message::Ready { worker_id, .. }) => worker_id,
-                    _ => "an unauthenticated peer".into(),
-                };
-                self.events
-                    .push(ClusterEvent::WorkerRefused { worker_id, reason });
                 return;
             }
-            Err(e) => {
-                self.events.push(ClusterEvent::MessageDropped {
-                    reason: e.to_string(),
-                });
-                return;
+            Inbound::Unknown {
+                reason,
+                reply,
+                first,
+            } => {
+                let _ = self.transport.send(&peer, reply).await;
+                return self.dropped(first, reason);
             }
+            Inbound::Dropped { reason, first } => return self.dropped(first, reason),
         };
         if let Message::Ready {
             aiotest_version,
@@ -369,6 +390,15 @@ impl<T: Transport> Master<T> {
         }
     }
 
+    /// Logs a refused message, once per peer (a flood costs one line).
+    fn dropped(&mut self, first: bool, reason: String) {
+        if first {
+            self.events.push(ClusterEvent::MessageDropped {
+                reason: format!("{reason} (further ones from this peer are not logged)"),
+            });
+        }
+    }
+
     async fn on_message(&mut self, peer: &PeerId, index: u32, message: Message) {
         let Some(slot) = self.slots.get_mut(peer) else {
             return;
@@ -390,9 +420,17 @@ impl<T: Transport> Master<T> {
                 task_runs,
             } => {
                 slot.user_count = user_count;
-                if run_id == self.run_id {
-                    slot.task_runs += task_runs;
+                if run_id != self.run_id {
+                    // A report of another run (late, or replayed) would
+                    // count samples twice or into the wrong run.
+                    return self.events.push(ClusterEvent::MessageDropped {
+                        reason: format!(
+                            "stats of run {run_id} from worker {index} during run {}: not merged",
+                            self.run_id
+                        ),
+                    });
                 }
+                slot.task_runs += task_runs;
                 match stats.into_sparse() {
                     Ok(s) => self.recorder.merge_sparse(s),
                     Err(e) => self.events.push(ClusterEvent::MessageDropped {
@@ -425,7 +463,7 @@ impl<T: Transport> Master<T> {
                 self.events.push(ClusterEvent::Custom { index, name, data })
             }
             Message::Quit => {
-                self.slots.remove(peer);
+                self.retire(peer);
                 self.events.push(ClusterEvent::WorkerLeft { index });
                 self.rebalance().await;
             }
@@ -458,6 +496,16 @@ impl<T: Transport> Master<T> {
                 return;
             }
         }
+        // The same worker on a new connection: its old slot goes.
+        let stale: Vec<PeerId> = self
+            .slots
+            .iter()
+            .filter(|(p, s)| **p != peer && s.worker_id == worker_id)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for old in stale {
+            self.retire(&old);
+        }
         let index = *self.indexes.entry(worker_id.clone()).or_insert_with(|| {
             self.next_index += 1;
             self.next_index - 1
@@ -486,6 +534,36 @@ impl<T: Transport> Master<T> {
         self.rebalance().await;
     }
 
+    /// Workers missing for [`FORGET_MISSING_AFTER`] leave the table, so
+    /// that it does not grow with every worker that ever came and went.
+    fn forget_long_missing(&mut self) {
+        let limit = FORGET_MISSING_AFTER.max(self.heartbeats.timeout() * 10);
+        let gone: Vec<PeerId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.missing && s.last_seen.elapsed() > limit)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in gone {
+            if let Some(index) = self.retire(&peer) {
+                self.events.push(ClusterEvent::WorkerLeft { index });
+            }
+        }
+        if self.indexes.len() > MAX_REMEMBERED_WORKERS {
+            let live: std::collections::HashSet<&String> =
+                self.slots.values().map(|s| &s.worker_id).collect();
+            self.indexes.retain(|id, _| live.contains(id));
+        }
+    }
+
+    /// Takes a worker out of the table, keeping what it counted; its index.
+    fn retire(&mut self, peer: &PeerId) -> Option<u32> {
+        self.channels.forget(peer);
+        let slot = self.slots.remove(peer)?;
+        self.retired_task_runs += slot.task_runs;
+        Some(slot.index)
+    }
+
     fn ack(&self, worker_index: u32) -> Message {
         Message::Ack {
             worker_index,
@@ -503,9 +581,13 @@ impl<T: Transport> Master<T> {
                 slot.missing = true;
                 slot.state = "missing".into();
                 slot.user_count = 0;
+                // Its users are given to the others now; should it come
+                // back, it gets indexes anew (else two users would share one).
+                slot.user_indexes.clear();
                 lost.push((slot.index, slot.last_seen.elapsed().as_secs_f64()));
             }
         }
+        self.forget_long_missing();
         for (index, silent_s) in &lost {
             self.events.push(ClusterEvent::WorkerMissing {
                 index: *index,
@@ -534,6 +616,7 @@ impl<T: Transport> Master<T> {
 
     async fn start(&mut self, plan: RunPlan) {
         self.run_id += 1;
+        self.retired_task_runs = 0;
         self.stopping = false;
         self.told = Milestones::default();
         self.dirty = true;
@@ -553,7 +636,8 @@ impl<T: Transport> Master<T> {
         let Some(total) = self.run.as_ref().and_then(|r| r.settings.iterations) else {
             return;
         };
-        let done: u64 = self.slots.values().map(|s| s.task_runs).sum();
+        let done: u64 =
+            self.retired_task_runs + self.slots.values().map(|s| s.task_runs).sum::<u64>();
         let live: Vec<&mut Slot> = self.slots.values_mut().filter(|s| !s.missing).collect();
         let shares = split_iterations(total.saturating_sub(done), live.len());
         for (slot, share) in live.into_iter().zip(shares) {

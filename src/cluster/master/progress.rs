@@ -21,7 +21,7 @@ impl<T: Transport> Master<T> {
         self.dirty = false;
         let Some(plan) = &self.run else { return };
         let run_id = self.run_id;
-        let (mut live, mut user_count, mut task_runs) = (0usize, 0u64, 0u64);
+        let (mut live, mut user_count, mut task_runs) = (0usize, 0u64, self.retired_task_runs);
         let (mut all_spawned, mut all_stopped) = (true, true);
         for s in self.slots.values() {
             task_runs += s.task_runs;
@@ -78,7 +78,8 @@ impl<T: Transport> Master<T> {
             live_workers: live.len(),
             run_id: self.run_id,
             user_count: live.iter().map(|s| s.user_count).sum(),
-            task_runs: self.slots.values().map(|s| s.task_runs).sum(),
+            task_runs: self.retired_task_runs
+                + self.slots.values().map(|s| s.task_runs).sum::<u64>(),
             spawning_complete: !live.is_empty()
                 && live.iter().all(|s| s.spawned_run == self.run_id),
             all_stopped: live.iter().all(|s| s.stopped_run == self.run_id),

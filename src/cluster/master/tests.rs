@@ -10,10 +10,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::{run_master, ClusterEvent, Heartbeats, MasterCommand, RunPlan};
 use crate::cluster::plan::ClassPlan;
-use crate::cluster::protocol::{
-    Codec, Load, Message, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION,
-};
-use crate::cluster::transport::{PeerId, Transport, TransportError};
+use crate::cluster::protocol::{Load, Message, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION};
+use crate::cluster::transport::{PeerId, Received, Transport, TransportError};
 use crate::cluster::wire_stats::WireStats;
 use crate::engine::CompletionQueue;
 use crate::stats::{Aggregator, Stats};
@@ -30,11 +28,13 @@ impl Transport for FakeTransport {
         Ok(())
     }
 
-    async fn recv(&mut self) -> Result<(PeerId, Bytes), TransportError> {
-        self.inbound
+    async fn recv(&mut self) -> Result<Received, TransportError> {
+        let (peer, frame) = self
+            .inbound
             .recv()
             .await
-            .ok_or_else(|| TransportError::Closed("test over".into()))
+            .ok_or_else(|| TransportError::Closed("test over".into()))?;
+        Ok(Received::Frame(peer, frame))
     }
 }
 
@@ -43,7 +43,6 @@ struct Cluster {
     from_master: UnboundedReceiver<(PeerId, Vec<u8>)>,
     commands: UnboundedSender<MasterCommand>,
     events: Arc<CompletionQueue<ClusterEvent>>,
-    codec: Codec,
     _aggregator: Aggregator,
 }
 
@@ -56,10 +55,9 @@ impl Cluster {
         let (outbound, from_master) = unbounded_channel();
         let (commands, rx) = unbounded_channel();
         let events = Arc::new(CompletionQueue::new().expect("queue"));
-        let codec = Codec::new(None);
         tokio::spawn(run_master(
             FakeTransport { inbound, outbound },
-            codec.clone(),
+            None,
             Heartbeats {
                 interval: BEAT,
                 liveness: 2,
@@ -73,13 +71,12 @@ impl Cluster {
             from_master,
             commands,
             events,
-            codec,
             _aggregator: aggregator,
         }
     }
 
     fn say(&self, worker: &str, message: &Message) {
-        let frame = Bytes::from(self.codec.encode(message));
+        let frame = Bytes::from(message.encode());
         self.to_master
             .send((PeerId(worker.as_bytes().to_vec()), frame))
             .expect("master alive");
@@ -105,7 +102,7 @@ impl Cluster {
                 if to != peer {
                     continue;
                 }
-                if let Some(found) = pick(self.codec.decode(&frame).expect("valid frame")) {
+                if let Some(found) = pick(Message::decode(&frame).expect("valid frame")) {
                     return found;
                 }
             }
