@@ -88,8 +88,9 @@ def master_proc(
     *extra: str,
     env: dict[str, str] | None = None,
     run_time: str = "1s",
+    users: int = 2,
 ) -> subprocess.Popen[str]:
-    """A headless master on 127.0.0.1:``port`` running 2 users for
+    """A headless master on 127.0.0.1:``port`` running ``users`` users for
     ``run_time`` against ``target``."""
     return subprocess.Popen(
         [
@@ -103,7 +104,7 @@ def master_proc(
             str(port),
             "--headless",
             "-u",
-            "2",
+            str(users),
             "-r",
             "100",
             "-t",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -15,7 +16,16 @@ from pathlib import Path
 import msgpack
 import zmq
 from aiotest import _core
-from cluster_helpers import USER, Proxy, dealer, master_proc, recv_msg, rss_bytes, zmtp_peer
+from cluster_helpers import (
+    USER,
+    Proxy,
+    Workers,
+    dealer,
+    master_proc,
+    recv_msg,
+    rss_bytes,
+    zmtp_peer,
+)
 from conftest import AIOTEST, DemoTarget, free_port, run_aiotest, wait_for_port
 
 
@@ -405,3 +415,88 @@ def test_a_hostile_spawn_is_refused_and_the_worker_goes_on(
     assert "panicked" not in stderr and "Traceback" not in stderr
     assert "a spawn of 1000000000000 users" in stderr and "a spawn rate of inf" in stderr, stderr
     assert demo_target.counts()["total"] == 0
+
+
+TRACKED = """
+import os
+from aiotest import AsyncHttpUser, events, task, constant
+
+OUT = os.environ["IDS_DIR"]
+LIVE = set()
+
+def note(line):
+    with open(os.path.join(OUT, f"{os.getpid()}.log"), "a") as fh:
+        fh.write(line + "\\n")
+
+@events.test_stopping.add_listener
+def final(environment, **kw):
+    note("final " + " ".join(map(str, sorted(LIVE))))
+
+class Tracked(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    async def on_start(self):
+        LIVE.add(self.user_index)
+        note(f"start {self.user_index}")
+
+    async def on_stop(self):
+        LIVE.discard(self.user_index)
+
+    @task
+    async def ping(self):
+        await self.session.get("/")
+"""
+
+
+def test_a_worker_back_from_missing_gets_fresh_user_indexes(
+    write_file, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    """Worker A is paused (SIGSTOP) past the liveness time, so its users
+    move to B, then resumed: the master gives A indexes anew instead of the
+    ones B now runs, and at the end every user_index runs exactly once.
+    The exact case is `a_returning_worker_does_not_keep_the_indexes_it_lost`
+    in src/cluster/master/tests.rs, which failed before the fix (both
+    workers ran indexes 0 and 1); here it is with real processes."""
+    path = write_file("tracked.py", TRACKED)
+    out = tmp_path / "ids"
+    out.mkdir()
+    port = free_port()
+    workers = Workers(path, port, {"IDS_DIR": str(out)})
+    proc = master_proc(
+        path, port, demo_target, tmp_path, "--expect-workers", "2",
+        "--heartbeat-interval", "0.5", "--json-file", "r.json", run_time="10s", users=6,
+        env={"IDS_DIR": str(out)},
+    )  # fmt: skip
+
+    def starts() -> dict[str, int]:
+        return {f.stem: f.read_text().count("start ") for f in out.iterdir() if f.suffix == ".log"}
+
+    def wait(what: str, check) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 20
+        while not check():
+            assert time.monotonic() < deadline, f"{what}: {starts()}"
+            time.sleep(0.05)
+
+    try:
+        workers.start(2)
+        wait("6 users started", lambda: sum(starts().values()) == 6)
+        paused = workers.procs[0]
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:  # its 3 users move to the other worker
+            wait("the users moved", lambda: sum(starts().values()) == 9)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+        workers.stop()
+    assert proc.returncode == 0, stderr
+    assert "missing" in stderr or "silent" in stderr, stderr
+    # Each process's last word: a worker that thought its master lost
+    # stopped its users once before (and said so), then joined again.
+    logs = {f.stem: f.read_text().splitlines() for f in out.iterdir()}
+    finals = [
+        [x for x in lines if x.startswith("final")][-1].split()[1:] for lines in logs.values()
+    ]
+    running = sorted(int(i) for row in finals for i in row)
+    assert running == list(range(6)), f"user indexes at the end: {logs}"

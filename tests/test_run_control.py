@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,99 @@ class Forever(AsyncHttpUser):
     assert "Final statistics" in stdout
     data = json.loads(result.read_text())
     assert data["stats"]["total"]["num_requests"] == demo_target.counts()["total"] > 0
+
+
+STUCK = """
+import asyncio
+from aiotest import AsyncHttpUser, task, constant
+
+class Stuck(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+        await asyncio.sleep(40)  # in a task at stop, with a long stop timeout
+"""
+
+
+def _started(proc: subprocess.Popen[str]) -> None:
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if "All users spawned" in line:
+            return
+    raise AssertionError("the run never spawned its users")
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_with_the_reports(
+    demo_target: DemoTarget, write_file, tmp_path: Path, first: signal.Signals
+) -> None:
+    """Users stuck 40 s in a task, a stop timeout of 60 s: the first signal
+    (Ctrl-C, or `docker stop`'s SIGTERM) waits for them, the second stops at
+    once, and the reports hold every request sent."""
+    path = write_file("stuck.py", STUCK)
+    result = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--headless", "-u", "3", "-r", "100", "-H", demo_target.url,
+         "--stop-timeout", "60", "--json-file", str(result), "--csv", str(tmp_path / "s")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _started(proc)
+        proc.send_signal(first)
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "Ctrl-C again stops at once" in line:
+                break
+        else:
+            raise AssertionError("the first signal did not start a graceful stop")
+        proc.send_signal(signal.SIGINT)
+        # Without the second signal's hurry this would take 40 s and more.
+        stdout, stderr = proc.communicate(timeout=25)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Final statistics" in stdout
+    data = json.loads(result.read_text())
+    assert data["stats"]["total"]["num_requests"] == demo_target.counts()["total"] == 3
+    assert (tmp_path / "s_stats.csv").exists()
+
+
+def test_sigkill_keeps_the_history_to_the_last_second(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    """`_stats_history.csv` grows each second during the run, so a run
+    killed outright (SIGKILL, the OOM killer) keeps it."""
+    path = write_file(
+        "hello.py",
+        """
+from aiotest import AsyncHttpUser, task, constant
+
+class Hello(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+""",
+    )
+    history = tmp_path / "s_stats_history.csv"
+    proc = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--headless", "-u", "2", "-r", "100", "-H", demo_target.url,
+         "-t", "50s", "--csv", str(tmp_path / "s")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not history.exists() or history.read_text().count("Aggregated") < 3:
+            assert time.monotonic() < deadline, "no history rows during the run"
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    lines = history.read_text().splitlines()
+    assert lines[0].startswith("Timestamp,User Count,Type,Name,Requests/s")
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) >= 3 and all(r[3] == "Aggregated" for r in rows)
+    total_requests = lines[0].split(",").index("Total Request Count")
+    assert int(rows[-1][total_requests]) > 0

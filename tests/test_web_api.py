@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -400,3 +401,39 @@ def test_a_command_that_got_its_503_does_not_run_later(write_file, tmp_path: Pat
         assert doc["user_count"] == 1  # the stop nobody waited for did not run
         assert web.quit() == 0, web.stderr
     assert "Dropped a stop command its client gave up on" in web.stderr
+
+
+def _closed_by_server(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout_s`` (EOF or reset)."""
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_and_surplus_connections_are_closed(hello_file: Path, tmp_path: Path) -> None:
+    """Found by reading (axum's server runs hyper without a timer, so its
+    header timeout never fires), reproduced here before the fix: clients
+    that open connections and dribble a request head held them for good,
+    without limit. Now a connection past the 256th is closed at once, a head
+    not sent within 10 s is cut off, and the UI answers all along."""
+    with WebProcess(hello_file, "-H", "http://127.0.0.1:9", cwd=tmp_path) as web:
+        socks = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(300)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /stats/requests HTTP/1.1\r\nHost: x\r\n")  # no blank line
+            surplus = [_closed_by_server(s, 5.0) for s in socks[256:]]
+            assert all(surplus), f"{surplus.count(False)} connections over the cap stayed open"
+            start = time.monotonic()
+            assert _closed_by_server(socks[0], 20.0), "a dribbled head held its connection"
+            assert time.monotonic() - start < 15
+            assert all(_closed_by_server(s, 5.0) for s in socks[1:256])
+        finally:
+            for sock in socks:
+                sock.close()
+        status, _, _ = web.request("/stats/requests")
+        assert status == 200
+        assert web.quit() == 0, web.stderr

@@ -330,6 +330,9 @@ class Engine:
         """Statistics including everything recorded before the call."""
     def tick(self, user_count: int, *, full_history: bool = False) -> None:
         """Closes the stats window and appends a history row."""
+    def history_csv_since(self, from_row: int) -> tuple[str, int]:
+        """``PREFIX_stats_history.csv`` text of the history rows from
+        ``from_row`` on (with the header when 0), and how many rows there are."""
     def reset_stats(self, *, clear_history: bool = False) -> None:
         """Zeroes the statistics; with ``clear_history`` also the history
         rows (a new run in the same process)."""

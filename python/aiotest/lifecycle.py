@@ -31,7 +31,7 @@ from .env import Environment
 from .exceptions import AiotestError
 from .open_model import follow_arrival_stages
 from .options import ArrivalStage, RunOptions
-from .report import RunFacts, console, finish_run
+from .report import HistoryFile, RunFacts, console, finish_run
 from .runner import LocalRunner, monitor_usage
 from .shape import LoadStep, LoadTestShape, follow_shape, unpack_step
 
@@ -260,6 +260,8 @@ class RunSpec:
         arrival_stages: The open workload model's stages (``--arrival-rate``).
         reset_stats: Reset the statistics once all users have spawned.
         full_history: History rows for every entry, not only Aggregated.
+        history_path: ``PREFIX_stats_history.csv``, appended to each second
+            (``--csv``), or None.
     """
 
     step: LoadStep
@@ -269,6 +271,7 @@ class RunSpec:
     arrival_stages: tuple[ArrivalStage, ...] | None = None
     reset_stats: bool = False
     full_history: bool = False
+    history_path: str | None = None
 
     @classmethod
     def from_options(
@@ -283,6 +286,7 @@ class RunSpec:
             arrival_stages=opts.arrival_rate,
             reset_stats=opts.reset_stats,
             full_history=opts.csv_full_history,
+            history_path=f"{opts.csv_prefix}_stats_history.csv" if opts.csv_prefix else None,
         )
 
 
@@ -328,6 +332,7 @@ class RunDriver:
         self._step = spec.step
         self._reset_pending = spec.reset_stats
         self._running = False
+        self._history = HistoryFile(spec.history_path) if spec.history_path else None
 
     def retarget(self, users: int, spawn_rate: float) -> None:
         """Ramps the running run to ``users`` at ``spawn_rate`` users/s,
@@ -413,6 +418,8 @@ class RunDriver:
             env.events.test_stopping.fire(environment=env)
             await backend.stop(reason)
             backend.engine.tick(user_count, full_history=spec.full_history)
+            if self._history is not None:
+                self._history.append(backend.engine)
             env.events.test_stop.fire(environment=env)
         snapshot = backend.engine.snapshot(with_history=True)
         return Outcome(snapshot, reason, backend.spawn_error, backend.task_runs)
@@ -422,6 +429,8 @@ class RunDriver:
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             backend.engine.tick(backend.user_count, full_history=full_history)
+            if self._history is not None:
+                self._history.append(backend.engine)
 
     async def _show_live(self, live: Callable[[], None]) -> None:
         while True:
@@ -465,8 +474,25 @@ async def run_headless(
     ``--exit-code-on-error`` for failures or user errors, else 0."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        # The first Ctrl-C (or SIGTERM) stops gracefully; a second one
+        # stops at once. Either way the reports are written.
+        if stop.is_set():
+            log.warning("Stopping at once (signalled again); the reports are still written")
+            hurry = getattr(env.runner, "hurry", None)
+            if hurry is not None:
+                hurry()
+        elif opts.stop_timeout_s > 0:
+            log.info(
+                "Stopping: users get up to %gs to finish their tasks (--stop-timeout); "
+                "Ctrl-C again stops at once",
+                opts.stop_timeout_s,
+            )
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     out = console(opts)
     engine = backend.engine
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ._core import StatsSnapshot, __version__, validate_checks
+from ._core import Engine, StatsSnapshot, __version__, validate_checks
 from .events import Events
 from .options import RunOptions
 
@@ -171,6 +171,34 @@ def write_reports(snapshot: StatsSnapshot, opts: RunOptions, facts: RunFacts) ->
             write_atomically(path, text)
         except OSError as exc:
             log.error("could not write %s: %s", path, exc)
+
+
+class HistoryFile:
+    """``PREFIX_stats_history.csv`` written as the run goes: each stats
+    interval appends its rows, so that a process killed outright (SIGKILL,
+    the OOM killer) keeps its history up to its last second, as Locust's
+    does. The final reports rewrite it whole."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rows = 0
+        self._failed = False
+
+    def append(self, engine: Engine) -> None:
+        """Appends the history rows made since the last call (the first
+        call starts the file afresh, with its header)."""
+        text, rows = engine.history_csv_since(self.rows)
+        if rows == self.rows and self.rows:
+            return
+        try:
+            with open(self.path, "a" if self.rows else "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        except OSError as exc:
+            if not self._failed:  # a full disk says so once
+                log.error("could not write %s: %s", self.path, exc)
+            self._failed = True
+            return
+        self.rows = rows
 
 
 def write_atomically(path: str, text: str) -> None:

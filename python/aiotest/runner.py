@@ -239,6 +239,8 @@ class LocalRunner(Runner):
         if stop_timeout_s is not None:
             self.stop_timeout_s = stop_timeout_s
         self.state = "ready"
+        #: Set by :meth:`hurry`: the stop under way skips its grace times.
+        self.hurried = asyncio.Event()
         self.task_runs = 0
         self.iterations = iterations
         self._iterations_claimed = 0
@@ -405,20 +407,46 @@ class LocalRunner(Runner):
             self._stop_user(user, task, force=timeout_s <= 0)
         tasks = [t for _, t in entries]
         if tasks and timeout_s > 0:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for t in pending:
+            for t in await self._wait_unless_hurried(tasks, timeout_s):
                 t.cancel()
         if tasks:
             # on_stop runs after cancellation; give it a bounded time.
-            _, pending = await asyncio.wait(tasks, timeout=max(5.0, timeout_s))
-            for t in pending:
+            for t in await self._wait_unless_hurried(tasks, max(5.0, timeout_s)):
                 t.cancel()
         engine = self.engine
-        if engine.in_flight():
+        if engine.in_flight() and not self.hurried.is_set():
             await asyncio.to_thread(engine.wait_idle, _IN_FLIGHT_GRACE_S)
         if self.bridge is not None:
             self.bridge.detach()
         self.state = "stopped"
+
+    def hurry(self) -> None:
+        """Ends the stop under way at once (a second Ctrl-C): users still
+        in a task or in ``on_stop`` are cancelled, and requests in flight
+        are not waited for. What was recorded is kept."""
+        self.hurried.set()
+        for users in self._users.values():
+            for task in users:
+                task.cancel()
+
+    async def _wait_unless_hurried(
+        self, tasks: list[asyncio.Task[None]], timeout_s: float
+    ) -> set[asyncio.Task[None]]:
+        """Waits for ``tasks`` up to ``timeout_s``, or until :meth:`hurry`;
+        returns those still running."""
+        if self.hurried.is_set():
+            return {t for t in tasks if not t.done()}
+        # One future for all of them: waiting on thousands of tasks one by
+        # one would cost a pass over all of them per task that ends.
+        everyone: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+        hurry: asyncio.Future[Any] = asyncio.ensure_future(self.hurried.wait())
+        try:
+            await asyncio.wait(
+                [everyone, hurry], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            hurry.cancel()
+        return {t for t in tasks if not t.done()}
 
     def claim_iteration(self) -> bool:
         """Reserves one task execution; False once ``iterations`` are all

@@ -284,6 +284,19 @@ impl PyEngine {
         self.inner.recorder().tick(user_count, full_history);
     }
 
+    /// `PREFIX_stats_history.csv` text for the history rows from
+    /// `from_row` on (with the header line when `from_row` is 0), and the
+    /// number of rows there are now: a run appends it to the file each
+    /// second, so that a killed process keeps its history.
+    fn history_csv_since(&self, py: Python<'_>, from_row: usize) -> PyResult<(String, usize)> {
+        let recorder = self.inner.recorder();
+        let rows = py
+            .detach(move || recorder.history_since(from_row))
+            .ok_or_else(|| stopped("the stats aggregator has stopped"))?;
+        let text = report::csv::history_csv_part(&rows, from_row == 0);
+        Ok((text, from_row + rows.len()))
+    }
+
     /// Keeps at most `max_names` distinct (method, name) rows; requests
     /// under further names count in one `(other names)` row per method.
     /// Raises ValueError for 0.

@@ -6,6 +6,8 @@
 
 pub mod master;
 pub mod plan;
+#[cfg(test)]
+mod proptests;
 pub mod protocol;
 pub mod secure;
 pub mod transport;

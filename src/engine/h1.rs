@@ -703,3 +703,7 @@ fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item =
 #[cfg(test)]
 #[path = "h1_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "h1_proptests.rs"]
+mod proptests;

@@ -123,6 +123,12 @@ fn history_row(timestamp_s: f64, user_count: u64, e: &HistoryEntry) -> Vec<Strin
 /// `PREFIX_stats_history.csv`: per history row, each entry's row (with full
 /// history) and then the Aggregated row.
 pub fn history_csv(history: &[HistoryRow]) -> String {
+    history_csv_part(history, true)
+}
+
+/// Rows of `PREFIX_stats_history.csv` for `history`, after the header line
+/// only when `with_header`: what a run appends to the file each second.
+pub fn history_csv_part(history: &[HistoryRow], with_header: bool) -> String {
     let mut rows = Vec::new();
     for h in history {
         for e in &h.entries {
@@ -130,7 +136,12 @@ pub fn history_csv(history: &[HistoryRow]) -> String {
         }
         rows.push(history_row(h.timestamp_s, h.user_count, &h.total));
     }
-    write_rows(HISTORY_HEADER, rows)
+    let text = write_rows(HISTORY_HEADER, rows);
+    if with_header {
+        text
+    } else {
+        text[HISTORY_HEADER.len() + 1..].to_owned()
+    }
 }
 
 /// `PREFIX_failures.csv`: one row per (method, name, error).

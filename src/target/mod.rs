@@ -295,7 +295,8 @@ impl DemoTarget {
         let addr = listener.local_addr()?;
         let state = Arc::new(TargetState::default());
         let app = router(state.clone());
-        let shutdown = crate::web::serve_until_told(runtime.handle(), listener, app);
+        let shutdown =
+            crate::web::serve_until_told(runtime.handle(), listener, app, crate::web::Limits::NONE);
         Ok(Self {
             addr,
             state,

@@ -16,7 +16,10 @@
 
 mod doc;
 mod origin;
+mod serve;
 mod tls;
+
+pub use serve::{serve_until_told, Limits};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -184,9 +187,14 @@ impl WebUi {
         let shutdown = match tls {
             Some(tls) => {
                 let _guard = rt.enter();
-                serve_until_told(rt, tls::TlsListener::new(listener, tls), app)
+                serve_until_told(
+                    rt,
+                    tls::TlsListener::new(listener, tls),
+                    app,
+                    Limits::WEB_UI,
+                )
             }
-            None => serve_until_told(rt, listener, app),
+            None => serve_until_told(rt, listener, app, Limits::WEB_UI),
         };
         Ok(Self {
             shared,
@@ -279,28 +287,6 @@ impl Drop for WebUi {
             let _ = tx.send(());
         }
     }
-}
-
-/// Serves `app` on `listener` from a task on `rt` until the returned sender
-/// is used or dropped; requests in flight then finish (graceful shutdown).
-pub fn serve_until_told<L>(
-    rt: &tokio::runtime::Handle,
-    listener: L,
-    app: Router,
-) -> oneshot::Sender<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let (tx, rx) = oneshot::channel::<()>();
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    tx
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -20,7 +20,7 @@ pub const SEQ_BYTES: usize = 8;
 /// Bytes of the Poly1305 tag that ends every sealed frame.
 pub const TAG_BYTES: usize = 16;
 
-/// NOTE: PBKDF2 rounds for the cluster key: 100,000 cost 40 ms once per
+/// NOTE: PBKDF2 rounds for the cluster key: 100,000 cost 21 ms once per
 /// process on this machine, and make each guess at a short secret from a
 /// captured handshake cost as much.
 const PBKDF2_ROUNDS: u32 = 100_000;
