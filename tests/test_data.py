@@ -3,10 +3,14 @@ cluster or round and round, checked by the server that saw them."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
-from conftest import CountingServer, run_aiotest, spread_over
+from cluster_helpers import Workers, master_proc
+from conftest import CountingServer, free_port, run_aiotest, spread_over
 
 FED = """
 import os
@@ -124,3 +128,56 @@ def test_json_lines_rows(http_server: CountingServer, write_file, tmp_path: Path
     assert run.returncode == 0, run.stderr
     with http_server.lock:
         assert dict(http_server.counts) == {f"POST /orders/{i}": 1 for i in range(50)}
+
+
+SLOW_FED = """
+import os
+from aiotest import AsyncHttpUser, task, constant
+from aiotest.data import CsvFeeder
+
+rows = CsvFeeder(os.environ["ROWS_CSV"], mode="once", chunk_rows=10)
+
+class Consumer(AsyncHttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    async def use_one(self):
+        row = await rows.next()
+        await self.session.get(f"/row/{row['id']}", name="/row/[id]")
+"""
+
+
+def test_rows_a_lost_worker_never_handed_out_are_served_again(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    """A worker holding a chunk of rows is killed (SIGKILL): the rows it had
+    not handed to a user go to the other worker, so each of the 40 rows is
+    used once. Before, its chunk was lost with it."""
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("id\n" + "".join(f"{i}\n" for i in range(40)))
+    path = write_file("fed.py", SLOW_FED)
+    env = {"ROWS_CSV": str(csv_path)}
+    port = free_port()
+    workers = Workers(path, port, env)
+    proc = master_proc(
+        path, port, http_server, tmp_path, "--expect-workers", "2", "--heartbeat-interval", "0.5",
+        "--json-file", "r.json", env=env, run_time="50s",
+    )  # fmt: skip
+    try:
+        workers.start(2)
+        deadline = time.monotonic() + 20
+        while http_server.total() < 4:
+            assert time.monotonic() < deadline, "the workers never took rows"
+            time.sleep(0.02)
+        os.kill(workers.procs[0].pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=50)
+    finally:
+        proc.kill()
+        workers.stop()
+    assert proc.returncode == 0, stderr
+    with http_server.lock:
+        counts = dict(http_server.counts)
+    assert all(n == 1 for n in counts.values()), counts  # no row twice
+    # Every row, but for at most one that a user of the killed worker took
+    # in the instant before it died (it counts as used).
+    assert len(counts) >= 39, sorted(counts)

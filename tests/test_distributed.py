@@ -234,6 +234,39 @@ def test_killed_worker_users_move_to_the_others(
     assert 0.6 * seen <= result["stats"]["total"]["num_requests"] <= seen
 
 
+def test_a_worker_stopped_with_ctrl_c_sends_its_last_statistics(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    """A worker's Ctrl-C stops its users, sends what they recorded since its
+    last report, and leaves; the others take its users. So the master's
+    totals are exactly what the target served (a killed worker, above,
+    loses up to a second of them)."""
+    workers, port, path = cluster
+    workers.start(2)
+    proc = master_proc(
+        path, port, demo_target, tmp_path, "--expect-workers", "2", "--heartbeat-interval", "0.5",
+        "--json-file", "r.json", run_time="4s", users=4,
+    )  # fmt: skip
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "Starting 4 users" in line:
+                break
+        deadline = time.monotonic() + 20
+        while demo_target.counts()["total"] < 20:
+            assert time.monotonic() < deadline, "no traffic"
+            time.sleep(0.02)
+        workers.procs[0].send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=40)
+        left = workers.procs[0].wait(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert left == 0
+    assert "Worker 0 left" in stderr or "Worker 1 left" in stderr, stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["stats"]["total"]["num_requests"] == demo_target.counts()["total"]
+
+
 def test_killed_master_stops_the_users(cluster, demo_target: DemoTarget, tmp_path: Path) -> None:
     workers, port, path = cluster
     workers.start(2)

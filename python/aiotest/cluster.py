@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from . import data as feeders
 from ._bridge import pump_events
 from ._core import ClusterStatus, Engine, Master, WorkerStatus
 from .env import Environment
@@ -213,6 +214,7 @@ class ClusterBackend(Backend):
                 self._on_milestone(kind, e)
         elif kind == "worker_joined":
             log.info("Worker %d joined (%s)", e["index"], e["worker_id"])
+            feeders.worker_joined(self.env, e["index"])
             self.env.events.worker_connect.fire(client_id=e["worker_id"])
         elif kind == "worker_missing":
             log.warning(
@@ -220,8 +222,10 @@ class ClusterBackend(Backend):
                 e["index"],
                 e["silent_s"],
             )
+            feeders.worker_lost(e["index"])
         elif kind == "worker_left":
             log.info("Worker %d left", e["index"])
+            feeders.worker_lost(e["index"])
         elif kind == "worker_refused":
             log.error("Refused worker %s: %s", e["worker_id"], e["reason"])
         elif kind == "exception":

@@ -20,7 +20,10 @@ Modes:
 In distributed mode only the master reads the source. Workers ask it for
 rows in chunks (``chunk_rows`` at a time) over the ``custom`` message of
 docs/protocol.md, when their buffer runs dry, so no two workers ever get the
-same row. Locally the process reads the source itself. No Redis is needed.
+same row. Each worker tells the master as it hands rows to its users; the
+rows a lost worker held and never handed out are served again to the
+others, so ``"once"`` stays exactly-once when workers die. Locally the
+process reads the source itself. No Redis is needed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import csv
 import itertools
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -38,12 +42,28 @@ from .messages import CustomMessage, hub
 
 Row = dict[str, Any]
 
+log = logging.getLogger("aiotest.data")
+
 _REQUEST = "__aiotest_feeder_request"
 _ROWS = "__aiotest_feeder_rows"
+#: W→M: ``rows`` more rows of ``feeder`` went to users.
+_USED = "__aiotest_feeder_used"
+#: M→W: forget the rows you hold (the master served them again while you
+#: were missing).
+_REVOKE = "__aiotest_feeder_revoke"
 
 #: Feeders in the order the aiotestfile declares them: master and workers
 #: load the same file, so a feeder's key names the same source on both.
 _feeders: dict[str, Feeder] = {}
+
+#: On the master: per (worker index, feeder name), the rows sent to that
+#: worker that it has not yet said it handed to a user, oldest first.
+_lent: dict[tuple[int, str], deque[Row]] = {}
+#: On the master: workers whose rows were served again; told to drop theirs
+#: should they come back.
+_revoked: set[int] = set()
+#: On a worker: rows handed to users and not yet reported, per feeder.
+_unreported: dict[str, int] = {}
 
 
 class Feeder:
@@ -77,6 +97,8 @@ class Feeder:
         self._source: Iterator[Row] | None = None
         self._exhausted = False
         self._buffer: deque[Row] = deque()
+        #: On the master: rows a lost worker never handed out, served first.
+        self._returned: deque[Row] = deque()
         self._pending: asyncio.Future[None] | None = None
         self._error: str | None = None
 
@@ -85,6 +107,7 @@ class Feeder:
         self._source = None
         self._exhausted = False
         self._buffer.clear()
+        self._returned.clear()
         self._error = None
         if self._pending is not None and not self._pending.done():
             self._pending.cancel()
@@ -112,14 +135,20 @@ class Feeder:
                 self._buffer.extend(self.take(self.chunk_rows))
                 if not self._buffer:
                     self._exhausted = True
-        return self._buffer.popleft()
+        row = self._buffer.popleft()
+        if hub.role == "worker":
+            _report_used(self.name)
+        return row
 
     def take(self, n: int) -> list[Row]:
         """Up to ``n`` rows from the source (fewer only when a ``"once"``
         source ran out). Reads the source; used where it is read."""
+        rows = [self._returned.popleft() for _ in range(min(n, len(self._returned)))]
+        if len(rows) == n:
+            return rows
         if self._source is None:
             self._source = iter(self.open())
-        rows = list(itertools.islice(self._source, n))
+        rows += itertools.islice(self._source, n - len(rows))
         while self.mode == "cycle" and len(rows) < n:
             self._source = iter(self.open())
             more = list(itertools.islice(self._source, n - len(rows)))
@@ -205,6 +234,57 @@ def reset_all() -> None:
     """Rewinds every feeder: called when a run starts."""
     for feeder in _feeders.values():
         feeder.reset()
+    _lent.clear()
+    _revoked.clear()
+    _unreported.clear()
+
+
+def drop_held_rows() -> None:
+    """On a worker: forgets the rows it holds and has not handed out (its
+    master was lost, or served them again); the next ``next()`` asks anew."""
+    for feeder in _feeders.values():
+        feeder._buffer.clear()
+        feeder._exhausted = False
+    _unreported.clear()
+
+
+def worker_lost(worker_index: int) -> None:
+    """On the master: the rows a lost worker held and never handed to a
+    user are served again, before any new row."""
+    for key in [k for k in _lent if k[0] == worker_index]:
+        rows = _lent.pop(key)
+        feeder = _feeders.get(key[1])
+        if rows and feeder is not None:
+            feeder._returned.extend(rows)
+            _revoked.add(worker_index)
+            log.info(
+                "%d rows of feeder %s that worker %d held are served again",
+                len(rows),
+                key[1],
+                worker_index,
+            )
+
+
+def worker_joined(environment: Any, worker_index: int) -> None:
+    """On the master: a worker whose rows were served again came back; it
+    must not hand them out too."""
+    if worker_index in _revoked:
+        _revoked.discard(worker_index)
+        hub.send(environment, _REVOKE, {}, worker_index)
+
+
+def _report_used(name: str) -> None:
+    """Counts a row handed out; one message per feeder per loop turn tells
+    the master (a burst of users starting costs one message)."""
+    if not _unreported:
+        asyncio.get_running_loop().call_soon(_flush_used)
+    _unreported[name] = _unreported.get(name, 0) + 1
+
+
+def _flush_used() -> None:
+    for name, count in _unreported.items():
+        hub.send(None, _USED, {"feeder": name, "rows": count}, None)
+    _unreported.clear()
 
 
 def _on_request(environment: Any, msg: CustomMessage, **_: Any) -> None:
@@ -221,6 +301,8 @@ def _on_request(environment: Any, msg: CustomMessage, **_: Any) -> None:
             rows = feeder.take(int(msg.data["rows"]))
         except Exception as exc:
             error = f"feeder {name} failed on the master: {type(exc).__name__}: {exc}"
+        if rows and msg.node_id is not None and feeder.mode == "once":
+            _lent.setdefault((msg.node_id, name), deque()).extend(rows)
     reply = {"feeder": name, "rows": rows, "exhausted": not rows, "error": error}
     hub.send(environment, _ROWS, reply, msg.node_id)
 
@@ -232,7 +314,23 @@ def _on_rows(environment: Any, msg: CustomMessage, **_: Any) -> None:
         feeder._receive(msg.data["rows"], msg.data["exhausted"], msg.data.get("error"))
 
 
+def _on_used(environment: Any, msg: CustomMessage, **_: Any) -> None:
+    """On the master: a worker handed ``rows`` rows to its users."""
+    held = _lent.get((msg.node_id or 0, msg.data["feeder"]))
+    if held is not None:
+        for _row in range(min(int(msg.data["rows"]), len(held))):
+            held.popleft()
+
+
+def _on_revoke(environment: Any, msg: CustomMessage, **_: Any) -> None:
+    """On a worker: the master served our rows again while we were missing."""
+    log.warning("The master served this worker's unused feeder rows to others; dropping them")
+    drop_held_rows()
+
+
 def _install_handlers() -> None:
     if not hub.has_handler(_REQUEST):
         hub.register(_REQUEST, _on_request)
         hub.register(_ROWS, _on_rows)
+        hub.register(_USED, _on_used)
+        hub.register(_REVOKE, _on_revoke)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._bridge import pump_events
 from ._core import Engine, Worker
+from .data import drop_held_rows
 from .data import reset_all as reset_feeders
 from .env import Environment
 from .messages import REPORT_TO_MASTER, hub
@@ -266,6 +267,9 @@ class WorkerProcess:
             event["silent_s"],
         )
         await self.stop_users()
+        # The master serves the rows we hold to others once it finds us
+        # missing: handing them out too would use them twice.
+        drop_held_rows()
 
     async def on_master_left(self, _event: dict[str, Any]) -> None:
         log.info("The master left: waiting for the next one")

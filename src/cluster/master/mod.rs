@@ -380,6 +380,8 @@ impl<T: Transport> Master<T> {
         let index = slot.index;
         if returned {
             slot.state = "running".into();
+            // Its share is sent anew; it has not started it yet.
+            slot.spawned_run = 0;
             let worker_id = slot.worker_id.clone();
             self.events
                 .push(ClusterEvent::WorkerJoined { index, worker_id });

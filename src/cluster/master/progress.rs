@@ -40,7 +40,16 @@ impl<T: Transport> Master<T> {
                 told.spawned = true;
                 out.push(ClusterEvent::SpawningComplete { run_id, user_count });
             }
-            if !told.users_gone && told.spawned && plan.users > 0 && user_count == 0 {
+            // With no live worker the users are not gone by themselves:
+            // they wait for a worker (a partition may heal); nor while a
+            // worker that joined or came back has yet to start its share.
+            if !told.users_gone
+                && told.spawned
+                && all_spawned
+                && plan.users > 0
+                && live > 0
+                && user_count == 0
+            {
                 told.users_gone = true;
                 out.push(ClusterEvent::AllUsersStopped { run_id });
             }
