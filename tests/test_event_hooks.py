@@ -195,3 +195,61 @@ def test_runner_stop_on_a_worker_stops_its_users(
     assert "Stopped: all users stopped" in run.stderr
     # Each worker stopped at its first request (one user may not have started yet).
     assert 2 <= run.total["num_requests"] == http_server.total() <= 4
+
+
+BROKEN_SHAPE = """
+from aiotest import AsyncHttpUser, LoadTestShape, constant, events, task
+
+
+@events.test_start.add_listener
+def start_breaks(environment, **kwargs):
+    raise RuntimeError("test_start listener broke")
+
+
+@events.test_stop.add_listener
+def stop_breaks(environment, **kwargs):
+    raise RuntimeError("test_stop listener broke")
+
+
+class Breaking(LoadTestShape):
+    def tick(self):
+        if self.get_run_time() < 1.5:
+            return (2, 10)
+        BREAK
+
+
+class Visitor(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def visit(self):
+        await self.session.get("/")
+"""
+
+
+@pytest.mark.parametrize(
+    ("broken", "logged"),
+    [
+        ('raise ValueError("tick broke")', "ValueError: tick broke"),
+        ('return ("many", -1)', "'many' users"),
+    ],
+)
+def test_raising_start_and_stop_listeners_and_a_broken_shape_end_cleanly(
+    http_server: CountingServer, write_file, tmp_path: Path, broken: str, logged: str
+) -> None:
+    """test_start and test_stop listeners raise, and the load shape's
+    tick() raises or returns garbage after 1.5 s: each is logged, the run
+    ends there (not at the 50 s bound) and its reports hold what the target
+    served."""
+    path = write_file("broken.py", BROKEN_SHAPE.replace("BREAK", broken))
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-t", "50s", "-H", http_server.url,
+        "--csv", str(tmp_path / "r"), cwd=tmp_path, timeout_s=40,
+    )  # fmt: skip
+    assert run.returncode != 0, run.stderr
+    assert "RuntimeError: test_start listener broke" in run.stderr
+    assert "RuntimeError: test_stop listener broke" in run.stderr
+    assert logged in run.stderr, run.stderr
+    assert "Stopped: an error in the load shape" in run.stderr
+    assert run.total["num_requests"] == http_server.total() > 0
+    assert (tmp_path / "r_stats.csv").exists()

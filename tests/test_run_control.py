@@ -263,3 +263,39 @@ class Hello(AsyncHttpUser):
     assert len(rows) >= 3 and all(r[3] == "Aggregated" for r in rows)
     total_requests = lines[0].split(",").index("Total Request Count")
     assert int(rows[-1][total_requests]) > 0
+
+
+BROKEN_STOP = """
+from aiotest import AsyncHttpUser, task, constant
+from aiotest import runner
+
+async def broken(self):
+    raise RuntimeError("a bug in the stop path")
+
+runner.LocalRunner.stop_users = broken  # stands for a bug of aiotest's own
+
+class Hello(AsyncHttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello")
+"""
+
+
+def test_a_bug_in_aiotest_itself_still_writes_the_reports(
+    demo_target: DemoTarget, write_file, tmp_path: Path
+) -> None:
+    """Stopping the users raises (a stand-in for a bug of ours): the
+    traceback is logged, the exit code is 1, and the reports hold what was
+    measured."""
+    path = write_file("broken.py", BROKEN_STOP)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "2", "-r", "100", "-t", "2s", "-H", demo_target.url,
+        "--csv", str(tmp_path / "s"), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "aiotest failed during the run" in run.stderr
+    assert "RuntimeError: a bug in the stop path" in run.stderr
+    assert 0 < run.total["num_requests"] <= demo_target.counts()["total"]
+    assert (tmp_path / "s_stats.csv").exists() and (tmp_path / "s_stats_history.csv").exists()

@@ -55,6 +55,7 @@ class StopReason(enum.Enum):
     BY_TEST_CODE = "stopped by the test's code (runner.stop() or quit())"
     SPAWN_FAILED = "spawning users failed"
     ERROR = "an error in the load shape"
+    INTERNAL_ERROR = "an error in aiotest itself (the traceback is above)"
 
 
 class Backend(abc.ABC):
@@ -514,6 +515,11 @@ async def run_headless(
         stopper = asyncio.create_task(_stop_when(backend.fatal, stop))
         try:
             outcome = await driver.run(stop)
+        except Exception:
+            # A bug of ours must not cost the user what was measured.
+            log.exception("aiotest failed during the run; writing the reports gathered so far")
+            snapshot = engine.snapshot(with_history=True)
+            outcome = Outcome(snapshot, StopReason.INTERNAL_ERROR, None, backend.task_runs)
         finally:
             stopper.cancel()
     finally:
@@ -535,6 +541,8 @@ async def run_headless(
     code = finish_run(env.events, env, opts, checks, outcome.snapshot, facts, out=out)
     if exc is not None:
         return exc.exit_code if isinstance(exc, AiotestError) else 1
+    if outcome.reason is StopReason.INTERNAL_ERROR:
+        return 1
     return code
 
 
