@@ -63,8 +63,19 @@ http {{
         listen 127.0.0.1:{port};
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        ssl_session_cache shared:tls:10m;
+        location = /hello {{ default_type text/plain; return 200 "hello"; }}
+    }}
 }}
 """
+
+#: The https target's URL (nginx with a self-signed certificate), when
+#: nginx and openssl are installed.
+HTTPS_URL: str | None = None
 
 HELLO_USER = """
 from aiotest import AsyncHttpUser, constant, task
@@ -162,9 +173,18 @@ def target() -> Iterator[tuple[str, str]]:
         nginx = shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
         )
-        if nginx:
+        if nginx and shutil.which("openssl"):
+            global HTTPS_URL
+            tls_port = free_port()
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
+                 "cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1"],
+                cwd=tmp, check=True, capture_output=True,
+            )  # fmt: skip
             conf = Path(tmp) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, tls_port=tls_port))
+            HTTPS_URL = f"https://127.0.0.1:{tls_port}"
             argv = pinned(TARGET_CORE, [nginx, "-c", str(conf), "-p", tmp])
             what = "nginx (1 worker, core 0), 5-byte body"
         else:
@@ -246,7 +266,9 @@ def oha(url: str, duration_s: int, rate: int | None = None) -> Row:
     )
 
 
-def aiotest(url: str, duration_s: int, script: str, users: int, spawn_rate: int) -> Row:
+def aiotest(
+    url: str, duration_s: int, script: str, users: int, spawn_rate: int, *extra: str
+) -> Row:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench_aiotestfile.py"
         path.write_text(script)
@@ -254,6 +276,7 @@ def aiotest(url: str, duration_s: int, script: str, users: int, spawn_rate: int)
         argv = [
             aiotest_cmd(), "-f", str(path), "--headless", "--only-summary", "-u", str(users),
             "-r", str(spawn_rate), "-t", f"{duration_s}s", "-H", url, "--json-file", str(result),
+            *extra,
         ]  # fmt: skip
         _, err, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
         if not result.exists():
@@ -329,6 +352,23 @@ def throughput(url: str, args: argparse.Namespace) -> list[Row]:
             lambda: aiotest(url, d, HELLO_USER.format(wait=0), CONNECTIONS, 1000),
             lambda: locust(url, d),
             lambda: oha(url, d),
+        ],
+        args.runs,
+    )
+
+
+def https(url: str, args: argparse.Namespace) -> list[Row]:
+    """HTTPS over HTTP/1.1 (TLS 1.3, keep-alive): wrk over TLS against
+    aiotest with --insecure (the certificate is self-signed)."""
+    if HTTPS_URL is None:
+        return [Row("https", "aiotest", note="needs nginx and openssl")]
+    d, secure = args.duration, HTTPS_URL
+    script = HELLO_USER.format(wait=0)
+    return in_rounds(
+        "https",
+        [
+            lambda: wrk(secure, d),
+            lambda: aiotest(secure, d, script, CONNECTIONS, 1000, "--insecure"),
         ],
         args.runs,
     )
@@ -532,6 +572,7 @@ def master(
 
 SCENARIOS = {
     "throughput": throughput,
+    "https": https,
     "locustfile": locustfile,
     "latency": latency,
     "memory": memory,

@@ -267,3 +267,11 @@ def cluster(write_file, tmp_path: Path) -> Iterator[tuple[Any, int, Path]]:
         yield workers, port, path
     finally:
         workers.stop()
+
+
+@pytest.fixture
+def tls_nginx(tmp_path: Path) -> Iterator[Any]:
+    """nginx over TLS with a throwaway CA's certificates (tls_helpers.py)."""
+    from tls_helpers import nginx_over_tls
+
+    yield from nginx_over_tls(tmp_path)

@@ -206,6 +206,10 @@ def test_a_second_signal_stops_at_once_with_the_reports(
     )  # fmt: skip
     try:
         _started(proc)
+        deadline = time.monotonic() + 20
+        while demo_target.counts()["total"] < 3:  # each user in its 40 s sleep
+            assert time.monotonic() < deadline, "the users never sent their requests"
+            time.sleep(0.02)
         proc.send_signal(first)
         for line in proc.stderr:  # type: ignore[union-attr]
             if "Ctrl-C again stops at once" in line:

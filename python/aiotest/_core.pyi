@@ -101,6 +101,9 @@ class RequestSpec:
             model), to also record it corrected for coordinated omission.
         max_body_bytes: A longer response body fails the request; None for
             64 MiB.
+        verify: TLS verification of this request, as ``requests``' (True,
+            False, or a PEM CA bundle's path); None keeps the session's.
+        cert: A client certificate: ``(cert_file, key_file)`` or one file.
 
     Raises:
         ValueError: An unknown method, or a timeout that is not a number of
@@ -120,6 +123,8 @@ class RequestSpec:
         record: bool = True,
         intended_lag_us: int | None = None,
         max_body_bytes: int | None = None,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
     ) -> RequestSpec: ...
     @property
     def method(self) -> str: ...
@@ -185,6 +190,8 @@ class HttpSession:
         record: bool = True,
         intended_lag_us: int | None = None,
         max_body_bytes: int | None = None,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
     ) -> RequestSpec:
         """A request of this session: as :class:`RequestSpec`, with the same
         arguments and errors, but cheaper to call (no keyword dict)."""
@@ -201,6 +208,9 @@ class RawResponse:
     @property
     def status_code(self) -> int:
         """requests' and Locust's name for :attr:`status`."""
+    @property
+    def http_version(self) -> str:
+        """The HTTP version that answered: "HTTP/1.1", "HTTP/2", "HTTP/1.0"."""
     @property
     def content(self) -> bytes:
         """The body."""
@@ -291,8 +301,23 @@ class Engine:
         """Keeps at most ``max_names`` distinct (method, name) rows; requests
         under further names count in one ``(other names)`` row per method.
         Raises ValueError for 0."""
-    def new_session(self, base_url: str | None = None) -> HttpSession:
-        """Raises ConfigError for a malformed base URL."""
+    def new_session(
+        self,
+        base_url: str | None = None,
+        *,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
+        http_version: str = "auto",
+    ) -> HttpSession:
+        """A session for one user; ``verify`` and ``cert`` are its TLS
+        options, as ``requests``' (None: verify against the platform's
+        trust store, or the bundle ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``
+        names); ``http_version`` is "auto" (HTTP/2 when a TLS server picks
+        it by ALPN), "1.1" or "2" (also h2c, prior knowledge, over plain
+        http); another value raises ValueError.
+
+        Raises ConfigError for a malformed base URL, AiotestError for TLS
+        files that cannot be read (the message names the file)."""
     def submit(
         self, session: HttpSession, spec: RequestSpec, event_loop: asyncio.AbstractEventLoop
     ) -> RequestAwaitable:

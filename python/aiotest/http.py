@@ -98,6 +98,8 @@ class Response:
 
     Attributes:
         status: HTTP status; 0 when no response arrived.
+        http_version: The HTTP version that answered: ``"HTTP/1.1"``,
+            ``"HTTP/2"`` or ``"HTTP/1.0"``.
         url: The final URL, after redirects.
         response_time_us: The response time it was recorded with (µs).
         error: The failure text, or None.
@@ -116,6 +118,10 @@ class Response:
 
     #: requests' and Locust's name for :attr:`status`.
     status_code = status
+
+    @property
+    def http_version(self) -> str:
+        return self._raw.http_version
 
     @property
     def reason(self) -> str:
@@ -309,9 +315,14 @@ class HttpSession:
         *,
         base_url: str | None,
         timeout_s: float,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        http_version: str = "auto",
     ) -> None:
         self._bridge = bridge
-        self._core = bridge.engine.new_session(base_url)
+        self._core = bridge.engine.new_session(
+            base_url, verify=verify, cert=cert, http_version=http_version
+        )
         self.base_url = self._core.base_url
         self.headers: dict[str, str] = {}
         self.timeout_s = timeout_s
@@ -341,6 +352,8 @@ class HttpSession:
         context: Mapping[str, Any] | None = None,
         files: Mapping[str, Any] | None = None,
         max_body_bytes: int | None = None,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
     ) -> RequestContext:
         """Builds a request; await the result or use it with ``async with``.
 
@@ -363,6 +376,11 @@ class HttpSession:
                 (a mapping) as its other fields; see :func:`multipart_body`.
             max_body_bytes: A longer response body fails the request (the
                 session's ``max_body_bytes``, else 64 MiB, when None).
+            verify: As in ``requests``: False skips the server certificate's
+                verification, a path checks it against that PEM CA bundle
+                only; None keeps the session's (the user class's).
+            cert: A client certificate for mutual TLS: ``(cert_file,
+                key_file)``, or one PEM file holding both.
 
         Raises:
             ValueError: An unknown HTTP method, or a ``timeout`` that is not
@@ -397,6 +415,8 @@ class HttpSession:
             record=not catch_response,
             intended_lag_us=self.intended_lag_us,
             max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
+            verify=verify,
+            cert=cert,
         )
         user_context = self.user_context
         if user_context is not None:

@@ -197,6 +197,8 @@ class RunOptions:
     aiotestfile: str = "aiotestfile.py"
     config: str | None = None
     host: str | None = None
+    insecure: bool = False
+    http_version: str | None = None
     users: int = 1
     spawn_rate: float = 1.0
     run_time_s: float | None = None

@@ -81,6 +81,11 @@ class SyncResponse:
         return self._response.ok
 
     @property
+    def http_version(self) -> str:
+        """The HTTP version that answered, e.g. ``"HTTP/2"``."""
+        return self._response.http_version
+
+    @property
     def reason(self) -> str:
         """The status's reason phrase, e.g. ``Not Found``."""
         return self._response.reason
@@ -234,11 +239,14 @@ class SyncHttpSession:
         files: Any = None,
         context: Mapping[str, Any] | None = None,
         max_body_bytes: int | None = None,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
         **_ignored: Any,
     ) -> SyncResponse:
         """Sends a request and returns its response once it is done; the
-        other users run meanwhile. ``verify``, ``stream``, ``cert`` and
-        ``proxies`` are accepted and have no effect yet.
+        other users run meanwhile. ``verify`` and ``cert`` are as in
+        ``requests``; ``stream`` and ``proxies`` are accepted and have no
+        effect yet.
 
         Raises:
             ValueError: An unknown method or a bad timeout.
@@ -266,6 +274,8 @@ class SyncHttpSession:
             context=context,
             files=files,
             max_body_bytes=max_body_bytes,
+            verify=verify,
+            cert=cert,
         )
         return SyncResponse(ctx.wait(), ctx)
 
@@ -323,9 +333,10 @@ class FastHttpUser(HttpUser):
 
     Attributes:
         network_timeout: Seconds before a request fails.
-        connection_timeout, max_redirects, max_retries, insecure,
-        concurrency: Accepted for Locust's scripts; the engine's own
-        settings apply.
+        insecure: Skip the verification of servers' TLS certificates: True
+            by default, as in Locust's FastHttpUser.
+        connection_timeout, max_redirects, max_retries, concurrency:
+            Accepted for Locust's scripts; the engine's own settings apply.
     """
 
     abstract = True

@@ -422,11 +422,27 @@ class AsyncHttpUser(User):
         max_body_bytes: A longer response body fails the request, with the
             reason; None for 64 MiB. A request's ``max_body_bytes=``
             overrides it.
+        insecure: Skip the verification of servers' TLS certificates
+            (FastHttpUser's name); ``--insecure`` does it for every user.
+        verify: As ``requests``' ``verify``: True (the platform's trust
+            store, or the bundle ``REQUESTS_CA_BUNDLE`` or ``SSL_CERT_FILE``
+            names), False, or a PEM CA bundle's path. A request's
+            ``verify=`` overrides it.
+        cert: A client certificate for mutual TLS: ``(cert_file,
+            key_file)``, or one PEM file holding both.
+        http_version: ``"auto"`` (HTTP/2 when a TLS server picks it by
+            ALPN, else HTTP/1.1), ``"1.1"`` (HTTP/1.1 only) or ``"2"`` (as
+            auto over TLS, and HTTP/2 with prior knowledge, h2c, over plain
+            http); ``--http-version`` sets it for every user.
     """
 
     abstract = True
     network_timeout: float = 60.0
     max_body_bytes: int | None = None
+    insecure: bool = False
+    verify: bool | str = True
+    cert: str | tuple[str, str] | None = None
+    http_version: str = "auto"
 
     def __init__(
         self,
@@ -439,10 +455,15 @@ class AsyncHttpUser(User):
         bridge = self._context.bridge
         if bridge is None:
             raise RuntimeError("an AsyncHttpUser needs a running engine: start it from a run")
+        options = getattr(self.environment, "parsed_options", None)
+        insecure = self.insecure or bool(getattr(options, "insecure", False))
         self.session = HttpSession(
             bridge,
             base_url=self.host,
             timeout_s=self.network_timeout,
+            verify=False if insecure else self.verify,
+            cert=self.cert,
+            http_version=getattr(options, "http_version", None) or self.http_version,
         )
         self.session.max_body_bytes = self.max_body_bytes
         if type(self).context is not User.context:

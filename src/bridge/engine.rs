@@ -13,12 +13,61 @@ use super::errors::{
 };
 use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
-use crate::engine::{Completion, Engine, HttpOutcome, HttpSession, RequestSpec};
+use crate::engine::{
+    Completion, Engine, HttpOutcome, HttpSession, HttpVersion, RequestSpec, TlsOptions, Verify,
+};
 use crate::report;
 use crate::stats::{console, unix_now_s, EntrySnapshot, RequestSample, StatsSnapshot, OTHER_NAMES};
 
 /// One evaluated check as Python sees it: (check, passed, actual).
 type CheckRow = (String, bool, String);
+
+/// `verify=` as `requests` takes it: a flag, or a CA bundle's path.
+#[derive(FromPyObject)]
+pub enum VerifyArg {
+    Flag(bool),
+    CaFile(String),
+}
+
+/// `cert=` as `requests` takes it: `(cert_file, key_file)`, or one file
+/// that holds both.
+#[derive(FromPyObject)]
+pub enum CertArg {
+    Pair((String, String)),
+    Both(String),
+}
+
+/// The TLS options of `verify` and `cert`; None when neither is given.
+fn tls_options(verify: Option<VerifyArg>, cert: Option<CertArg>) -> Option<TlsOptions> {
+    if verify.is_none() && cert.is_none() {
+        return None;
+    }
+    Some(TlsOptions {
+        verify: match verify {
+            None | Some(VerifyArg::Flag(true)) => Verify::Platform,
+            Some(VerifyArg::Flag(false)) => Verify::Off,
+            Some(VerifyArg::CaFile(path)) => Verify::CaFile(path),
+        },
+        client_cert: cert.map(|c| match c {
+            CertArg::Pair(pair) => pair,
+            CertArg::Both(path) => (path.clone(), path),
+        }),
+        // The session's HTTP version decides.
+        offer_h2: true,
+    })
+}
+
+/// `http_version=`: "auto", "1.1" or "2".
+fn http_version(text: &str) -> PyResult<HttpVersion> {
+    match text {
+        "auto" => Ok(HttpVersion::Auto),
+        "1.1" => Ok(HttpVersion::Http1),
+        "2" => Ok(HttpVersion::Http2),
+        other => Err(bad_argument(format!(
+            "http_version={other:?}: give \"auto\" (HTTP/2 when a TLS server offers it), \"1.1\" or \"2\" (also h2c over plain http)"
+        ))),
+    }
+}
 
 /// The process's HTTP engine (`aiotest._core.Engine`). See `_core.pyi`.
 #[pyclass(name = "Engine", module = "aiotest._core", frozen)]
@@ -41,7 +90,7 @@ impl PyRequestSpec {
     /// number of seconds above 0.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None))]
+    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None))]
     fn new(
         method: &str,
         url: String,
@@ -53,6 +102,8 @@ impl PyRequestSpec {
         record: bool,
         intended_lag_us: Option<u64>,
         max_body_bytes: Option<u64>,
+        verify: Option<VerifyArg>,
+        cert: Option<CertArg>,
     ) -> PyResult<Self> {
         Self::build(RequestSpec {
             method: parse_method(method)?,
@@ -65,6 +116,7 @@ impl PyRequestSpec {
             record,
             intended_lag_us,
             max_body_bytes,
+            tls: tls_options(verify, cert),
         })
     }
 
@@ -157,11 +209,22 @@ impl PyEngine {
         self.inner.completions().wakeup_fd()
     }
 
-    #[pyo3(signature = (base_url = None))]
-    fn new_session(&self, py: Python<'_>, base_url: Option<&str>) -> PyResult<PySession> {
+    /// A session for one user; `verify` and `cert` are its TLS options
+    /// (see `_core.pyi`).
+    #[pyo3(signature = (base_url = None, *, verify = None, cert = None, http_version = "auto"))]
+    fn new_session(
+        &self,
+        py: Python<'_>,
+        base_url: Option<&str>,
+        verify: Option<VerifyArg>,
+        cert: Option<CertArg>,
+        http_version: &str,
+    ) -> PyResult<PySession> {
+        let tls = tls_options(verify, cert).unwrap_or_default();
+        let version = self::http_version(http_version)?;
         let inner = self
             .inner
-            .new_session(base_url)
+            .new_session(base_url, tls, version)
             .map_err(|e| engine_error(py, e))?;
         Ok(PySession { inner })
     }
@@ -360,7 +423,7 @@ impl PySession {
     // constructor cannot: 326 ns a request against 538 ns (timeit, release
     // build, 2026-12-02), about 1 % of a request's CPU.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None))]
+    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None))]
     fn prepare(
         &self,
         method: &str,
@@ -373,6 +436,8 @@ impl PySession {
         record: bool,
         intended_lag_us: Option<u64>,
         max_body_bytes: Option<u64>,
+        verify: Option<VerifyArg>,
+        cert: Option<CertArg>,
     ) -> PyResult<PyRequestSpec> {
         PyRequestSpec::new(
             method,
@@ -385,6 +450,8 @@ impl PySession {
             record,
             intended_lag_us,
             max_body_bytes,
+            verify,
+            cert,
         )
     }
 }
@@ -395,6 +462,17 @@ impl PyRawResponse {
     #[getter]
     fn status(&self) -> u16 {
         self.outcome.status
+    }
+    /// The HTTP version that answered: "HTTP/1.1", "HTTP/2" or "HTTP/1.0".
+    #[getter]
+    fn http_version(&self) -> &'static str {
+        match self.outcome.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_3 => "HTTP/3",
+            http::Version::HTTP_09 => "HTTP/0.9",
+            _ => "HTTP/1.1",
+        }
     }
     #[getter]
     fn reason(&self) -> &str {

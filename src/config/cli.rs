@@ -68,6 +68,18 @@ pub struct RunOptions {
     #[arg(short = 'H', long, env = "AIOTEST_HOST", value_name = "URL")]
     pub host: Option<String>,
 
+    /// Skip TLS certificate verification for every user, as verify=False
+    /// does for one request (for staging servers with self-signed or
+    /// private-CA certificates). Prefer verify='ca.pem' or SSL_CERT_FILE.
+    #[arg(long, env = "AIOTEST_INSECURE")]
+    pub insecure: bool,
+
+    /// HTTP version of every user, over the classes' http_version: auto
+    /// (HTTP/2 when a TLS server picks it by ALPN, else HTTP/1.1), 1.1, or 2
+    /// (also HTTP/2 with prior knowledge, h2c, over plain http).
+    #[arg(long, env = "AIOTEST_HTTP_VERSION", value_parser = ["auto", "1.1", "2"], value_name = "VERSION")]
+    pub http_version: Option<String>,
+
     /// Peak number of concurrent users.
     #[arg(short = 'u', long, env = "AIOTEST_USERS", default_value = "1", value_parser = parse_users, value_name = "N")]
     pub users: u64,

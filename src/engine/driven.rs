@@ -314,7 +314,11 @@ mod tests {
         let engine = Engine::start(1).unwrap();
         engine.set_driven(true);
         let session = engine
-            .new_session(Some(&format!("http://{}", target.addr)))
+            .new_session(
+                Some(&format!("http://{}", target.addr)),
+                Default::default(),
+                Default::default(),
+            )
             .unwrap();
         let (idle, _keep) = UnixStream::pair().unwrap();
         let ids: Vec<u64> = (0..20)

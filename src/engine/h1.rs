@@ -32,8 +32,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use url::Url;
+
+use super::conn::connect;
+pub(crate) use super::conn::{Origin, Stream};
 
 /// The response head: status, version and headers.
 pub(crate) type Head = http::response::Parts;
@@ -62,23 +63,6 @@ const CLOSED_EARLY: &str = "connection closed before message completed";
 /// target sending them forever fails the request instead of holding it
 /// for its whole timeout.
 const MAX_INFORMATIONAL: usize = 16;
-
-/// Where a connection goes: the URL's host (IPv6 in brackets) and port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Origin {
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    /// The origin of an `http://` URL; `None` for one without a host.
-    pub fn of(url: &Url) -> Option<Self> {
-        Some(Self {
-            host: url.host_str().filter(|h| !h.is_empty())?.to_owned(),
-            port: url.port_or_known_default()?,
-        })
-    }
-}
 
 /// Why a request on this path failed, in the words of
 /// [`super::describe_error`]: the kind, then the cause.
@@ -119,14 +103,14 @@ enum Broken {
 /// One session's idle keep-alive connections.
 #[derive(Default)]
 pub(crate) struct Connections {
-    idle: Mutex<Vec<(Origin, TcpStream)>>,
+    idle: Mutex<Vec<(Origin, Stream)>>,
     /// The size of the session's last response, in bytes: how large the
     /// next response's buffer starts.
     last_response_bytes: AtomicUsize,
 }
 
 impl Connections {
-    fn idle(&self) -> MutexGuard<'_, Vec<(Origin, TcpStream)>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<(Origin, Stream)>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -147,6 +131,18 @@ impl Connections {
         max_body_bytes: u64,
         req: Request<Bytes>,
     ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
+        self.round_trip_on(origin, None, max_body_bytes, req)
+    }
+
+    /// [`Self::round_trip`] on `fresh`, a connection just opened to
+    /// `origin` (whose ALPN chose HTTP/1.1), when given.
+    pub fn round_trip_on<'a>(
+        &'a self,
+        origin: &'a Origin,
+        fresh: Option<Stream>,
+        max_body_bytes: u64,
+        req: Request<Bytes>,
+    ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
         // Only what the exchange needs goes into the future (an async fn
         // would keep `req` whole in it): every byte of it is in each
         // request's task, and 10,000 users may have one in flight at once.
@@ -161,6 +157,7 @@ impl Connections {
             .clamp(FIRST_READ_BYTES.0, FIRST_READ_BYTES.1);
         self.send(
             origin,
+            fresh,
             encoded,
             body_apart,
             method,
@@ -172,14 +169,16 @@ impl Connections {
     async fn send(
         &self,
         origin: &Origin,
+        fresh: Option<Stream>,
         encoded: Vec<u8>,
         body_apart: Option<Bytes>,
         method: Method,
         reads: (usize, u64),
     ) -> Result<(Head, Bytes), Failure> {
-        let mut stream = self.take_idle(origin);
         // Cleared by a retry, which opens a new connection.
-        let mut reused = stream.is_some();
+        let mut reused = fresh.is_none();
+        let mut stream = fresh.or_else(|| self.take_idle(origin));
+        reused &= stream.is_some();
         let (head, body, reusable, received) = loop {
             let mut conn = match stream.take() {
                 Some(conn) => conn,
@@ -213,20 +212,20 @@ impl Connections {
 
     /// An idle connection to `origin` that is still open, if any; closed
     /// ones found on the way are dropped.
-    fn take_idle(&self, origin: &Origin) -> Option<TcpStream> {
+    fn take_idle(&self, origin: &Origin) -> Option<Stream> {
         let mut idle = self.idle();
         while let Some(at) = idle.iter().rposition(|(o, _)| o == origin) {
             let (_, stream) = idle.swap_remove(at);
-            // An open, quiet connection has nothing to read: the reactor
-            // has no readiness for it, so this makes no system call. A
-            // closed one reads end of file (or an error).
-            let mut probe = [0u8; 1];
-            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            {
+            if stream.seems_open() {
                 return Some(stream);
             }
         }
         None
+    }
+
+    /// Whether an idle connection to `origin` is kept.
+    pub fn has_idle(&self, origin: &Origin) -> bool {
+        self.idle().iter().any(|(o, _)| o == origin)
     }
 
     /// How many idle connections the session holds.
@@ -234,18 +233,6 @@ impl Connections {
     pub fn idle_count(&self) -> usize {
         self.idle().len()
     }
-}
-
-/// Opens a TCP connection to `origin`, resolving its name if needed with
-/// the system resolver.
-async fn connect(origin: &Origin) -> Result<TcpStream, Failure> {
-    let host = origin.host.trim_start_matches('[').trim_end_matches(']');
-    let stream = TcpStream::connect((host, origin.port))
-        .await
-        .map_err(Failure::Connect)?;
-    // As reqwest is configured: no Nagle delay on small requests.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// The request line and header section of `req` (RFC 9112, sections 3 and
@@ -298,7 +285,7 @@ fn encode(req: &Request<Bytes>) -> Vec<u8> {
 /// head, the body, whether the connection can carry another request, and
 /// the response's size in bytes.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     encoded: &[u8],
     body_apart: Option<&Bytes>,
     method: &Method,
@@ -307,6 +294,10 @@ async fn exchange(
     let mut write = stream.write_all(encoded).await;
     if let (Ok(()), Some(body)) = (&write, body_apart) {
         write = stream.write_all(body).await;
+    }
+    if write.is_ok() {
+        // TLS may hold the last record back until flushed; TCP never does.
+        write = stream.flush().await;
     }
     if let Err(e) = write {
         // Nothing of the request was acted on: a server does not answer a
@@ -343,7 +334,7 @@ pub(crate) fn body_over_limit(max_body_bytes: u64) -> String {
 
 /// Reads one response from a connection into one buffer.
 struct Reader<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     /// Bytes read and not consumed yet.
     buf: BytesMut,
     /// Bytes read in all.

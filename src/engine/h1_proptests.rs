@@ -32,10 +32,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// One exchange against a server that answers `reply` and closes.
 async fn exchange(reply: Vec<u8>) -> Result<(Head, Bytes), Failure> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let origin = Origin {
-        host: "127.0.0.1".into(),
-        port: listener.local_addr().expect("addr").port(),
-    };
+    let origin = Origin::plain("127.0.0.1", listener.local_addr().expect("addr").port());
     tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.expect("accept");
         let mut request = [0u8; 1024];

@@ -72,10 +72,7 @@ async fn concurrent_requests_open_their_own_connections() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_refused_connection_is_a_connection_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = Origin {
-        host: "127.0.0.1".into(),
-        port: listener.local_addr().unwrap().port(),
-    };
+    let origin = Origin::plain("127.0.0.1", listener.local_addr().unwrap().port());
     drop(listener);
     let err = Connections::default()
         .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
@@ -153,10 +150,7 @@ async fn scripted(replies: Vec<(&'static [u8], usize, bool)>) -> (Origin, Arc<Se
             });
         }
     });
-    let origin = Origin {
-        host: "127.0.0.1".into(),
-        port,
-    };
+    let origin = Origin::plain("127.0.0.1", port);
     (origin, seen)
 }
 
@@ -449,10 +443,11 @@ fn the_end_of_a_head_is_searched_once_per_byte() {
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (mut stream, _accepted) =
-            tokio::join!(async { TcpStream::connect(addr).await.unwrap() }, async {
-                listener.accept().await.unwrap()
-            });
+        let (tcp, _accepted) = tokio::join!(
+            async { tokio::net::TcpStream::connect(addr).await.unwrap() },
+            async { listener.accept().await.unwrap() }
+        );
+        let mut stream = Stream::Plain(tcp);
         let mut reader = Reader {
             stream: &mut stream,
             buf: BytesMut::new(),

@@ -6,10 +6,15 @@
 //! byte, measured here in Rust; Python never times requests.
 
 mod completion;
+mod conn;
 mod driven;
 mod h1;
+mod h2;
 mod request;
 mod session;
+pub mod tls;
+
+pub use tls::{TlsOptions, Verify};
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +27,7 @@ use crate::stats::{Aggregator, Recorder};
 
 pub use completion::CompletionQueue;
 pub use request::{describe_error, status_failure, HttpOutcome, RequestSpec};
-pub use session::{validate_base_url, HttpSession, USER_AGENT};
+pub use session::{validate_base_url, HttpSession, HttpVersion, USER_AGENT};
 
 /// Errors of the engine itself (not of requests: those are recorded data).
 #[derive(Debug, Error)]
@@ -50,7 +55,6 @@ pub struct Engine {
     /// Owns the stats thread, which stops when the engine is dropped.
     _aggregator: Aggregator,
     completions: Arc<CompletionQueue<Completion>>,
-    tls: Arc<rustls::ClientConfig>,
     /// Resolved URLs, shared by the engine's sessions.
     urls: Arc<session::UrlCache>,
     next_id: AtomicU64,
@@ -75,6 +79,9 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Start(e.to_string()))?;
+        // The platform's trust store, read now so that a broken one is an
+        // error at start, not on the first https request.
+        tls::client_config(&TlsOptions::default()).map_err(EngineError::Start)?;
         let aggregator = Aggregator::start();
         Ok(Self {
             runtime,
@@ -85,7 +92,6 @@ impl Engine {
             completions: Arc::new(
                 CompletionQueue::new().map_err(|e| EngineError::Start(e.to_string()))?,
             ),
-            tls: Arc::new(tls_config()?),
             urls: Arc::default(),
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicU64::new(0)),
@@ -106,13 +112,20 @@ impl Engine {
         &self.completions
     }
 
-    /// A new session for one user, with its own cookies and connections.
+    /// A new session for one user, with its own cookies and connections,
+    /// and `tls` for its https requests.
     ///
     /// # Errors
-    /// [`EngineError::BadUrl`] for a malformed host.
-    pub fn new_session(&self, base_url: Option<&str>) -> Result<HttpSession, EngineError> {
+    /// [`EngineError::BadUrl`] for a malformed host, [`EngineError::Client`]
+    /// for TLS files that cannot be read.
+    pub fn new_session(
+        &self,
+        base_url: Option<&str>,
+        tls: TlsOptions,
+        http_version: HttpVersion,
+    ) -> Result<HttpSession, EngineError> {
         let _guard = self.runtime.enter();
-        HttpSession::new(base_url, self.tls.clone(), self.urls.clone())
+        HttpSession::new(base_url, tls, http_version, self.urls.clone())
     }
 
     /// Starts one request and returns its id at once. Its [`Completion`]
@@ -193,17 +206,4 @@ impl Engine {
         }
         true
     }
-}
-
-/// One rustls configuration for the whole process: ring for crypto, the
-/// platform's trust store for verification.
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, EngineError> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EngineError::Start(format!("TLS setup: {e}")))?
-        .with_platform_verifier()
-        .map_err(|e| EngineError::Start(format!("TLS trust store: {e}")))
-        .map(|b| b.with_no_client_auth())
 }

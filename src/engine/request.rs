@@ -10,6 +10,7 @@ use reqwest::{Client, Method, StatusCode, Url};
 
 use super::h1::{body_over_limit, Origin};
 use super::session::{Redirects, SessionState, USER_AGENT};
+use super::tls::TlsOptions;
 use super::{Completion, EngineError};
 use crate::stats::{unix_now_s, RequestSample};
 
@@ -38,6 +39,9 @@ pub struct RequestSpec {
     /// A longer response body fails the request; None for
     /// [`DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: Option<u64>,
+    /// TLS options of this request (`verify=`, `cert=`); None for the
+    /// session's.
+    pub tls: Option<TlsOptions>,
 }
 
 /// The response body a request accepts unless it says otherwise: a
@@ -61,6 +65,8 @@ pub struct HttpOutcome {
     pub cookies: Vec<(String, String)>,
     /// Issue to last body byte, in µs.
     pub response_time_us: u64,
+    /// The HTTP version that answered (HTTP/1.1 when none did).
+    pub version: http::Version,
     /// `Some` for a failure: Locust's rules (status >= 400, connection
     /// errors, timeouts).
     pub error: Option<String>,
@@ -82,6 +88,7 @@ impl HttpOutcome {
             body: Bytes::new(),
             cookies: Vec::new(),
             response_time_us: 0,
+            version: http::Version::HTTP_11,
             error: Some(error),
             ended_at_s: unix_now_s(),
             intended_lag_us: spec.intended_lag_us,
@@ -115,13 +122,17 @@ impl Job {
     /// `spec.record` is set, the sample to record. A request that could not
     /// be prepared ends as a failure like any other.
     ///
-    /// Plain-http requests take the session's own HTTP/1.1 connections
-    /// (`h1.rs`); https, and every request while an http proxy is set in
-    /// the environment, go through the session's reqwest client.
+    /// http and https requests take the session's own HTTP/1.1 connections
+    /// (`h1.rs`, over TLS for https); requests while a proxy for their
+    /// scheme is set in the environment go through the session's reqwest
+    /// client.
     pub async fn run(mut self) -> (Completion, Option<RequestSample>) {
         let outcome = match self.prepared {
-            Ok((url, session)) if url.scheme() == "http" && !http_proxy_set() => {
-                execute_plain(&session, url, &mut self.spec).await
+            Ok((url, session)) if !proxy_set(url.scheme()) => {
+                match session.tls_for(&url, self.spec.tls.as_ref()) {
+                    Ok(tls) => execute_plain(&session, url, tls, &mut self.spec).await,
+                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
+                }
             }
             Ok((url, session)) => {
                 let redirects = if self.spec.allow_redirects {
@@ -150,16 +161,25 @@ impl Job {
     }
 }
 
-/// Whether the environment names a proxy for http URLs (`HTTP_PROXY`,
-/// `ALL_PROXY`, either case), as reqwest reads them: such requests then
-/// go through reqwest, which honours it and `NO_PROXY`.
-fn http_proxy_set() -> bool {
-    static SET: OnceLock<bool> = OnceLock::new();
-    *SET.get_or_init(|| {
-        ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+/// Whether the environment names a proxy for URLs of `scheme`
+/// (`HTTP_PROXY` or `HTTPS_PROXY`, or `ALL_PROXY`, either case), as reqwest
+/// reads them: such requests then go through reqwest, which honours it and
+/// `NO_PROXY`. Other schemes answer true (reqwest says what is wrong).
+fn proxy_set(scheme: &str) -> bool {
+    static HTTP: OnceLock<bool> = OnceLock::new();
+    static HTTPS: OnceLock<bool> = OnceLock::new();
+    let any = |names: [&str; 4]| {
+        names
             .iter()
             .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-    })
+    };
+    match scheme {
+        "http" => *HTTP.get_or_init(|| any(["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])),
+        "https" => {
+            *HTTPS.get_or_init(|| any(["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]))
+        }
+        _ => true,
+    }
 }
 
 /// The request's own headers, checked.
@@ -198,9 +218,14 @@ fn request_timeout(spec: &RequestSpec) -> Duration {
 /// unless the request sets them). When the response redirects, the next
 /// hops go through reqwest, by the rules of its redirect policy, and the
 /// response time covers them all.
-async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec) -> HttpOutcome {
+async fn execute_plain(
+    session: &SessionState,
+    url: Url,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    spec: &mut RequestSpec,
+) -> HttpOutcome {
     let body = Bytes::from(spec.body.take().unwrap_or_default());
-    let (origin, req) = match plain_request(session, &url, spec, body.clone()) {
+    let (origin, req) = match plain_request(session, &url, tls, spec, body.clone()) {
         Ok(prepared) => prepared,
         Err(e) => {
             let mut out = HttpOutcome::failed_before_sending(spec, e);
@@ -211,7 +236,7 @@ async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec)
     let timeout = request_timeout(spec);
     let started = Instant::now();
     let max_body_bytes = spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    let exchange = session.conns.round_trip(&origin, max_body_bytes, req);
+    let exchange = session.round_trip(&origin, max_body_bytes, req);
     let result = tokio::time::timeout(timeout, exchange).await;
     // Built after the await, so that it is not part of the request's task.
     let mut out = HttpOutcome::failed_before_sending(spec, String::new());
@@ -237,6 +262,7 @@ async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec)
             }
             out.status = parts.status.as_u16();
             out.reason = parts.status.canonical_reason().unwrap_or("").to_owned();
+            out.version = parts.version;
             out.headers = parts.headers;
             out.body = resp_body;
             out.error = status_failure(out.status, &out.reason);
@@ -257,11 +283,12 @@ async fn execute_plain(session: &SessionState, url: Url, spec: &mut RequestSpec)
 fn plain_request(
     session: &SessionState,
     url: &Url,
+    tls: Option<Arc<rustls::ClientConfig>>,
     spec: &RequestSpec,
     body: Bytes,
 ) -> Result<(Origin, http::Request<Bytes>), String> {
     let bad_url = || format!("InvalidURL: '{url}' cannot be requested");
-    let origin = Origin::of(url).ok_or_else(bad_url)?;
+    let origin = Origin::of(url, tls, session.h2c()).ok_or_else(bad_url)?;
     let mut headers = header_map(&spec.headers)?;
     if !headers.contains_key(header::HOST) {
         let host = url.host_str().unwrap_or_default();
@@ -401,6 +428,7 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
         Ok(resp) => {
             out.status = resp.status().as_u16();
             out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
+            out.version = resp.version();
             out.url = resp.url().to_string();
             if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
                 out.cookies = resp
@@ -501,6 +529,7 @@ impl RequestSpec {
             record: true,
             intended_lag_us: None,
             max_body_bytes: None,
+            tls: None,
         }
     }
 }

@@ -55,10 +55,10 @@ mod plain_path_tests {
             .enable_all()
             .build()
             .unwrap();
-        let tls = Arc::new(crate::engine::tls_config().unwrap());
         let session = HttpSession::new(
             Some(&format!("http://{}", target.addr)),
-            tls,
+            crate::engine::TlsOptions::default(),
+            crate::engine::HttpVersion::Auto,
             Arc::default(),
         )
         .unwrap();

@@ -2,14 +2,24 @@
 //! sharing the process-wide TLS configuration.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::Either;
+use http::header::HOST;
+use http::{Request, Version};
 
 use reqwest::cookie::Jar;
 use reqwest::redirect::Policy;
 use reqwest::Client;
 
-use super::h1::Connections;
+use super::conn::{connect, Origin};
+use super::h1::{Connections, Failure, Head};
+use super::h2::{self, H2Connections};
+use super::tls::{client_config, TlsOptions};
 use super::EngineError;
 
 /// User-Agent sent unless the request sets its own.
@@ -68,34 +78,66 @@ impl UrlCache {
 /// What a session's requests share while they run.
 pub(crate) struct SessionState {
     jar: Arc<Jar>,
+    /// The session's TLS options (the user class's `verify`, `cert` and
+    /// `insecure`) and the process-wide config they stand for.
+    tls_options: TlsOptions,
     tls: Arc<rustls::ClientConfig>,
     /// reqwest clients, built on first use (plain-http requests need none)
     /// and indexed by [`Redirects`].
     clients: [OnceLock<Client>; 3],
-    /// Idle keep-alive connections of the plain-http path.
+    /// Idle HTTP/1.1 keep-alive connections of the fast path.
     pub conns: Connections,
+    /// HTTP/2 connections of the fast path, one per origin.
+    h2: H2Connections,
+    /// Plain-http requests speak HTTP/2 with prior knowledge (h2c).
+    h2c: bool,
 }
+
+/// Which HTTP a session speaks (the user class's `http_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    /// HTTP/2 when a TLS server picks it by ALPN, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// As `Auto` over TLS; HTTP/2 with prior knowledge (h2c) over plain
+    /// TCP.
+    Http2,
+}
+
+/// What a fast-path exchange yields.
+type Exchange = Result<(Head, Bytes), Failure>;
 
 /// How many resolved URLs an engine keeps before it starts over.
 const RESOLVED_CACHE_ENTRIES: usize = 4096;
 
 impl HttpSession {
+    /// # Errors
+    /// [`EngineError::BadUrl`] for a malformed host, and
+    /// [`EngineError::Client`] for TLS options whose files cannot be read.
     pub(crate) fn new(
         base_url: Option<&str>,
-        tls: Arc<rustls::ClientConfig>,
+        mut tls_options: TlsOptions,
+        http_version: HttpVersion,
         urls: Arc<UrlCache>,
     ) -> Result<Self, EngineError> {
         let base_url = match base_url {
             Some(b) => Some(validate_base_url(b)?),
             None => None,
         };
+        tls_options.offer_h2 = http_version != HttpVersion::Http1;
+        let tls = client_config(&tls_options).map_err(EngineError::Client)?;
         Ok(Self {
             base_url,
             state: Arc::new(SessionState {
                 jar: Arc::new(Jar::default()),
+                tls_options,
                 tls,
                 clients: Default::default(),
                 conns: Connections::default(),
+                h2: H2Connections::default(),
+                h2c: http_version == HttpVersion::Http2,
             }),
             urls,
         })
@@ -154,10 +196,123 @@ impl SessionState {
         Ok(slot.get_or_init(|| c).clone())
     }
 
+    /// The TLS config for a request to `url` on the fast path: none for
+    /// http; for https, the request's own options' (`verify=`, `cert=`),
+    /// else the session's.
+    ///
+    /// # Errors
+    /// A failure text for options whose files cannot be read.
+    pub fn tls_for(
+        &self,
+        url: &reqwest::Url,
+        options: Option<&TlsOptions>,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        if url.scheme() != "https" {
+            return Ok(None);
+        }
+        match options {
+            Some(o) => {
+                let mut o = o.clone();
+                o.offer_h2 = self.tls_options.offer_h2;
+                if o == self.tls_options {
+                    Ok(Some(self.tls.clone()))
+                } else {
+                    client_config(&o).map(Some)
+                }
+            }
+            None => Ok(Some(self.tls.clone())),
+        }
+    }
+
+    /// Whether plain-http requests speak HTTP/2 with prior knowledge.
+    pub fn h2c(&self) -> bool {
+        self.h2c
+    }
+
+    /// Sends `req` (origin-form URI, with its `Host`) to `origin` on this
+    /// session's connections and reads the whole response: on its HTTP/2
+    /// connection there when it has one, else on a kept HTTP/1.1 one, else
+    /// on a new connection, whose ALPN (or h2c) decides which.
+    ///
+    /// # Errors
+    /// [`Failure`] says which step failed.
+    pub fn round_trip<'a>(
+        &'a self,
+        origin: &'a Origin,
+        max_body_bytes: u64,
+        req: Request<Bytes>,
+    ) -> Either<
+        impl Future<Output = Exchange> + Send + 'a,
+        Pin<Box<dyn Future<Output = Exchange> + Send + 'a>>,
+    > {
+        if !origin.may_speak_h2() || self.h2.is_http1(origin) {
+            // HTTP/1.1: the small future of `h1.rs` as it is.
+            return Either::Left(self.conns.round_trip(origin, max_body_bytes, req));
+        }
+        Either::Right(Box::pin(self.round_trip_maybe_h2(
+            origin,
+            max_body_bytes,
+            req,
+        )))
+    }
+
+    async fn round_trip_maybe_h2(
+        &self,
+        origin: &Origin,
+        max_body_bytes: u64,
+        req: Request<Bytes>,
+    ) -> Exchange {
+        if let Some(sender) = self.h2.get(origin) {
+            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+        }
+        // One new connection at a time learns the origin's protocol.
+        let gate = self.h2.gate.lock().await;
+        if let Some(sender) = self.h2.get(origin) {
+            drop(gate);
+            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+        }
+        if self.conns.has_idle(origin) {
+            drop(gate);
+            return self.conns.round_trip(origin, max_body_bytes, req).await;
+        }
+        let stream = connect(origin).await?;
+        if stream.speaks_h2(origin) {
+            let sender = self.h2.open(origin, stream).await?;
+            drop(gate);
+            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+        }
+        self.h2.learned_http1(origin);
+        drop(gate);
+        self.conns
+            .round_trip_on(origin, Some(stream), max_body_bytes, req)
+            .await
+    }
+
     /// The session's cookies, which both request paths read and update.
     pub fn jar(&self) -> &Jar {
         &self.jar
     }
+}
+
+/// `req` as an HTTP/2 request: an absolute URI (its `Host` becomes the
+/// `:authority`, RFC 9113 section 8.3.1).
+fn h2_form(mut req: Request<Bytes>, origin: &Origin) -> Request<Bytes> {
+    let scheme = if origin.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let authority = req
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| format!("{}:{}", origin.host, origin.port));
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = format!("{scheme}://{authority}{path}").parse() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    req
 }
 
 /// How many redirects a reqwest client follows.
@@ -229,12 +384,17 @@ mod tests {
 
     #[test]
     fn resolved_urls_are_the_same_from_the_cache() {
-        let tls = Arc::new(crate::engine::tls_config().unwrap());
+        let (tls, v) = (TlsOptions::default(), HttpVersion::Auto);
         let urls = Arc::new(UrlCache::default());
-        let session =
-            HttpSession::new(Some("http://127.0.0.1:8080/api"), tls.clone(), urls.clone()).unwrap();
+        let session = HttpSession::new(
+            Some("http://127.0.0.1:8080/api"),
+            tls.clone(),
+            v,
+            urls.clone(),
+        )
+        .unwrap();
         // A session of another host shares the cache, not its entries.
-        let other = HttpSession::new(Some("http://127.0.0.2:9090"), tls, urls.clone()).unwrap();
+        let other = HttpSession::new(Some("http://127.0.0.2:9090"), tls, v, urls.clone()).unwrap();
         for _ in 0..2 {
             assert_eq!(
                 other.resolve("/hello").unwrap().as_str(),

@@ -1,0 +1,193 @@
+//! The fast path's connections: where one goes ([`Origin`]: host, port and,
+//! for https, the TLS config), opening it (TCP, then the TLS handshake with
+//! SNI and ALPN), and the byte stream the HTTP/1.1 code reads and writes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use url::Url;
+
+use super::h1::Failure;
+use super::tls::describe_handshake_error;
+
+/// Where a connection goes: the URL's host (IPv6 in brackets), port, and
+/// for https the TLS config it is opened with (idle connections are reused
+/// only by requests of the same config); for http, whether to speak HTTP/2
+/// from the first byte (h2c with prior knowledge, RFC 9113 section 3.3).
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<Arc<ClientConfig>>,
+    pub h2c: bool,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.h2c == other.h2c
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Origin {
+    /// The origin of an `http://` URL (`h2c`: with HTTP/2 from the first
+    /// byte), or of an `https://` one with its `tls` config; `None` for one
+    /// without a host.
+    pub fn of(url: &Url, tls: Option<Arc<ClientConfig>>, h2c: bool) -> Option<Self> {
+        Some(Self {
+            host: url.host_str().filter(|h| !h.is_empty())?.to_owned(),
+            port: url.port_or_known_default()?,
+            h2c: h2c && tls.is_none(),
+            tls,
+        })
+    }
+
+    /// Whether a new connection here may turn out HTTP/2: TLS that offers
+    /// `h2` by ALPN, or h2c.
+    pub fn may_speak_h2(&self) -> bool {
+        self.h2c
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|c| c.alpn_protocols.iter().any(|p| p == b"h2"))
+    }
+
+    /// A plain-http origin (tests).
+    #[cfg(test)]
+    pub fn plain(host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            tls: None,
+            h2c: false,
+        }
+    }
+}
+
+/// A connection: plain TCP, or TLS over it.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether an idle connection is still open. A plain one is probed (an
+    /// open, quiet socket has nothing to read, so this makes no system
+    /// call); a TLS one may hold session tickets to read, so it is taken as
+    /// open, and a request that finds it closed is retried (see `h1.rs`).
+    pub fn seems_open(&self) -> bool {
+        match self {
+            Stream::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(_) => true,
+        }
+    }
+
+    /// Whether HTTP/2 runs here: the TLS handshake's ALPN chose `h2`, or
+    /// the origin is h2c.
+    pub fn speaks_h2(&self, origin: &Origin) -> bool {
+        match self {
+            Stream::Plain(_) => origin.h2c,
+            Stream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
+        }
+    }
+}
+
+/// Opens a connection to `origin`: TCP (the system resolver for names,
+/// no Nagle delay, as reqwest is configured), then for https the TLS
+/// handshake, with SNI for a host name.
+///
+/// # Errors
+/// [`Failure::Connect`] for TCP, [`Failure::Request`] for the handshake,
+/// with its reason in words (`SSLError: ...`).
+pub(crate) async fn connect(origin: &Origin) -> Result<Stream, Failure> {
+    let host = origin.host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host, origin.port))
+        .await
+        .map_err(Failure::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = &origin.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| Failure::Request(format!("SSLError: {host} is not a TLS server name: {e}")))?;
+    TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map(|tls| Stream::Tls(Box::new(tls)))
+        .map_err(|e| Failure::Request(describe_handshake_error(host, &e)))
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

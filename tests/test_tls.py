@@ -1,0 +1,132 @@
+"""HTTPS on the fast path against nginx (Debian's) with certificates from a
+throwaway CA: verification by CA file, by SSL_CERT_FILE and by the
+platform's store (which does not know the CA), --insecure, mutual TLS,
+session resumption across users, and counts reported equal to counts
+served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_aiotest
+from tls_helpers import Nginx
+
+SECURE = """
+import os
+from aiotest import AsyncHttpUser, task, constant
+
+class Secure(AsyncHttpUser):
+    wait_time = constant(0)
+    {attrs}
+
+    @task
+    async def hello(self):
+        await self.session.get("/hello"{kwargs})
+"""
+
+
+def secure_file(write_file, attrs: str = "", kwargs: str = "") -> Path:  # type: ignore[no-untyped-def]
+    return write_file("secure.py", SECURE.format(attrs=attrs or "pass", kwargs=kwargs))
+
+
+def run(path: Path, nginx: Nginx, tmp_path: Path, *extra: str, users: int = 1,
+        env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
+    # This machine's own bundle must not decide the outcome.
+    env = {"REQUESTS_CA_BUNDLE": "", "SSL_CERT_FILE": "", **(env or {})}
+    return run_aiotest(
+        "-f", str(path), "--headless", "-u", str(users), "-r", "100", "-i", "12",
+        "-H", nginx.url, *extra, cwd=tmp_path, env=env,
+    )  # fmt: skip
+
+
+def test_a_ca_file_verifies_and_connections_are_kept(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """verify='ca.pem' on the class: 12 requests over one kept-alive TLS
+    connection, HTTP/1.1, as nginx logged them."""
+    path = secure_file(write_file, attrs=f"verify = {tls_nginx.pki / 'ca.pem'!r}")
+    result = run(path, tls_nginx, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.total["num_requests"] == 12 and result.total["num_failures"] == 0
+    served = tls_nginx.requests()
+    assert len(served) == 12
+    assert {r[1] for r in served} == {"HTTP/1.1"}
+    assert len({r[2] for r in served}) == 1  # one connection for the user
+
+
+def test_the_environments_ca_bundle_is_honoured(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """SSL_CERT_FILE names the bundle; REQUESTS_CA_BUNDLE, when set, wins
+    over it, as in `requests`."""
+    path = secure_file(write_file)
+    ca, other = tls_nginx.pki / "ca.pem", tls_nginx.pki / "other-ca.pem"
+    for env in (
+        {"SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ""},
+        {"SSL_CERT_FILE": other, "REQUESTS_CA_BUNDLE": ca},
+    ):
+        result = run(path, tls_nginx, tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.total["num_failures"] == 0
+    assert len(tls_nginx.requests()) == 24
+
+
+def test_an_unknown_authority_fails_with_its_fix_and_insecure_skips_it(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """The platform's store does not know the throwaway CA: every request
+    fails, saying why and what to do, and nothing reaches nginx. Then
+    --insecure, and a request's verify=False, get through."""
+    path = secure_file(write_file)
+    refused = run(path, tls_nginx, tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.total["num_requests"] == 12 == refused.total["num_failures"]
+    (failure,) = refused.json["stats"]["failures"]  # type: ignore[index]
+    assert "certificate signed by an unknown authority" in failure["error"]
+    assert "--insecure" in failure["error"] and "verify=" in failure["error"]
+    assert tls_nginx.requests() == []
+    insecure = run(path, tls_nginx, tmp_path, "--insecure")
+    assert insecure.returncode == 0, insecure.stderr
+    per_request = run(secure_file(write_file, kwargs=", verify=False"), tls_nginx, tmp_path)
+    assert per_request.returncode == 0, per_request.stderr
+    assert len(tls_nginx.requests()) == 24
+
+
+def test_a_ca_that_did_not_sign_it_is_refused(tls_nginx: Nginx, write_file, tmp_path: Path) -> None:
+    path = secure_file(write_file, attrs=f"verify = {tls_nginx.pki / 'other-ca.pem'!r}")
+    result = run(path, tls_nginx, tmp_path)
+    assert result.returncode == 1
+    assert result.total["num_failures"] == 12
+    assert tls_nginx.requests() == []
+
+
+def test_mutual_tls_is_accepted_with_the_client_certificate_only(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    ca = tls_nginx.pki / "ca.pem"
+    cert = (tls_nginx.pki / "client.pem", tls_nginx.pki / "client.key")
+    url = tls_nginx.mtls_url
+    with_cert = secure_file(write_file, attrs=f"verify = {ca!r}; cert = {cert!r}; host = {url!r}")
+    accepted = run_aiotest("-f", str(with_cert), "--headless", "-i", "3", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.total["num_failures"] == 0
+    without = secure_file(write_file, attrs=f"verify = {ca!r}; host = {url!r}")
+    refused = run_aiotest("-f", str(without), "--headless", "-i", "3", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.total["num_failures"] == 3
+    # nginx answers 400 to a client without a certificate it requires.
+    assert [r[0] for r in tls_nginx.requests()] == ["/hello"] * 6
+
+
+def test_sessions_resume_across_users(tls_nginx: Nginx, write_file, tmp_path: Path) -> None:
+    """Eight users, a connection each: one process-wide TLS config keeps
+    the session tickets, so nginx sees handshakes resumed."""
+    ca = tls_nginx.pki / "ca.pem"
+    path = secure_file(write_file, attrs=f"verify = {ca!r}; wait_time = constant(0.2)")
+    result = run(path, tls_nginx, tmp_path, users=8)
+    assert result.returncode == 0, result.stderr
+    served = tls_nginx.requests()
+    assert len(served) == 12 == result.total["num_requests"]
+    by_connection = {r[2]: r[3] for r in served}
+    assert len(by_connection) == 8, served  # a connection per user
+    assert list(by_connection.values()).count("r") >= 6, served  # all but the first few resumed
