@@ -6,8 +6,10 @@ served."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from conftest import run_aiotest
 from tls_helpers import Nginx
 
@@ -130,3 +132,46 @@ def test_sessions_resume_across_users(tls_nginx: Nginx, write_file, tmp_path: Pa
     by_connection = {r[2]: r[3] for r in served}
     assert len(by_connection) == 8, served  # a connection per user
     assert list(by_connection.values()).count("r") >= 6, served  # all but the first few resumed
+
+
+TIMED = """
+import json, os
+from aiotest import AsyncHttpUser, task, constant
+
+class Timed(AsyncHttpUser):
+    wait_time = constant(0)
+    verify = {ca!r}
+    http_version = {version!r}
+
+    @task
+    async def hello(self):
+        resp = await self.session.get("/hello")
+        with open({out!r}, "a") as fh:
+            fh.write(json.dumps([resp.http_version, resp.timings]) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("version", ["1.1", "auto"])
+def test_timings_show_each_phase_and_zeros_on_a_kept_connection(
+    tls_nginx: Nginx, write_file, tmp_path: Path, version: str
+) -> None:
+    """resp.timings: the first request opened the connection (connect and
+    TLS time), the next ones reused it (zeros there); each waited for its
+    first byte. Over HTTP/1.1 and HTTP/2 alike."""
+    out = tmp_path / "timings.jsonl"
+    path = write_file(
+        "timed.py", TIMED.format(ca=tls_nginx.pki / "ca.pem", version=version, out=str(out))
+    )
+    result = run_aiotest(
+        "-f", str(path), "--headless", "-i", "3", "-H", tls_nginx.h2_url, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r[0] for r in rows] == ["HTTP/1.1" if version == "1.1" else "HTTP/2"] * 3
+    first, *kept = [r[1] for r in rows]
+    assert set(first) == {"dns_us", "connect_us", "tls_us", "waiting_us", "receiving_us"}
+    assert first["dns_us"] == 0  # an IP address: nothing to resolve
+    assert first["connect_us"] > 0 and first["tls_us"] > 0 and first["waiting_us"] > 0
+    for t in kept:
+        assert t["connect_us"] == t["tls_us"] == t["dns_us"] == 0, t
+        assert t["waiting_us"] > 0

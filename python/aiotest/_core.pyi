@@ -212,6 +212,11 @@ class RawResponse:
     def http_version(self) -> str:
         """The HTTP version that answered: "HTTP/1.1", "HTTP/2", "HTTP/1.0"."""
     @property
+    def timings(self) -> dict[str, int]:
+        """Phases in µs: dns_us, connect_us, tls_us, waiting_us (time to
+        first byte), receiving_us; zeros for phases a kept connection
+        skipped."""
+    @property
     def content(self) -> bytes:
         """The body."""
     @property

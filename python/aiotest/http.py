@@ -100,6 +100,11 @@ class Response:
         status: HTTP status; 0 when no response arrived.
         http_version: The HTTP version that answered: ``"HTTP/1.1"``,
             ``"HTTP/2"`` or ``"HTTP/1.0"``.
+        timings: Where the time went, in µs, as k6 names the phases:
+            ``dns_us``, ``connect_us``, ``tls_us``, ``waiting_us`` (time to
+            first byte) and ``receiving_us``; a request on a kept connection
+            shows zeros for the phases it skipped. Requests through a proxy
+            show zeros throughout.
         url: The final URL, after redirects.
         response_time_us: The response time it was recorded with (µs).
         error: The failure text, or None.
@@ -122,6 +127,10 @@ class Response:
     @property
     def http_version(self) -> str:
         return self._raw.http_version
+
+    @property
+    def timings(self) -> dict[str, int]:
+        return self._raw.timings
 
     @property
     def reason(self) -> str:

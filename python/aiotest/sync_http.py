@@ -86,6 +86,11 @@ class SyncResponse:
         return self._response.http_version
 
     @property
+    def timings(self) -> dict[str, int]:
+        """The request's phases in µs (see :attr:`Response.timings`)."""
+        return self._response.timings
+
+    @property
     def reason(self) -> str:
         """The status's reason phrase, e.g. ``Not Found``."""
         return self._response.reason

@@ -463,6 +463,20 @@ impl PyRawResponse {
     fn status(&self) -> u16 {
         self.outcome.status
     }
+    /// Where the time went, in µs: `dns_us`, `connect_us`, `tls_us`,
+    /// `waiting_us` (time to first byte), `receiving_us`; a kept connection
+    /// shows zeros for the phases it skipped.
+    #[getter]
+    fn timings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let t = self.outcome.timings;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("dns_us", t.dns_us)?;
+        d.set_item("connect_us", t.connect_us)?;
+        d.set_item("tls_us", t.tls_us)?;
+        d.set_item("waiting_us", t.waiting_us)?;
+        d.set_item("receiving_us", t.receiving_us)?;
+        Ok(d)
+    }
     /// The HTTP version that answered: "HTTP/1.1", "HTTP/2" or "HTTP/1.0".
     #[getter]
     fn http_version(&self) -> &'static str {

@@ -6,6 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -16,6 +17,7 @@ use tokio_rustls::TlsConnector;
 use url::Url;
 
 use super::h1::Failure;
+use super::timings::{micros, Timings};
 use super::tls::describe_handshake_error;
 
 /// Where a connection goes: the URL's host (IPv6 in brackets), port, and
@@ -109,29 +111,52 @@ impl Stream {
     }
 }
 
-/// Opens a connection to `origin`: TCP (the system resolver for names,
-/// no Nagle delay, as reqwest is configured), then for https the TLS
-/// handshake, with SNI for a host name.
+/// Opens a connection to `origin`: the host's addresses (the system
+/// resolver for a name), TCP to each in turn until one answers (no Nagle
+/// delay, as reqwest is configured), then for https the TLS handshake,
+/// with SNI for a host name. Returns it with the time each phase took.
 ///
 /// # Errors
-/// [`Failure::Connect`] for TCP, [`Failure::Request`] for the handshake,
-/// with its reason in words (`SSLError: ...`).
-pub(crate) async fn connect(origin: &Origin) -> Result<Stream, Failure> {
+/// [`Failure::Connect`] for DNS and TCP, [`Failure::Request`] for the
+/// handshake, with its reason in words (`SSLError: ...`).
+pub(crate) async fn connect(origin: &Origin) -> Result<(Stream, Timings), Failure> {
     let host = origin.host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((host, origin.port))
+    let mut timings = Timings::default();
+    let started = Instant::now();
+    let addrs: Vec<_> = tokio::net::lookup_host((host, origin.port))
         .await
-        .map_err(Failure::Connect)?;
+        .map_err(Failure::Connect)?
+        .collect();
+    if host.parse::<std::net::IpAddr>().is_err() {
+        timings.dns_us = micros(started.elapsed());
+    }
+    let dialled = Instant::now();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tcp = tcp.ok_or(Failure::Connect(last))?;
+    timings.connect_us = micros(dialled.elapsed());
     let _ = tcp.set_nodelay(true);
     let Some(config) = &origin.tls else {
-        return Ok(Stream::Plain(tcp));
+        return Ok((Stream::Plain(tcp), timings));
     };
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| Failure::Request(format!("SSLError: {host} is not a TLS server name: {e}")))?;
-    TlsConnector::from(config.clone())
+    let shaking = Instant::now();
+    let tls = TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
-        .map(|tls| Stream::Tls(Box::new(tls)))
-        .map_err(|e| Failure::Request(describe_handshake_error(host, &e)))
+        .map_err(|e| Failure::Request(describe_handshake_error(host, &e)))?;
+    timings.tls_us = micros(shaking.elapsed());
+    Ok((Stream::Tls(Box::new(tls)), timings))
 }
 
 impl AsyncRead for Stream {

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -35,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::connect;
 pub(crate) use super::conn::{Origin, Stream};
+use super::timings::Timings;
 
 /// The response head: status, version and headers.
 pub(crate) type Head = http::response::Parts;
@@ -130,19 +132,20 @@ impl Connections {
         origin: &'a Origin,
         max_body_bytes: u64,
         req: Request<Bytes>,
-    ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
+    ) -> impl Future<Output = Result<Answer, Failure>> + 'a {
         self.round_trip_on(origin, None, max_body_bytes, req)
     }
 
     /// [`Self::round_trip`] on `fresh`, a connection just opened to
-    /// `origin` (whose ALPN chose HTTP/1.1), when given.
+    /// `origin` (whose ALPN chose HTTP/1.1) and what opening it took, when
+    /// given.
     pub fn round_trip_on<'a>(
         &'a self,
         origin: &'a Origin,
-        fresh: Option<Stream>,
+        fresh: Option<(Stream, Timings)>,
         max_body_bytes: u64,
         req: Request<Bytes>,
-    ) -> impl Future<Output = Result<(Head, Bytes), Failure>> + 'a {
+    ) -> impl Future<Output = Result<Answer, Failure>> + 'a {
         // Only what the exchange needs goes into the future (an async fn
         // would keep `req` whole in it): every byte of it is in each
         // request's task, and 10,000 users may have one in flight at once.
@@ -169,20 +172,27 @@ impl Connections {
     async fn send(
         &self,
         origin: &Origin,
-        fresh: Option<Stream>,
+        fresh: Option<(Stream, Timings)>,
         encoded: Vec<u8>,
         body_apart: Option<Bytes>,
         method: Method,
         reads: (usize, u64),
-    ) -> Result<(Head, Bytes), Failure> {
+    ) -> Result<Answer, Failure> {
         // Cleared by a retry, which opens a new connection.
         let mut reused = fresh.is_none();
-        let mut stream = fresh.or_else(|| self.take_idle(origin));
+        let (mut stream, mut opening) = match fresh {
+            Some((conn, took)) => (Some(conn), took),
+            None => (self.take_idle(origin), Timings::default()),
+        };
         reused &= stream.is_some();
-        let (head, body, reusable, received) = loop {
+        let (mut answer, reusable, received) = loop {
             let mut conn = match stream.take() {
                 Some(conn) => conn,
-                None => Box::pin(connect(origin)).await?,
+                None => {
+                    let (conn, took) = Box::pin(connect(origin)).await?;
+                    opening = took;
+                    conn
+                }
             };
             let outcome = exchange(&mut conn, &encoded, body_apart.as_ref(), &method, reads).await;
             let retry = reused
@@ -207,7 +217,8 @@ impl Connections {
                 idle.push((origin.clone(), conn));
             }
         }
-        Ok((head, body))
+        answer.timings = opening.then(answer.timings);
+        Ok(answer)
     }
 
     /// An idle connection to `origin` that is still open, if any; closed
@@ -290,7 +301,7 @@ async fn exchange(
     body_apart: Option<&Bytes>,
     method: &Method,
     (first_read, max_body_bytes): (usize, u64),
-) -> Result<(Head, Bytes, bool, usize), Broken> {
+) -> Result<(Answer, bool, usize), Broken> {
     let mut write = stream.write_all(encoded).await;
     if let (Ok(()), Some(body)) = (&write, body_apart) {
         write = stream.write_all(body).await;
@@ -308,19 +319,36 @@ async fn exchange(
             Broken::Failed(Failure::Request(e.to_string()))
         });
     }
+    let sent = Instant::now();
     let mut reader = Reader {
         stream,
         buf: BytesMut::with_capacity(first_read),
         received: 0,
+        first_byte: None,
         scanned: 0,
         max_body_bytes,
     };
     let head = reader.head().await?;
     let (body, whole) = reader.body(method, &head).await.map_err(Broken::Failed)?;
+    let timings = Timings::exchange(sent, reader.first_byte.unwrap_or(sent), Instant::now());
     // Bytes after the response belong to no request: the connection is
     // not reused then.
     let reusable = whole && reader.buf.is_empty() && keeps_alive(&head);
-    Ok((head, body, reusable, reader.received))
+    let received = reader.received;
+    let answer = Answer {
+        head,
+        body,
+        timings,
+    };
+    Ok((answer, reusable, received))
+}
+
+/// A whole response: its head, its body, and where its time went.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub head: Head,
+    pub body: Bytes,
+    pub timings: Timings,
 }
 
 /// The failure text of a response body over `max_body_bytes` (both HTTP
@@ -339,6 +367,8 @@ struct Reader<'a> {
     buf: BytesMut,
     /// Bytes read in all.
     received: usize,
+    /// When the first of them arrived.
+    first_byte: Option<Instant>,
     /// How much of the buffer was searched for the end of a head (or of
     /// trailers) without finding it: the next search starts there, so a
     /// target dripping a head byte by byte costs linear time, not quadratic.
@@ -356,6 +386,9 @@ impl Reader<'_> {
             self.buf.reserve(want);
         }
         let n = self.stream.read_buf(&mut self.buf).await?;
+        if n > 0 && self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
         self.received += n;
         Ok(n > 0)
     }

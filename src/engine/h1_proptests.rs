@@ -30,7 +30,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// One exchange against a server that answers `reply` and closes.
-async fn exchange(reply: Vec<u8>) -> Result<(Head, Bytes), Failure> {
+async fn exchange(reply: Vec<u8>) -> Result<Answer, Failure> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let origin = Origin::plain("127.0.0.1", listener.local_addr().expect("addr").port());
     tokio::spawn(async move {

@@ -23,7 +23,9 @@ async fn sequential_requests_share_one_connection() {
     let (origin, seen) = scripted(vec![(OK, 1, false); 20]).await;
     let conns = Connections::default();
     for _ in 0..20 {
-        let (parts, body) = conns
+        let Answer {
+            head: parts, body, ..
+        } = conns
             .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
             .await
             .unwrap();
@@ -39,7 +41,7 @@ async fn connections_the_server_closed_are_replaced() {
     let (origin, seen) = scripted(vec![(OK, 1, true); 20]).await;
     let conns = Connections::default();
     for _ in 0..20 {
-        let (parts, _) = conns
+        let Answer { head: parts, .. } = conns
             .round_trip(&origin, DEFAULT_MAX_BODY_BYTES, get(&origin))
             .await
             .unwrap();
@@ -197,7 +199,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
     ])
     .await;
     let conns = Connections::default();
-    let (head, body) = conns
+    let Answer { head, body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -209,7 +211,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
         (head.status.as_u16(), &body[..]),
         (200, &b"hello world"[..])
     );
-    let (head, body) = conns
+    let Answer { head, body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -220,7 +222,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
     assert_eq!((head.status.as_u16(), body.len()), (200, 0));
     assert_eq!(head.headers["content-length"], "100");
     for status in [204, 304] {
-        let (head, body) = conns
+        let Answer { head, body, .. } = conns
             .round_trip(
                 &origin,
                 DEFAULT_MAX_BODY_BYTES,
@@ -230,7 +232,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
             .unwrap();
         assert_eq!((head.status.as_u16(), body.len()), (status, 0));
     }
-    let (head, body) = conns
+    let Answer { head, body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -239,7 +241,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
         .await
         .unwrap();
     assert_eq!((head.status.as_u16(), &body[..]), (201, &b"ok"[..]));
-    let (_, body) = conns
+    let Answer { body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -248,7 +250,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
         .await
         .unwrap();
     assert!(body.len() == BIG && body.iter().all(|b| *b == b'x'));
-    let (_, body) = conns
+    let Answer { body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -259,7 +261,7 @@ async fn bodies_are_framed_as_rfc_9112_says() {
     assert_eq!(&body[..], b"abc");
     // All of these kept the one connection.
     assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
-    let (_, body) = conns
+    let Answer { body, .. } = conns
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -376,7 +378,7 @@ async fn malformed_responses_fail_with_their_reason() {
     }
     // 50 fields are more than the first try's room, and fine.
     let (origin, _) = scripted(vec![(fifty_fields.as_bytes(), 1, false)]).await;
-    let (head, _) = Connections::default()
+    let Answer { head, .. } = Connections::default()
         .round_trip(
             &origin,
             DEFAULT_MAX_BODY_BYTES,
@@ -427,7 +429,7 @@ async fn hostile_responses_fail_with_their_reason_and_never_hang() {
     }
     // A response dripped in nine writes is read whole.
     let (origin, _) = scripted(vec![(OK, 9, false)]).await;
-    let (head, body) = Connections::default()
+    let Answer { head, body, .. } = Connections::default()
         .round_trip(&origin, 32, request(&origin, Method::GET, b""))
         .await
         .unwrap();
@@ -452,6 +454,7 @@ fn the_end_of_a_head_is_searched_once_per_byte() {
             stream: &mut stream,
             buf: BytesMut::new(),
             received: 0,
+            first_byte: None,
             scanned: 0,
             max_body_bytes: 1,
         };

@@ -5,6 +5,7 @@
 //! requests a user runs at once (`asyncio.gather`) share it as streams.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::Request;
@@ -13,7 +14,8 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::conn::{Origin, Stream};
-use super::h1::{body_over_limit, Failure, Head};
+use super::h1::{body_over_limit, Answer, Failure};
+use super::timings::Timings;
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -93,15 +95,17 @@ pub(crate) async fn round_trip(
     mut sender: Sender,
     req: Request<Bytes>,
     max_body_bytes: u64,
-) -> Result<(Head, Bytes), Failure> {
+) -> Result<Answer, Failure> {
     sender
         .ready()
         .await
         .map_err(|e| Failure::Request(e.to_string()))?;
+    let sent = Instant::now();
     let response = sender
         .send_request(req.map(Full::new))
         .await
         .map_err(|e| Failure::Request(e.to_string()))?;
+    let first_byte = Instant::now();
     let (head, mut body) = response.into_parts();
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -113,5 +117,9 @@ pub(crate) async fn round_trip(
             buf.extend_from_slice(&data);
         }
     }
-    Ok((head, buf.freeze()))
+    Ok(Answer {
+        head,
+        body: buf.freeze(),
+        timings: Timings::exchange(sent, first_byte, Instant::now()),
+    })
 }

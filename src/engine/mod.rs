@@ -12,6 +12,7 @@ mod h1;
 mod h2;
 mod request;
 mod session;
+mod timings;
 pub mod tls;
 
 pub use tls::{TlsOptions, Verify};
@@ -28,6 +29,7 @@ use crate::stats::{Aggregator, Recorder};
 pub use completion::CompletionQueue;
 pub use request::{describe_error, status_failure, HttpOutcome, RequestSpec};
 pub use session::{validate_base_url, HttpSession, HttpVersion, USER_AGENT};
+pub use timings::Timings;
 
 /// Errors of the engine itself (not of requests: those are recorded data).
 #[derive(Debug, Error)]

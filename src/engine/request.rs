@@ -8,8 +8,9 @@ use reqwest::cookie::CookieStore;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, StatusCode, Url};
 
-use super::h1::{body_over_limit, Origin};
+use super::h1::{body_over_limit, Answer, Origin};
 use super::session::{Redirects, SessionState, USER_AGENT};
+use super::timings::Timings;
 use super::tls::TlsOptions;
 use super::{Completion, EngineError};
 use crate::stats::{unix_now_s, RequestSample};
@@ -67,6 +68,9 @@ pub struct HttpOutcome {
     pub response_time_us: u64,
     /// The HTTP version that answered (HTTP/1.1 when none did).
     pub version: http::Version,
+    /// Where the time went, phase by phase (zeros on reqwest's path, which
+    /// does not say).
+    pub timings: Timings,
     /// `Some` for a failure: Locust's rules (status >= 400, connection
     /// errors, timeouts).
     pub error: Option<String>,
@@ -89,6 +93,7 @@ impl HttpOutcome {
             cookies: Vec::new(),
             response_time_us: 0,
             version: http::Version::HTTP_11,
+            timings: Timings::default(),
             error: Some(error),
             ended_at_s: unix_now_s(),
             intended_lag_us: spec.intended_lag_us,
@@ -243,7 +248,12 @@ async fn execute_plain(
     match result {
         Err(_) => out.error = Some("Timeout: request timed out".to_owned()),
         Ok(Err(failure)) => out.error = Some(failure.describe()),
-        Ok(Ok((parts, resp_body))) => {
+        Ok(Ok(Answer {
+            head: parts,
+            body: resp_body,
+            timings,
+        })) => {
+            out.timings = timings;
             if parts.headers.contains_key(header::SET_COOKIE) {
                 let mut values = parts.headers.get_all(header::SET_COOKIE).iter();
                 session.jar().set_cookies(&mut values, &url);

@@ -17,7 +17,7 @@ use reqwest::redirect::Policy;
 use reqwest::Client;
 
 use super::conn::{connect, Origin};
-use super::h1::{Connections, Failure, Head};
+use super::h1::{Answer, Connections, Failure};
 use super::h2::{self, H2Connections};
 use super::tls::{client_config, TlsOptions};
 use super::EngineError;
@@ -107,7 +107,7 @@ pub enum HttpVersion {
 }
 
 /// What a fast-path exchange yields.
-type Exchange = Result<(Head, Bytes), Failure>;
+type Exchange = Result<Answer, Failure>;
 
 /// How many resolved URLs an engine keeps before it starts over.
 const RESOLVED_CACHE_ENTRIES: usize = 4096;
@@ -275,16 +275,18 @@ impl SessionState {
             drop(gate);
             return self.conns.round_trip(origin, max_body_bytes, req).await;
         }
-        let stream = connect(origin).await?;
+        let (stream, opening) = connect(origin).await?;
         if stream.speaks_h2(origin) {
             let sender = self.h2.open(origin, stream).await?;
             drop(gate);
-            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+            let mut answer = h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await?;
+            answer.timings = opening.then(answer.timings);
+            return Ok(answer);
         }
         self.h2.learned_http1(origin);
         drop(gate);
         self.conns
-            .round_trip_on(origin, Some(stream), max_body_bytes, req)
+            .round_trip_on(origin, Some((stream, opening)), max_body_bytes, req)
             .await
     }
 
