@@ -63,19 +63,25 @@ http {{
         listen 127.0.0.1:{port};
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
     }}
+    ssl_certificate {tmp}/cert.pem;
+    ssl_certificate_key {tmp}/key.pem;
+    ssl_session_cache shared:tls:10m;
     server {{
         listen 127.0.0.1:{tls_port} ssl;
-        ssl_certificate {tmp}/cert.pem;
-        ssl_certificate_key {tmp}/key.pem;
-        ssl_session_cache shared:tls:10m;
+        location = /hello {{ default_type text/plain; return 200 "hello"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h2_port} ssl http2;
+        http2_max_requests 1000000;
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
     }}
 }}
 """
 
-#: The https target's URL (nginx with a self-signed certificate), when
-#: nginx and openssl are installed.
+#: The https targets' URLs (nginx with a self-signed certificate; the
+#: second offers h2 by ALPN), when nginx and openssl are installed.
 HTTPS_URL: str | None = None
+H2_URL: str | None = None
 
 HELLO_USER = """
 from aiotest import AsyncHttpUser, constant, task
@@ -174,8 +180,8 @@ def target() -> Iterator[tuple[str, str]]:
             "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
         )
         if nginx and shutil.which("openssl"):
-            global HTTPS_URL
-            tls_port = free_port()
+            global HTTPS_URL, H2_URL
+            tls_port, h2_port = free_port(), free_port()
             subprocess.run(
                 ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                  "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
@@ -183,8 +189,11 @@ def target() -> Iterator[tuple[str, str]]:
                 cwd=tmp, check=True, capture_output=True,
             )  # fmt: skip
             conf = Path(tmp) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, tls_port=tls_port))
+            conf.write_text(
+                NGINX_CONF.format(tmp=tmp, port=port, tls_port=tls_port, h2_port=h2_port)
+            )
             HTTPS_URL = f"https://127.0.0.1:{tls_port}"
+            H2_URL = f"https://127.0.0.1:{h2_port}"
             argv = pinned(TARGET_CORE, [nginx, "-c", str(conf), "-p", tmp])
             what = "nginx (1 worker, core 0), 5-byte body"
         else:
@@ -368,6 +377,33 @@ def https(url: str, args: argparse.Namespace) -> list[Row]:
         "https",
         [
             lambda: wrk(secure, d),
+            lambda: aiotest(secure, d, script, CONNECTIONS, 1000, "--insecure"),
+        ],
+        args.runs,
+    )
+
+
+def h2load(url: str, duration_s: int) -> Row:
+    """h2load (Debian's nghttp2-client): 50 connections, one stream each."""
+    if not shutil.which("h2load"):
+        return Row("", "h2load", note="not installed (apt-get install nghttp2-client)")
+    argv = ["h2load", f"-c{CONNECTIONS}", "-m1", f"-D{duration_s}", f"{url}/hello"]
+    out, _, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 30)
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    return Row("", "h2load -c 50 -m 1", rps=rps, peak_rss_bytes=rss)
+
+
+def http2(url: str, args: argparse.Namespace) -> list[Row]:
+    """HTTP/2 over TLS: h2load against aiotest's 50 users, each with its
+    own multiplexed connection (h2 chosen by ALPN)."""
+    if H2_URL is None:
+        return [Row("http2", "aiotest", note="needs nginx and openssl")]
+    d, secure = args.duration, H2_URL
+    script = HELLO_USER.format(wait=0)
+    return in_rounds(
+        "http2",
+        [
+            lambda: h2load(secure, d),
             lambda: aiotest(secure, d, script, CONNECTIONS, 1000, "--insecure"),
         ],
         args.runs,
@@ -573,6 +609,7 @@ def master(
 SCENARIOS = {
     "throughput": throughput,
     "https": https,
+    "http2": http2,
     "locustfile": locustfile,
     "latency": latency,
     "memory": memory,
