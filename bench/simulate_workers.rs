@@ -82,6 +82,8 @@ fn report(endpoints: u32, requests_per_s: u32) -> WireStats {
                 error: None,
                 at_s: now - 1.0 + f64::from(k) / f64::from(requests_per_s.max(1)),
                 intended_lag_us: None,
+                // Real workers report them too: the master merges both.
+                ttfb_us: Some(150 + u64::from((k * 7919 + e * 104_729) % 19_000)),
             });
         }
     }

@@ -53,6 +53,7 @@ def test_report_opens_offline_and_charts_render(demo_target: DemoTarget, tmp_pat
     for needle in (
         "Request statistics",
         "Response time percentiles",
+        "Time to first byte percentiles",
         "Shopper, Browser",
         host,
         "Aggregated",

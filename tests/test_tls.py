@@ -54,6 +54,12 @@ def test_a_ca_file_verifies_and_connections_are_kept(
     assert len(served) == 12
     assert {r[1] for r in served} == {"HTTP/1.1"}
     assert len({r[2] for r in served}) == 1  # one connection for the user
+    # Time to first byte, per endpoint, next to the response time: never
+    # above it (it is a part of it), within HDR's 0.1 % rounding.
+    entry = result.entry("GET", "/hello")
+    ttfb = dict(entry["ttfb_percentiles_us"])
+    for quantile, response_us in entry["percentiles_us"]:
+        assert 0 < ttfb[quantile] <= response_us * 1.01, (quantile, ttfb, entry)
 
 
 def test_the_environments_ca_bundle_is_honoured(

@@ -317,6 +317,7 @@ impl PyEngine {
             error,
             at_s: unix_now_s(),
             intended_lag_us,
+            ttfb_us: None,
         });
     }
 

@@ -25,6 +25,9 @@ pub struct WireEntry {
     /// (open workload model); empty when there are none.
     #[serde(default, with = "serde_bytes")]
     pub corrected_histogram_v2: Vec<u8>,
+    /// The same for the times to first byte; empty when there are none.
+    #[serde(default, with = "serde_bytes")]
+    pub ttfb_histogram_v2: Vec<u8>,
     /// (unix second, requests ended in it).
     pub requests_per_s: Vec<(u64, u64)>,
     pub failures_per_s: Vec<(u64, u64)>,
@@ -59,6 +62,7 @@ impl WireEntry {
         };
         let histogram_v2 = encode(&e.histogram);
         let corrected_histogram_v2 = encode(&e.corrected_histogram);
+        let ttfb_histogram_v2 = encode(&e.ttfb_histogram);
         Self {
             method: e.method.clone(),
             name: e.name.clone(),
@@ -70,6 +74,7 @@ impl WireEntry {
             total_content_bytes: e.total_content_bytes,
             histogram_v2,
             corrected_histogram_v2,
+            ttfb_histogram_v2,
             requests_per_s: e.requests_per_s.iter().map(|(k, v)| (*k, *v)).collect(),
             failures_per_s: e.failures_per_s.iter().map(|(k, v)| (*k, *v)).collect(),
             first_request_s: e.first_request_s,
@@ -199,9 +204,11 @@ impl WireStats {
                 };
                 let counts = sparse_counts(&w.histogram_v2).map_err(bad)?;
                 let corrected_counts = sparse_counts(&w.corrected_histogram_v2).map_err(bad)?;
+                let ttfb_counts = sparse_counts(&w.ttfb_histogram_v2).map_err(bad)?;
                 Ok(SparseEntry {
                     counts,
                     corrected_counts,
+                    ttfb_counts,
                     method: w.method,
                     name: w.name,
                     num_requests: w.num_requests,
@@ -269,6 +276,7 @@ mod tests {
                 error: (i % 50 == 0).then(|| "HTTPError: 503".into()),
                 at_s: 500.0 + (i % 4) as f64,
                 intended_lag_us: None,
+                ttfb_us: None,
             };
             whole.record(&s);
             workers[(i % 2) as usize].record(&s);
@@ -299,6 +307,7 @@ mod tests {
                 error: (i % 97 == 0).then(|| "HTTPError: 500 Server Error: x".into()),
                 at_s: 1000.0 + (i % 5) as f64,
                 intended_lag_us: None,
+                ttfb_us: None,
             };
             whole.record(&s);
             workers[(i % 3) as usize].record(&s);
@@ -328,6 +337,7 @@ mod tests {
     fn garbage_histograms_are_errors_not_panics() {
         let w = WireEntry {
             corrected_histogram_v2: Vec::new(),
+            ttfb_histogram_v2: Vec::new(),
             method: "GET".into(),
             name: "/".into(),
             num_requests: 1,
@@ -351,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn corrected_times_travel_and_merge_exactly() {
+    fn corrected_times_and_times_to_first_byte_travel_and_merge_exactly() {
         let mut whole = Stats::new(0.0);
         let mut workers = [Stats::new(0.0), Stats::new(0.0)];
         for i in 0..5_000u64 {
@@ -363,6 +373,8 @@ mod tests {
                 error: None,
                 at_s: 1.0,
                 intended_lag_us: Some((i % 13) * 10_000),
+                // Half the requests got no response head: no time to first byte.
+                ttfb_us: (i % 2 == 0).then_some(300 + i % 89),
             };
             whole.record(&s);
             workers[(i % 2) as usize].record(&s);
@@ -380,6 +392,10 @@ mod tests {
         assert_eq!(a.total.percentiles_us, b.total.percentiles_us);
         // The lag shows in the corrected figures only.
         assert!(corrected[9].1 > 100_000 && a.total.percentiles_us[9].1 < 1_200);
+        // Times to first byte travel and merge as exactly.
+        let ttfb = a.total.ttfb_percentiles_us.clone().unwrap();
+        assert_eq!(Some(ttfb.clone()), b.total.ttfb_percentiles_us);
+        assert!(ttfb[9].1 < 400, "{ttfb:?}");
     }
 
     #[test]
@@ -394,6 +410,7 @@ mod tests {
                 error: Some("boom".into()),
                 at_s: 1.0,
                 intended_lag_us: None,
+                ttfb_us: None,
             });
         }
         let mut master = Stats::new(0.0).with_max_names(2);

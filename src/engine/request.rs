@@ -110,6 +110,9 @@ impl HttpOutcome {
             error: self.error.clone(),
             at_s: self.ended_at_s,
             intended_lag_us: self.intended_lag_us,
+            // Only the fast path times the phases; reqwest's leaves zeros.
+            ttfb_us: (self.status > 0 && self.timings.waiting_us > 0)
+                .then_some(self.timings.waiting_us),
         }
     }
 }

@@ -289,6 +289,7 @@ mod tests {
                     error: (i % 50 == 0).then(|| "x".into()),
                     at_s: 5.0,
                     intended_lag_us: None,
+                    ttfb_us: None,
                 });
             }
         }

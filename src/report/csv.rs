@@ -196,6 +196,7 @@ mod tests {
                 error: (i == 2).then(|| "HTTPError: 500 Server Error: x".into()),
                 at_s: 101.0,
                 intended_lag_us: None,
+                ttfb_us: None,
             });
         }
         s.record_error(

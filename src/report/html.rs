@@ -149,6 +149,7 @@ mod tests {
             error: Some("HTTPError: 500 Server Error: x".into()),
             at_s: 1_001.0,
             intended_lag_us: None,
+            ttfb_us: None,
         });
         s.record_error("ValueError: </script>", "tb", "local");
         let mut snap = s.snapshot(1_002.0);

@@ -61,11 +61,16 @@ pub struct Recorder {
     held: Arc<Mutex<Held>>,
 }
 
+/// The aggregator thread has stopped: nothing more is recorded.
+#[derive(Debug)]
+struct Stopped;
+
 impl Recorder {
-    /// Sends `message` after the samples held back, keeping their order.
-    fn send(&self, message: Message) -> Result<(), mpsc::SendError<Message>> {
+    /// Sends `message` after the samples held back, keeping their order;
+    /// `Err` when the aggregator has stopped.
+    fn send(&self, message: Message) -> Result<(), Stopped> {
         self.flush();
-        self.tx.send(message)
+        self.tx.send(message).map_err(|_| Stopped)
     }
 
     /// Sends the samples held back, if any.
@@ -307,6 +312,7 @@ mod tests {
                     error: None,
                     at_s: unix_now_s(),
                     intended_lag_us: None,
+                    ttfb_us: None,
                 })
                 .collect()
         };
@@ -347,6 +353,7 @@ mod tests {
                             error: None,
                             at_s: unix_now_s(),
                             intended_lag_us: None,
+                            ttfb_us: None,
                         });
                     }
                 })

@@ -190,6 +190,7 @@ mod tests {
                 error: if i == 0 { Some("boom".into()) } else { None },
                 at_s: 1.0,
                 intended_lag_us: None,
+                ttfb_us: None,
             });
         }
         let snap = s.snapshot(2.0);

@@ -41,6 +41,9 @@ pub struct StatsEntry {
     /// Response times corrected for coordinated omission (µs), recorded
     /// only in the open workload model; empty otherwise.
     pub corrected_histogram: Histogram<u64>,
+    /// Times to first byte (µs: the request sent to the first response
+    /// byte, k6's `http_req_waiting`) of the requests that had one.
+    pub ttfb_histogram: Histogram<u64>,
     /// Requests ended in each unix second, trimmed to the last 20 s.
     pub requests_per_s: BTreeMap<u64, u64>,
     /// Failures in each unix second, trimmed to the last 20 s.
@@ -91,6 +94,8 @@ pub struct SparseEntry {
     pub counts: Vec<(u64, u64)>,
     /// The same for response times corrected for coordinated omission.
     pub corrected_counts: Vec<(u64, u64)>,
+    /// The same for times to first byte.
+    pub ttfb_counts: Vec<(u64, u64)>,
     /// (unix second, requests ended in it).
     pub requests_per_s: Vec<(u64, u64)>,
     pub failures_per_s: Vec<(u64, u64)>,
@@ -119,6 +124,7 @@ impl StatsEntry {
             total_content_bytes: 0,
             histogram: new_histogram(),
             corrected_histogram: new_histogram(),
+            ttfb_histogram: new_histogram(),
             requests_per_s: BTreeMap::new(),
             failures_per_s: BTreeMap::new(),
             first_request_s: None,
@@ -161,9 +167,12 @@ impl StatsEntry {
     /// Records one response time corrected for coordinated omission: the
     /// response time plus how late its iteration started (µs).
     pub fn record_corrected(&mut self, corrected_us: u64) {
-        if self.corrected_histogram.record(corrected_us).is_err() {
-            self.corrected_histogram.saturating_record(corrected_us);
-        }
+        record_n(&mut self.corrected_histogram, corrected_us, 1);
+    }
+
+    /// Records one time to first byte (µs).
+    pub fn record_ttfb(&mut self, ttfb_us: u64) {
+        record_n(&mut self.ttfb_histogram, ttfb_us, 1);
     }
 
     /// Adds every sample of `other` to this entry. Percentiles of the result
@@ -203,6 +212,9 @@ impl StatsEntry {
         }
         for &(value_us, n) in &other.corrected_counts {
             record_n(&mut self.corrected_histogram, value_us, n);
+        }
+        for &(value_us, n) in &other.ttfb_counts {
+            record_n(&mut self.ttfb_histogram, value_us, n);
         }
     }
 
@@ -318,20 +330,8 @@ impl StatsEntry {
                 .collect(),
             first_request_s: self.first_request_s,
             last_request_s: self.last_request_s,
-            corrected_percentiles_us: (!self.corrected_histogram.is_empty()).then(|| {
-                PERCENTILES
-                    .iter()
-                    .map(|&q| {
-                        let h = &self.corrected_histogram;
-                        let v = if q >= 1.0 {
-                            h.max()
-                        } else {
-                            h.value_at_quantile(q)
-                        };
-                        (format_quantile(q), v)
-                    })
-                    .collect()
-            }),
+            corrected_percentiles_us: percentiles_of(&self.corrected_histogram),
+            ttfb_percentiles_us: percentiles_of(&self.ttfb_histogram),
         }
     }
 
@@ -423,6 +423,27 @@ pub struct EntrySnapshot {
     /// Percentiles corrected for coordinated omission (open workload
     /// model only; None otherwise), Locust's columns.
     pub corrected_percentiles_us: Option<Vec<(String, u64)>>,
+    /// Percentiles of the time to first byte, Locust's columns; None when
+    /// no request had one (all failed before a response, or went through a
+    /// proxy, whose client does not say).
+    pub ttfb_percentiles_us: Option<Vec<(String, u64)>>,
+}
+
+/// The [`PERCENTILES`] of `h` (its exact maximum at 100 %); None when empty.
+fn percentiles_of(h: &Histogram<u64>) -> Option<Vec<(String, u64)>> {
+    (!h.is_empty()).then(|| {
+        PERCENTILES
+            .iter()
+            .map(|&q| {
+                let v = if q >= 1.0 {
+                    h.max()
+                } else {
+                    h.value_at_quantile(q)
+                };
+                (format_quantile(q), v)
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct RequestSample {
     pub at_s: f64,
     /// In the open workload model: how late (µs) the request's iteration
     /// started after its intended start. The sample then also counts as
+    /// Time to first byte (µs), when the request had a response head.
+    pub ttfb_us: Option<u64>,
     /// `response_time_us + intended_lag_us` in the corrected histogram
     /// (coordinated-omission correction, as wrk2 does). None elsewhere.
     pub intended_lag_us: Option<u64>,
@@ -168,6 +170,10 @@ impl Stats {
         entry.record(s.response_time_us, s.content_bytes, failed, s.at_s);
         self.total
             .record(s.response_time_us, s.content_bytes, failed, s.at_s);
+        if let Some(ttfb_us) = s.ttfb_us {
+            entry.record_ttfb(ttfb_us);
+            self.total.record_ttfb(ttfb_us);
+        }
         if let Some(lag_us) = s.intended_lag_us {
             let corrected_us = s.response_time_us.saturating_add(lag_us);
             entry.record_corrected(corrected_us);
@@ -362,6 +368,7 @@ mod tests {
             error: failed.then(|| "boom".into()),
             at_s: 1.0,
             intended_lag_us: None,
+            ttfb_us: None,
         }
     }
 
@@ -399,6 +406,7 @@ mod tests {
             error: error.map(str::to_owned),
             at_s: 10.0,
             intended_lag_us: None,
+            ttfb_us: None,
         }
     }
 

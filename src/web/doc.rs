@@ -136,6 +136,7 @@ mod tests {
                 error: (i == 1).then(|| "HTTPError: 500".into()),
                 at_s: 100.5,
                 intended_lag_us: None,
+                ttfb_us: None,
             });
         }
         let row = s.tick(101.0, 2, false);
