@@ -47,6 +47,8 @@ def test_http2_is_chosen_by_alpn(tls_nginx: Nginx, write_file, tmp_path: Path) -
     served = tls_nginx.requests()
     assert [r[1] for r in served] == ["HTTP/2.0"] * 12
     assert len({r[2] for r in served}) == 1  # one connection
+    # catch_response requests keep their time to first byte too.
+    assert result.entry("GET", "/hello")["ttfb_percentiles_us"], result.json
 
 
 def test_http1_when_asked_by_class_or_command_line(

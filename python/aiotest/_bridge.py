@@ -153,6 +153,7 @@ class EngineBridge:
             content_bytes=raw.content_bytes,
             error=error,
             intended_lag_us=raw.intended_lag_us,
+            ttfb_us=raw.ttfb_us,
         )
         self.request_event.notify_response(raw, error, context)
 

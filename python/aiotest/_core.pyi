@@ -235,6 +235,9 @@ class RawResponse:
     def intended_lag_us(self) -> int | None:
         """How late its iteration started (open workload model), or None."""
     @property
+    def ttfb_us(self) -> int | None:
+        """Its time to first byte as recorded (µs), or None."""
+    @property
     def content_bytes(self) -> int: ...
     @property
     def error(self) -> str | None:
@@ -354,6 +357,7 @@ class Engine:
         content_bytes: int,
         error: str | None = None,
         intended_lag_us: int | None = None,
+        ttfb_us: int | None = None,
     ) -> None: ...
     def record_error(self, message: str, traceback: str, node: str) -> None: ...
     def snapshot(self, *, with_history: bool = False) -> StatsSnapshot:

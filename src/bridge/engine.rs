@@ -298,8 +298,9 @@ impl PyEngine {
 
     /// Records one timed action (µs, bytes); `error` makes it a failure;
     /// `intended_lag_us` (open workload model) also records it corrected
-    /// for coordinated omission.
-    #[pyo3(signature = (*, method, name, response_time_us, content_bytes, error = None, intended_lag_us = None))]
+    /// for coordinated omission; `ttfb_us` is its time to first byte.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, method, name, response_time_us, content_bytes, error = None, intended_lag_us = None, ttfb_us = None))]
     fn record(
         &self,
         method: String,
@@ -308,6 +309,7 @@ impl PyEngine {
         content_bytes: u64,
         error: Option<String>,
         intended_lag_us: Option<u64>,
+        ttfb_us: Option<u64>,
     ) {
         self.inner.recorder().record(RequestSample {
             method,
@@ -317,7 +319,7 @@ impl PyEngine {
             error,
             at_s: unix_now_s(),
             intended_lag_us,
-            ttfb_us: None,
+            ttfb_us,
         });
     }
 
@@ -477,6 +479,11 @@ impl PyRawResponse {
         d.set_item("waiting_us", t.waiting_us)?;
         d.set_item("receiving_us", t.receiving_us)?;
         Ok(d)
+    }
+    /// The time to first byte it is recorded with (µs), or None.
+    #[getter]
+    fn ttfb_us(&self) -> Option<u64> {
+        self.outcome.ttfb_us()
     }
     /// The HTTP version that answered: "HTTP/1.1", "HTTP/2" or "HTTP/1.0".
     #[getter]

@@ -100,6 +100,12 @@ impl HttpOutcome {
         }
     }
 
+    /// The time to first byte recorded for it (µs): None without a
+    /// response, and on reqwest's path, which does not time the phases.
+    pub fn ttfb_us(&self) -> Option<u64> {
+        (self.status > 0 && self.timings.waiting_us > 0).then_some(self.timings.waiting_us)
+    }
+
     /// The sample to record for this outcome, with its own error (if any).
     pub fn sample(&self) -> RequestSample {
         RequestSample {
@@ -110,9 +116,7 @@ impl HttpOutcome {
             error: self.error.clone(),
             at_s: self.ended_at_s,
             intended_lag_us: self.intended_lag_us,
-            // Only the fast path times the phases; reqwest's leaves zeros.
-            ttfb_us: (self.status > 0 && self.timings.waiting_us > 0)
-                .then_some(self.timings.waiting_us),
+            ttfb_us: self.ttfb_us(),
         }
     }
 }
