@@ -282,7 +282,11 @@ pub async fn run_master<T: Transport>(
 
 /// How long a missing worker stays in the table (at least ten heartbeat
 /// timeouts): Locust shows missing workers too, but not forever.
+#[cfg(not(test))]
 const FORGET_MISSING_AFTER: Duration = Duration::from_secs(60);
+/// In tests, ten heartbeat timeouts alone.
+#[cfg(test)]
+const FORGET_MISSING_AFTER: Duration = Duration::ZERO;
 
 /// Worker names remembered (to give a returning worker its index back).
 const MAX_REMEMBERED_WORKERS: usize = 100_000;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::{run_master, ClusterEvent, Heartbeats, MasterCommand, RunPlan};
+use super::{run_master, ClusterEvent, ClusterStatus, Heartbeats, MasterCommand, RunPlan};
 use crate::cluster::plan::ClassPlan;
 use crate::cluster::protocol::{Load, Message, RunSettings, AIOTEST_VERSION, PROTOCOL_VERSION};
 use crate::cluster::transport::{PeerId, Received, Transport, TransportError};
@@ -142,6 +142,22 @@ impl Cluster {
         })
         .await
         .expect("the event came in time")
+    }
+
+    /// The master's status, asked as Python asks it.
+    async fn status(&self) -> ClusterStatus {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = self.commands.send(MasterCommand::Status(tx));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(status) = rx.try_recv() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the master answered")
     }
 
     fn run(&self, users: u64, iterations: Option<u64>) {
@@ -332,4 +348,74 @@ async fn all_users_stopped_when_every_user_ends_by_itself() {
     );
     c.event(|e| matches!(e, ClusterEvent::AllUsersStopped { run_id: 1 }).then_some(()))
         .await;
+}
+
+/// Before, every worker id that ever joined kept a slot: a worker back on
+/// a new connection had two, and lost workers stayed forever.
+#[tokio::test]
+async fn the_worker_table_keeps_no_stale_or_long_missing_workers() {
+    let c = Cluster::start();
+    c.join("a");
+    // The same worker on a new connection: its old slot goes.
+    c.say(
+        "a2",
+        &Message::Ready {
+            aiotest_version: AIOTEST_VERSION.into(),
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: "a".into(),
+        },
+    );
+    c.join("b");
+    c.event(|e| match e {
+        ClusterEvent::WorkerJoined { worker_id, .. } if worker_id == "b" => Some(()),
+        _ => None,
+    })
+    .await;
+    let ids = |s: &ClusterStatus| -> Vec<String> {
+        s.workers.iter().map(|w| w.worker_id.clone()).collect()
+    };
+    let status = c.status().await;
+    assert_eq!(ids(&status), vec!["a".to_string(), "b".to_string()]);
+    // Both fall silent: missing, then, ten timeouts on, gone.
+    let left = c
+        .event(|e| match e {
+            ClusterEvent::WorkerLeft { index } => Some(*index),
+            _ => None,
+        })
+        .await;
+    assert!(left <= 1);
+    tokio::time::sleep(BEAT * 30).await;
+    assert!(c.status().await.workers.is_empty());
+}
+
+/// A report of another run (late, or replayed) is not merged.
+#[tokio::test]
+async fn stats_of_another_run_are_not_merged() {
+    let mut c = Cluster::start();
+    c.join("a");
+    c.run(1, Some(100));
+    let (run_id, _) = c.spawn_to("a").await;
+    c.say(
+        "a",
+        &Message::Stats {
+            run_id: run_id + 1,
+            stats: WireStats {
+                entries: vec![],
+                failures: vec![],
+                errors: vec![],
+            },
+            user_count: 1,
+            task_runs: 7,
+        },
+    );
+    let reason = c
+        .event(|e| match e {
+            ClusterEvent::MessageDropped { reason } if reason.contains("stats of run") => {
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("not merged"), "{reason}");
+    assert_eq!(c.status().await.task_runs, 0);
 }
