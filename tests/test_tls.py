@@ -181,3 +181,34 @@ def test_timings_show_each_phase_and_zeros_on_a_kept_connection(
     for t in kept:
         assert t["connect_us"] == t["tls_us"] == t["dns_us"] == 0, t
         assert t["waiting_us"] > 0
+
+
+PATIENT = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Patient(AsyncHttpUser):
+    wait_time = constant(1.5)  # past the server's 1 s keep-alive timeout
+    verify = {ca!r}
+    http_version = "1.1"
+
+    @task
+    async def post(self):
+        await self.session.post("/form", data={{"a": "1"}})
+"""
+
+
+def test_a_post_after_the_servers_keep_alive_timeout_opens_a_new_connection(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """nginx closes an idle TLS connection after 1 s (close_notify, then
+    FIN). A POST may not be retried, so the kept connection must be found
+    closed before it is used: all three POSTs succeed, on three
+    connections."""
+    path = write_file("patient.py", PATIENT.format(ca=tls_nginx.pki / "ca.pem"))
+    result = run_aiotest(
+        "-f", str(path), "--headless", "-i", "3", "-H", tls_nginx.short_url, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + str(result.json)
+    assert result.total["num_requests"] == 3 and result.total["num_failures"] == 0
+    served = tls_nginx.requests()
+    assert len(served) == 3 and len({r[2] for r in served}) == 3, served

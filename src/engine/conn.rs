@@ -87,17 +87,30 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// Whether an idle connection is still open. A plain one is probed (an
-    /// open, quiet socket has nothing to read, so this makes no system
-    /// call); a TLS one may hold session tickets to read, so it is taken as
-    /// open, and a request that finds it closed is retried (see `h1.rs`).
-    pub fn seems_open(&self) -> bool {
+    /// Whether an idle connection is still open, without waiting. A plain
+    /// one is probed (an open, quiet socket has nothing to read, so this
+    /// makes no system call). A TLS one is read once without blocking:
+    /// rustls takes in what the server sent meanwhile (session tickets
+    /// keep it open; a `close_notify` or end of stream, which servers send
+    /// when their keep-alive timeout passes, closes it), so that a request
+    /// that may not be retried, a POST, does not go out on a dead
+    /// connection.
+    pub fn seems_open(&mut self) -> bool {
         match self {
             Stream::Plain(tcp) => {
                 let mut probe = [0u8; 1];
                 matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
-            Stream::Tls(_) => true,
+            Stream::Tls(tls) => {
+                let mut probe = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut probe);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                // Pending: nothing to read, open. Anything else (end of
+                // stream, an error, or bytes no request asked for) ends it.
+                Pin::new(tls.as_mut())
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
+            }
         }
     }
 

@@ -226,7 +226,7 @@ impl Connections {
     fn take_idle(&self, origin: &Origin) -> Option<Stream> {
         let mut idle = self.idle();
         while let Some(at) = idle.iter().rposition(|(o, _)| o == origin) {
-            let (_, stream) = idle.swap_remove(at);
+            let (_, mut stream) = idle.swap_remove(at);
             if stream.seems_open() {
                 return Some(stream);
             }
