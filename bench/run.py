@@ -366,21 +366,27 @@ def throughput(url: str, args: argparse.Namespace) -> list[Row]:
     )
 
 
-def https(url: str, args: argparse.Namespace) -> list[Row]:
-    """HTTPS over HTTP/1.1 (TLS 1.3, keep-alive): wrk over TLS against
-    aiotest with --insecure (the certificate is self-signed)."""
-    if HTTPS_URL is None:
-        return [Row("https", "aiotest", note="needs nginx and openssl")]
-    d, secure = args.duration, HTTPS_URL
-    script = HELLO_USER.format(wait=0)
+def over_tls(
+    scenario: str, url: str | None, reference: Callable[[str, int], Row], args: argparse.Namespace
+) -> list[Row]:
+    """``reference`` against aiotest's 50 zero-wait users at the https
+    ``url``, with --insecure (the certificate is self-signed)."""
+    if url is None:
+        return [Row(scenario, "aiotest", note="needs nginx and openssl")]
+    d, script = args.duration, HELLO_USER.format(wait=0)
     return in_rounds(
-        "https",
+        scenario,
         [
-            lambda: wrk(secure, d),
-            lambda: aiotest(secure, d, script, CONNECTIONS, 1000, "--insecure"),
+            lambda: reference(url, d),
+            lambda: aiotest(url, d, script, CONNECTIONS, 1000, "--insecure"),
         ],
         args.runs,
     )
+
+
+def https(url: str, args: argparse.Namespace) -> list[Row]:
+    """HTTPS over HTTP/1.1 (TLS 1.3, keep-alive): wrk over TLS."""
+    return over_tls("https", HTTPS_URL, wrk, args)
 
 
 def h2load(url: str, duration_s: int) -> Row:
@@ -394,20 +400,9 @@ def h2load(url: str, duration_s: int) -> Row:
 
 
 def http2(url: str, args: argparse.Namespace) -> list[Row]:
-    """HTTP/2 over TLS: h2load against aiotest's 50 users, each with its
-    own multiplexed connection (h2 chosen by ALPN)."""
-    if H2_URL is None:
-        return [Row("http2", "aiotest", note="needs nginx and openssl")]
-    d, secure = args.duration, H2_URL
-    script = HELLO_USER.format(wait=0)
-    return in_rounds(
-        "http2",
-        [
-            lambda: h2load(secure, d),
-            lambda: aiotest(secure, d, script, CONNECTIONS, 1000, "--insecure"),
-        ],
-        args.runs,
-    )
+    """HTTP/2 over TLS: h2load, against users each with its own
+    multiplexed connection (h2 chosen by ALPN)."""
+    return over_tls("http2", H2_URL, h2load, args)
 
 
 def locustfile(url: str, args: argparse.Namespace) -> list[Row]:

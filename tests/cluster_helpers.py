@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
-from conftest import AIOTEST, DemoTarget
+from conftest import AIOTEST, DemoTarget, free_port
 
 USER = """
 import os, random
@@ -119,6 +119,21 @@ def master_proc(
         cwd=tmp_path,
         env={**os.environ, **(env or {})},
     )
+
+
+def fake_master(path: Path, tmp_path: Path) -> tuple[zmq.Socket[bytes], subprocess.Popen[str]]:
+    """A pyzmq ROUTER posing as a master on a free port, and a real worker
+    process running ``path`` connected to it. The caller closes the one and
+    kills the other."""
+    port = free_port()
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    worker = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--worker", "--master-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    return router, worker
 
 
 def dealer(port: int) -> zmq.Socket[bytes]:

@@ -23,6 +23,7 @@ from cluster_helpers import (
     Proxy,
     Workers,
     dealer,
+    fake_master,
     master_proc,
     recv_msg,
     rss_bytes,
@@ -32,37 +33,11 @@ from conftest import AIOTEST, DemoTarget, free_port, run_aiotest, wait_for_port
 
 
 def test_garbage_on_the_port_is_dropped(cluster, demo_target: DemoTarget, tmp_path: Path) -> None:
-
     workers, port, path = cluster
-    proc = subprocess.Popen(
-        [
-            AIOTEST,
-            "-f",
-            str(path),
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--headless",
-            "--expect-workers",
-            "1",
-            "-u",
-            "2",
-            "-r",
-            "100",
-            "-t",
-            "2s",
-            "-H",
-            demo_target.url,
-            "--json-file",
-            str(tmp_path / "r.json"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = master_proc(
+        path, port, demo_target, tmp_path, "--expect-workers", "1", "--json-file", "r.json",
+        run_time="2s",
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -251,15 +226,7 @@ def test_a_hostile_ack_is_refused_and_the_worker_goes_on(write_file, tmp_path: P
     clock can keep (1e-10 s, 1e30 s): the worker keeps its own, says so, and
     still obeys a well-formed quit. Before the bounds, 1e-10 panicked the
     worker's link task (a zero Duration) and the worker hung."""
-    path = write_file("dist.py", USER)
-    port = free_port()
-    router = zmq.Context.instance().socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(f"tcp://127.0.0.1:{port}")
-    worker = subprocess.Popen(
-        [AIOTEST, "-f", str(path), "--worker", "--master-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    router, worker = fake_master(write_file("dist.py", USER), tmp_path)
     try:
         assert router.poll(15_000), "the worker never said ready"
         identity, payload = router.recv_multipart()
@@ -385,15 +352,7 @@ def test_a_hostile_spawn_is_refused_and_the_worker_goes_on(
     """A fake master asks for 10^12 users, then for users at an infinite
     spawn rate: the worker refuses both, says why, runs nothing, and still
     obeys a well-formed quit."""
-    path = write_file("dist.py", USER)
-    port = free_port()
-    router = zmq.Context.instance().socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(f"tcp://127.0.0.1:{port}")
-    worker = subprocess.Popen(
-        [AIOTEST, "-f", str(path), "--worker", "--master-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    router, worker = fake_master(write_file("dist.py", USER), tmp_path)
     settings = {"host": demo_target.url, "tags": [], "exclude_tags": [], "stop_timeout_s": 0.0}
     try:
         assert router.poll(15_000), "the worker never said ready"

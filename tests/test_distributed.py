@@ -182,37 +182,10 @@ def test_killed_worker_users_move_to_the_others(
 ) -> None:
     workers, port, path = cluster
     workers.start(2)
-    proc = subprocess.Popen(
-        [
-            AIOTEST,
-            "-f",
-            str(path),
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--headless",
-            "--heartbeat-interval",
-            "0.5",
-            "--expect-workers",
-            "2",
-            "-u",
-            "6",
-            "-r",
-            "100",
-            "-t",
-            "5s",
-            "-H",
-            demo_target.url,
-            "--json-file",
-            str(tmp_path / "r.json"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = master_proc(
+        path, port, demo_target, tmp_path, "--heartbeat-interval", "0.5", "--expect-workers", "2",
+        "--json-file", "r.json", run_time="5s", users=6,
+    )  # fmt: skip
     try:
         for line in proc.stderr:  # type: ignore[union-attr]
             if "Starting 6 users" in line:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AIOTEST, DemoTarget, run_aiotest
+from webui import HELLO
 
 # These also run on every other supported Python (make test-pythons).
 pytestmark = pytest.mark.pythons
@@ -121,19 +122,7 @@ def test_users_in_their_wait_time_stop_without_being_cancelled(
 def test_ctrl_c_stops_gracefully_and_reports(
     demo_target: DemoTarget, write_file, tmp_path: Path
 ) -> None:
-    path = write_file(
-        "forever.py",
-        """
-from aiotest import AsyncHttpUser, task, constant
-
-class Forever(AsyncHttpUser):
-    wait_time = constant(0.05)
-
-    @task
-    async def hello(self):
-        await self.session.get("/hello")
-""",
-    )
+    path = write_file("forever.py", HELLO)
     result = tmp_path / "result.json"
     proc = subprocess.Popen(
         [
@@ -233,19 +222,7 @@ def test_sigkill_keeps_the_history_to_the_last_second(
 ) -> None:
     """`_stats_history.csv` grows each second during the run, so a run
     killed outright (SIGKILL, the OOM killer) keeps it."""
-    path = write_file(
-        "hello.py",
-        """
-from aiotest import AsyncHttpUser, task, constant
-
-class Hello(AsyncHttpUser):
-    wait_time = constant(0.05)
-
-    @task
-    async def hello(self):
-        await self.session.get("/hello")
-""",
-    )
+    path = write_file("hello.py", HELLO)
     history = tmp_path / "s_stats_history.csv"
     proc = subprocess.Popen(
         [AIOTEST, "-f", str(path), "--headless", "-u", "2", "-r", "100", "-H", demo_target.url,
@@ -269,22 +246,17 @@ class Hello(AsyncHttpUser):
     assert int(rows[-1][total_requests]) > 0
 
 
-BROKEN_STOP = """
-from aiotest import AsyncHttpUser, task, constant
+BROKEN_STOP = (
+    """
 from aiotest import runner
 
 async def broken(self):
     raise RuntimeError("a bug in the stop path")
 
 runner.LocalRunner.stop_users = broken  # stands for a bug of aiotest's own
-
-class Hello(AsyncHttpUser):
-    wait_time = constant(0.05)
-
-    @task
-    async def hello(self):
-        await self.session.get("/hello")
 """
+    + HELLO
+)
 
 
 def test_a_bug_in_aiotest_itself_still_writes_the_reports(

@@ -316,7 +316,9 @@ def _on_rows(environment: Any, msg: CustomMessage, **_: Any) -> None:
 
 def _on_used(environment: Any, msg: CustomMessage, **_: Any) -> None:
     """On the master: a worker handed ``rows`` rows to its users."""
-    held = _lent.get((msg.node_id or 0, msg.data["feeder"]))
+    if msg.node_id is None:  # only workers' reports count (see _on_request)
+        return
+    held = _lent.get((msg.node_id, msg.data["feeder"]))
     if held is not None:
         for _row in range(min(int(msg.data["rows"]), len(held))):
             held.popleft()

@@ -58,7 +58,7 @@ fn tls_options(verify: Option<VerifyArg>, cert: Option<CertArg>) -> Option<TlsOp
 }
 
 /// `http_version=`: "auto", "1.1" or "2".
-fn http_version(text: &str) -> PyResult<HttpVersion> {
+fn parse_http_version(text: &str) -> PyResult<HttpVersion> {
     match text {
         "auto" => Ok(HttpVersion::Auto),
         "1.1" => Ok(HttpVersion::Http1),
@@ -221,7 +221,7 @@ impl PyEngine {
         http_version: &str,
     ) -> PyResult<PySession> {
         let tls = tls_options(verify, cert).unwrap_or_default();
-        let version = self::http_version(http_version)?;
+        let version = parse_http_version(http_version)?;
         let inner = self
             .inner
             .new_session(base_url, tls, version)

@@ -44,6 +44,7 @@ pub enum TransportError {
 /// What arrives from the transport.
 #[derive(Debug)]
 pub enum Received {
+    /// One whole frame (a ZeroMQ message's payload) and who sent it.
     Frame(PeerId, Bytes),
     /// The peer's connection closed (its session, if any, ends).
     Disconnected(PeerId),

@@ -32,6 +32,7 @@ pub enum Verify {
 /// A request's or a session's TLS options.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TlsOptions {
+    /// How the server's certificate is checked.
     pub verify: Verify,
     /// A client certificate for mutual TLS: the PEM chain's file and the
     /// PEM private key's (the same file when it holds both).
@@ -73,8 +74,41 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, String> 
     Ok(map.entry(options.clone()).or_insert(built).clone())
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto of every TLS config of the process, client and server:
+/// rustls on ring.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Why a certificate and key pair could not be loaded.
+#[derive(Debug)]
+pub(crate) enum IdentityError {
+    /// The certificate file cannot be read as PEM.
+    Chain(rustls::pki_types::pem::Error),
+    /// It holds no CERTIFICATE block.
+    NoCertificate,
+    /// The key file cannot be read as a PEM private key.
+    Key(rustls::pki_types::pem::Error),
+}
+
+/// A PEM certificate chain and its PEM private key, from their files (one
+/// file may hold both): a client certificate here, the web UI's server
+/// certificate in `web/tls.rs`. Callers word the errors for their option.
+///
+/// # Errors
+/// [`IdentityError`], naming which part failed.
+pub(crate) fn load_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IdentityError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect)
+        .map_err(IdentityError::Chain)?;
+    if chain.is_empty() {
+        return Err(IdentityError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(IdentityError::Key)?;
+    Ok((chain, key))
 }
 
 fn build(options: &TlsOptions) -> Result<ClientConfig, String> {
@@ -138,17 +172,17 @@ fn client_identity(
     cert: &str,
     key: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect)
-        .map_err(|e| format!("TLSError: cert={cert:?}: cannot read a PEM certificate: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "TLSError: cert={cert:?}: no CERTIFICATE block found"
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("TLSError: cert key {key:?}: cannot read a PEM private key: {e}"))?;
-    Ok((chain, key))
+    load_identity(cert, key).map_err(|e| match e {
+        IdentityError::Chain(e) => {
+            format!("TLSError: cert={cert:?}: cannot read a PEM certificate: {e}")
+        }
+        IdentityError::NoCertificate => {
+            format!("TLSError: cert={cert:?}: no CERTIFICATE block found")
+        }
+        IdentityError::Key(e) => {
+            format!("TLSError: cert key {key:?}: cannot read a PEM private key: {e}")
+        }
+    })
 }
 
 /// The failure text of a handshake error, naming the fix when there is one.

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::engine::tls::{load_identity, provider, IdentityError};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,24 +20,23 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// # Errors
 /// A message naming the file and the problem, for the user.
 pub fn server_config(cert_path: &str, key_path: &str) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .and_then(Iterator::collect)
-        .map_err(|e| format!("--tls-cert {cert_path}: cannot read a PEM certificate chain: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!(
+    let (certs, key) = load_identity(cert_path, key_path).map_err(|e| match e {
+        IdentityError::Chain(e) => {
+            format!("--tls-cert {cert_path}: cannot read a PEM certificate chain: {e}")
+        }
+        IdentityError::NoCertificate => format!(
             "--tls-cert {cert_path}: no CERTIFICATE block found: give a PEM certificate chain"
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| format!("--tls-key {key_path}: cannot read a PEM private key: {e}"))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("--tls-cert/--tls-key: the key does not fit the certificate: {e}"))?;
+        ),
+        IdentityError::Key(e) => {
+            format!("--tls-key {key_path}: cannot read a PEM private key: {e}")
+        }
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert/--tls-key: the key does not fit the certificate: {e}"))?;
     Ok(Arc::new(config))
 }
 

@@ -84,11 +84,8 @@ impl MasterChannels {
         }
     }
 
-    pub fn is_secure(&self) -> bool {
-        self.key.is_some()
-    }
-
-    /// Peers remembered, authenticated or not (for tests and the bench).
+    /// Peers remembered, authenticated or not.
+    #[cfg(test)]
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
@@ -166,16 +163,9 @@ impl MasterChannels {
                 first,
             };
         };
-        match session.open(frame) {
-            Ok(plain) => match Message::decode(&plain) {
-                Ok(message) => Inbound::Message(message),
-                Err(e) => self.drop(peer, e.to_string()),
-            },
-            Err(OpenError::Forged) => self.drop(peer, ProtocolError::BadSignature.to_string()),
-            Err(OpenError::Replayed { seq, last }) => self.drop(
-                peer,
-                format!("a replayed message (sequence {seq}, already at {last}): refused"),
-            ),
+        match open_message(session, frame) {
+            Ok(message) => Inbound::Message(message),
+            Err(reason) => self.drop(peer, reason),
         }
     }
 
@@ -264,6 +254,17 @@ impl MasterChannels {
     }
 }
 
+/// The message in a sealed frame, or why it was refused (for the log).
+fn open_message(session: &mut Session, frame: &[u8]) -> Result<Message, String> {
+    let plain = session.open(frame).map_err(|e| match e {
+        OpenError::Forged => ProtocolError::BadSignature.to_string(),
+        OpenError::Replayed { seq, last } => {
+            format!("a replayed message (sequence {seq}, already at {last}): refused")
+        }
+    })?;
+    Message::decode(&plain).map_err(|e| e.to_string())
+}
+
 /// What the worker makes of one frame from the master.
 #[derive(Debug)]
 pub enum WorkerInbound {
@@ -298,6 +299,8 @@ pub struct WorkerChannel {
 }
 
 impl WorkerChannel {
+    /// A channel that proves itself and seals under `key`, or a plain one;
+    /// `worker_id` names this worker in its hello (for the master's log).
     pub fn new(key: Option<ClusterKey>, worker_id: String) -> Self {
         Self {
             key,
@@ -307,10 +310,6 @@ impl WorkerChannel {
             told: false,
             rng: SystemRandom::new(),
         }
-    }
-
-    pub fn is_secure(&self) -> bool {
-        self.key.is_some()
     }
 
     /// Forgets the session (a new connection, or the master asked).
@@ -359,15 +358,9 @@ impl WorkerChannel {
             let Some(session) = self.open.as_mut() else {
                 return self.drop("a sealed message before the handshake: refused".into());
             };
-            return match session.open(frame) {
-                Ok(plain) => match Message::decode(&plain) {
-                    Ok(message) => WorkerInbound::Message(message),
-                    Err(e) => self.drop(e.to_string()),
-                },
-                Err(OpenError::Forged) => self.drop(ProtocolError::BadSignature.to_string()),
-                Err(OpenError::Replayed { seq, last }) => self.drop(format!(
-                    "a replayed message (sequence {seq}, already at {last}): refused"
-                )),
+            return match open_message(session, frame) {
+                Ok(message) => WorkerInbound::Message(message),
+                Err(reason) => self.drop(reason),
             };
         }
         if let Some(Handshake::Challenge { nonce, proof }) = Handshake::decode(frame) {

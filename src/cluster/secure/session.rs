@@ -100,8 +100,11 @@ impl ClusterKey {
 /// Who proves, or what a key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The master proves it holds the key (the `challenge`).
     Master,
+    /// The worker proves it holds the key (the `proof`).
     Worker,
+    /// Not a proof: the input of the session keys.
     Session,
 }
 
@@ -149,6 +152,9 @@ pub enum Handshake {
 }
 
 impl Handshake {
+    /// A msgpack map with named fields, as [`Message::encode`] writes.
+    ///
+    /// [`Message::encode`]: super::super::protocol::Message::encode
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("every handshake serializes")
     }
