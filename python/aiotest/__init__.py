@@ -22,6 +22,7 @@ from .exceptions import AiotestError, ConfigError, ResponseError, StopUser
 from .http import Response
 from .result import EntryStats, RunResult
 from .shape import LoadTestShape
+from .streaming import ServerSentEvent
 from .taskset import SequentialTaskSet, TaskSet, tag, task
 from .user import AsyncHttpUser, User
 from .wait_time import between, constant, constant_pacing, constant_throughput
@@ -37,6 +38,7 @@ __all__ = [
     "ResponseError",
     "RunResult",
     "SequentialTaskSet",
+    "ServerSentEvent",
     "StopUser",
     "TaskSet",
     "User",

@@ -118,6 +118,36 @@ class EngineBridge:
             self._contexts[waiter] = context
         return waiter
 
+    def read(self, raw: RawResponse, kind: str) -> RequestAwaitable:
+        """Starts reading the next piece of ``raw``'s streamed body (see
+        ``Engine.read``); the returned awaitable resolves to it.
+
+        Raises:
+            RuntimeError: The bridge is not attached to a running loop.
+            ValueError: ``raw``'s body is not streamed.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the engine is not attached to a running event loop")
+        return self.engine.read(raw, kind, loop)
+
+    def record_timing(self, method: str, name: str, time_us: int, size_bytes: int) -> None:
+        """Records a timing a user named (the time to a streamed body's
+        first piece, or between two pieces) as a request of its own, and
+        tells the request listeners."""
+        self.engine.record(
+            method=method, name=name, response_time_us=time_us, content_bytes=size_bytes
+        )
+        if self.request_event.has_listeners:
+            self.request_event.notify(
+                request_type=method,
+                name=name,
+                response_time=time_us / 1000,
+                response_length=size_bytes,
+                exception=None,
+                context={},
+            )
+
     def _drain(self) -> None:
         self.deliver(self.engine.drain())
 
@@ -130,9 +160,10 @@ class EngineBridge:
         for waiter, raw in finished:
             recorded = waiter.recorded
             context = contexts.pop(waiter, None) if contexts else None
-            if recorded and listened:
+            if recorded and listened and not raw.streamed:
                 # Listeners hear of every request the engine recorded, here,
-                # whether or not its user still waits for it.
+                # whether or not its user still waits for it (of a streamed
+                # one, when its body ends: Response.close).
                 event.notify_response(raw, raw.error, context)
             if not waiter.resolve(raw) and not recorded:
                 # A catch_response request whose user was cancelled before it

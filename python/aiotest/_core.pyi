@@ -104,6 +104,9 @@ class RequestSpec:
         verify: TLS verification of this request, as ``requests``' (True,
             False, or a PEM CA bundle's path); None keeps the session's.
         cert: A client certificate: ``(cert_file, key_file)`` or one file.
+        stream: Return at the response head and leave the body to
+            :meth:`Engine.read`; the request is recorded when its body ends
+            or is closed.
 
     Raises:
         ValueError: An unknown method, or a timeout that is not a number of
@@ -125,6 +128,7 @@ class RequestSpec:
         max_body_bytes: int | None = None,
         verify: bool | str | None = None,
         cert: str | tuple[str, str] | None = None,
+        stream: bool = False,
     ) -> RequestSpec: ...
     @property
     def method(self) -> str: ...
@@ -192,6 +196,7 @@ class HttpSession:
         max_body_bytes: int | None = None,
         verify: bool | str | None = None,
         cert: str | tuple[str, str] | None = None,
+        stream: bool = False,
     ) -> RequestSpec:
         """A request of this session: as :class:`RequestSpec`, with the same
         arguments and errors, but cheaper to call (no keyword dict)."""
@@ -230,7 +235,8 @@ class RawResponse:
     def name(self) -> str: ...
     @property
     def response_time_us(self) -> int:
-        """Issue to last body byte, µs."""
+        """Issue to last body byte, µs; for a streamed body still
+        arriving, issue to now."""
     @property
     def intended_lag_us(self) -> int | None:
         """How late its iteration started (open workload model), or None."""
@@ -238,10 +244,23 @@ class RawResponse:
     def ttfb_us(self) -> int | None:
         """Its time to first byte as recorded (µs), or None."""
     @property
-    def content_bytes(self) -> int: ...
+    def content_bytes(self) -> int:
+        """Body bytes; of a streamed body, those that arrived so far."""
     @property
     def error(self) -> str | None:
-        """Failure text (Locust's rules), or None."""
+        """Failure text (Locust's rules; for a streamed body, also why it
+        broke), or None."""
+    @property
+    def streamed(self) -> bool:
+        """Whether the body is streamed (``stream=True``)."""
+    @property
+    def body_ended(self) -> bool:
+        """Whether the streamed body ended or was closed (True when not
+        streamed)."""
+    def close(self) -> bool:
+        """Closes a streamed body: its connection (or HTTP/2 stream) is
+        let go, and the request is recorded as of now unless it ended
+        before. Returns whether this call ended it."""
     @property
     def body(self) -> bytes: ...
     @property
@@ -331,6 +350,17 @@ class Engine:
     ) -> RequestAwaitable:
         """Starts a request; returns what to await on ``event_loop``. It is
         resolved by :meth:`drive` in driven mode, else by :meth:`drain`."""
+    def read(
+        self, raw: RawResponse, kind: str, event_loop: asyncio.AbstractEventLoop
+    ) -> RequestAwaitable:
+        """Starts reading the next piece of ``raw``'s streamed body;
+        ``kind`` is "chunk" or "event". What it returns resolves to
+        ``(bytes, at_us)`` for a chunk, ``(event, data, id, retry_ms,
+        at_us)`` for a server-sent event, or None once the body ended;
+        ``at_us`` is when the piece arrived, in µs after the request was
+        issued. Raises ValueError for a body that is not streamed or an
+        unknown kind; the awaitable fails with ValueError when the body was
+        first read as the other kind."""
     def pending(self) -> list[RequestAwaitable]:
         """The requests in flight, oldest first."""
     def drain(self) -> list[tuple[RequestAwaitable, RawResponse]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 import secrets
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,7 @@ from ._bridge import EngineBridge
 from ._core import RawResponse, RequestSpec
 from .events import failure_text
 from .exceptions import ResponseError
+from .streaming import PieceTimer, ServerSentEvent, pieces, split_lines
 from .sync import await_only
 
 
@@ -108,14 +109,27 @@ class Response:
         url: The final URL, after redirects.
         response_time_us: The response time it was recorded with (µs).
         error: The failure text, or None.
+
+    With ``stream=True`` the response comes at its head, and the body is
+    read as it arrives: ``async for`` over :meth:`iter_chunks`,
+    :meth:`iter_lines` or :meth:`iter_events`, or ``await`` :meth:`read`.
+    The request is recorded when the body ends, or when it is closed
+    (:meth:`close`, or leaving ``async with``), with the response time up
+    to then; a body left unread is closed, never left holding its
+    connection. A body that breaks (or sends nothing for the request's
+    timeout) ends the iteration, and the request is recorded as a failure
+    with the reason in :attr:`error`.
     """
 
-    __slots__ = ("_ctx", "_headers", "_raw")
+    __slots__ = ("_body", "_closed", "_ctx", "_headers", "_raw")
 
     def __init__(self, raw: RawResponse, ctx: RequestContext) -> None:
         self._raw = raw
         self._ctx = ctx
         self._headers: Headers | None = None
+        #: A streamed body once read whole.
+        self._body: bytes | None = None
+        self._closed = False
 
     @property
     def status(self) -> int:
@@ -171,21 +185,122 @@ class Response:
 
     @property
     def content(self) -> bytes:
-        """The whole body."""
+        """The whole body.
+
+        Raises:
+            ResponseError: A streamed body not yet read with :meth:`read`.
+        """
+        if self._raw.streamed:
+            if self._body is None:
+                raise ResponseError(
+                    "this body is streamed (stream=True): read it with `await resp.read()` "
+                    "or `async for chunk in resp.iter_chunks()`"
+                )
+            return self._body
         return self._raw.body
 
     async def read(self) -> bytes:
-        """The whole body (already read by the engine)."""
-        return self._raw.body
+        """The whole body: read by the engine already, or for a streamed
+        body, what of it was not iterated over, read to its end."""
+        if not self._raw.streamed:
+            return self._raw.body
+        if self._body is None:
+            self._body = b"".join([chunk async for chunk in self.iter_chunks()])
+        return self._body
 
     async def text(self, encoding: str | None = None) -> str:
         """The body decoded with ``encoding``, else the Content-Type charset,
         else UTF-8; undecodable bytes become U+FFFD."""
-        return self._raw.body.decode(encoding or self.encoding, errors="replace")
+        return (await self.read()).decode(encoding or self.encoding, errors="replace")
 
     async def json(self) -> Any:
         """The body parsed as JSON. Raises ``json.JSONDecodeError``."""
-        return jsonlib.loads(self._raw.body)
+        return jsonlib.loads(await self.read())
+
+    async def iter_chunks(
+        self, *, first_name: str | None = None, gap_name: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """A streamed body's chunks as they arrive.
+
+        Args:
+            first_name: Record the time from issuing the request to the
+                first chunk in a stats row of this name.
+            gap_name: Record each time between two chunks in a stats row of
+                this name.
+
+        Raises:
+            ValueError: The body is not streamed (no ``stream=True``), or it
+                is being read as events.
+        """
+        timer = self._timer(first_name, gap_name)
+        try:
+            async for data, at_us in pieces(self._ctx._session._bridge, self._raw, "chunk"):
+                timer.mark(at_us, len(data))
+                yield data
+        finally:
+            self.close()
+
+    async def iter_lines(
+        self,
+        *,
+        first_name: str | None = None,
+        gap_name: str | None = None,
+        encoding: str | None = None,
+    ) -> AsyncIterator[str]:
+        """A streamed body's lines as they arrive, without their line
+        breaks (``\\n`` or ``\\r\\n``), decoded as :meth:`text` decodes.
+        ``first_name`` and ``gap_name`` record the time to the first line
+        and between lines, as :meth:`iter_chunks` says."""
+        timer = self._timer(first_name, gap_name)
+        codec = encoding or self.encoding
+        pending, at_us = b"", 0
+        try:
+            async for data, at_us in pieces(self._ctx._session._bridge, self._raw, "chunk"):
+                lines, pending = split_lines(pending + data)
+                for line in lines:
+                    timer.mark(at_us, len(line))
+                    yield line.decode(codec, errors="replace")
+            if pending:
+                timer.mark(at_us, len(pending))
+                yield pending.decode(codec, errors="replace")
+        finally:
+            self.close()
+
+    async def iter_events(
+        self, *, first_name: str | None = None, gap_name: str | None = None
+    ) -> AsyncIterator[ServerSentEvent]:
+        """A streamed ``text/event-stream`` body's server-sent events as
+        they arrive (the WHATWG format, parsed in the engine).
+        ``first_name`` and ``gap_name`` record the time to the first event
+        (time to first token) and between events (inter-token latency), as
+        :meth:`iter_chunks` says. A body that is not a valid event stream
+        ends the iteration and fails the request.
+
+        Raises:
+            ValueError: The body is not streamed, or it is being read as
+                chunks.
+        """
+        timer = self._timer(first_name, gap_name)
+        try:
+            async for piece in pieces(self._ctx._session._bridge, self._raw, "event"):
+                event = ServerSentEvent(*piece)
+                timer.mark(event.at_us, len(event.data))
+                yield event
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stops reading a streamed body: its connection (or HTTP/2
+        stream) is let go, and the request is recorded now unless its body
+        ended before. Nothing for a body that is not streamed; idempotent."""
+        if self._closed or not self._raw.streamed:
+            return
+        self._closed = True
+        self._raw.close()
+        self._ctx._stream_closed(self._raw)
+
+    def _timer(self, first_name: str | None, gap_name: str | None) -> PieceTimer:
+        return PieceTimer(self._ctx._session._bridge, self._raw.method, first_name, gap_name)
 
     @property
     def encoding(self) -> str:
@@ -256,9 +371,10 @@ class RequestContext:
         yield waiter
         raw = waiter.result()
         response = Response(raw, self)
-        if self._catch:
-            # Kept for the decision; __aexit__ lets go of it, since the
-            # response points back here and a cycle waits for the collector.
+        if self._catch or raw.streamed:
+            # Kept for the decision, or to close the body; __aexit__ lets go
+            # of it, since the response points back here and a cycle waits
+            # for the collector.
             self._response = response
         return response
 
@@ -274,7 +390,7 @@ class RequestContext:
         session = self._session
         raw = await_only(session._bridge.submit(session._core, self._spec, self._context))
         response = Response(raw, self)
-        if self._catch:
+        if self._catch or raw.streamed:
             self._response = response
         return response
 
@@ -288,10 +404,20 @@ class RequestContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        if self._catch and self._response is not None and not self._recorded:
-            self._record(self._response._raw.error if self._result is False else self._result)
+        response = self._response
+        if response is not None:
+            response.close()
+            if self._catch and not self._recorded:
+                self._record(response._raw.error if self._result is False else self._result)
         self._response = None
         return False
+
+    def _stream_closed(self, raw: RawResponse) -> None:
+        """A streamed body ended or was closed: the engine recorded the
+        request (unless ``catch_response``, recorded on leaving ``async
+        with``), so the request listeners hear of it now."""
+        if not self._catch:
+            self._session._bridge.request_event.notify_response(raw, raw.error, self._context)
 
     def set_result(self, error: str | None) -> None:
         if not self._catch:
@@ -363,6 +489,7 @@ class HttpSession:
         max_body_bytes: int | None = None,
         verify: bool | str | None = None,
         cert: str | tuple[str, str] | None = None,
+        stream: bool = False,
     ) -> RequestContext:
         """Builds a request; await the result or use it with ``async with``.
 
@@ -390,6 +517,10 @@ class HttpSession:
                 only; None keeps the session's (the user class's).
             cert: A client certificate for mutual TLS: ``(cert_file,
                 key_file)``, or one PEM file holding both.
+            stream: Return at the response head and read the body as it
+                arrives (see :class:`Response`). Such requests go through
+                the session's reqwest client, with the session's TLS
+                options (``verify`` and ``cert`` of the request aside).
 
         Raises:
             ValueError: An unknown HTTP method, or a ``timeout`` that is not
@@ -426,6 +557,7 @@ class HttpSession:
             max_body_bytes=self.max_body_bytes if max_body_bytes is None else max_body_bytes,
             verify=verify,
             cert=cert,
+            stream=stream,
         )
         user_context = self.user_context
         if user_context is not None:

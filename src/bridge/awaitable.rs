@@ -194,7 +194,7 @@ impl PyRequestAwaitable {
 
     /// Completes it with `value` and runs its callbacks now, each in its
     /// context (the engine's turn calls it). False when it was cancelled.
-    fn resolve(slf: Bound<'_, Self>, value: Py<PyAny>) -> bool {
+    pub(crate) fn resolve(slf: Bound<'_, Self>, value: Py<PyAny>) -> bool {
         let py = slf.py();
         let Some(callbacks) = settle(&slf, State::Done(value)) else {
             return false;
@@ -216,7 +216,7 @@ impl PyRequestAwaitable {
 
     /// Fails it with `exc`; its callbacks run through `call_soon`. False
     /// when it was done already.
-    fn fail(slf: Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<bool> {
+    pub(crate) fn fail(slf: Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<bool> {
         match settle(&slf, State::Failed(PyErr::from_value(exc))) {
             Some(callbacks) => schedule(&slf, callbacks).map(|()| true),
             None => Ok(false),

@@ -14,7 +14,8 @@ use super::errors::{
 use crate::config::ConfigError;
 use crate::dispatch::{self, ClassSpec};
 use crate::engine::{
-    Completion, Engine, HttpOutcome, HttpSession, HttpVersion, RequestSpec, TlsOptions, Verify,
+    Completion, Engine, HttpOutcome, HttpSession, HttpVersion, Outcome, Read, ReadKind,
+    RequestSpec, TlsOptions, Verify,
 };
 use crate::report;
 use crate::stats::{console, unix_now_s, EntrySnapshot, RequestSample, StatsSnapshot, OTHER_NAMES};
@@ -90,7 +91,7 @@ impl PyRequestSpec {
     /// number of seconds above 0.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None))]
+    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None, stream = false))]
     fn new(
         method: &str,
         url: String,
@@ -104,6 +105,7 @@ impl PyRequestSpec {
         max_body_bytes: Option<u64>,
         verify: Option<VerifyArg>,
         cert: Option<CertArg>,
+        stream: bool,
     ) -> PyResult<Self> {
         Self::build(RequestSpec {
             method: parse_method(method)?,
@@ -117,6 +119,7 @@ impl PyRequestSpec {
             intended_lag_us,
             max_body_bytes,
             tls: tls_options(verify, cert),
+            stream,
         })
     }
 
@@ -241,6 +244,43 @@ impl PyEngine {
     ) -> PyResult<Py<PyRequestAwaitable>> {
         let waiter = Py::new(py, PyRequestAwaitable::new(event_loop, spec.inner.record))?;
         let id = self.inner.submit(&session.inner, spec.inner.clone());
+        self.pending
+            .lock()
+            .expect("pending requests")
+            .insert(id, waiter.clone_ref(py));
+        Ok(waiter)
+    }
+
+    /// Starts reading the next piece of `raw`'s streamed body: `kind` is
+    /// "chunk" or "event". Returns what to await on `event_loop`: it
+    /// resolves to `(bytes, at_us)` for a chunk, `(event, data, id,
+    /// retry_ms, at_us)` for a server-sent event, or None once the body
+    /// ended; `at_us` is when the piece arrived, in µs after the request
+    /// was issued. Raises ValueError for a body that is not streamed, an
+    /// unknown kind, or a kind other than the body's first read's.
+    fn read(
+        &self,
+        py: Python<'_>,
+        raw: &PyRawResponse,
+        kind: &str,
+        event_loop: Py<PyAny>,
+    ) -> PyResult<Py<PyRequestAwaitable>> {
+        let Some(stream) = &raw.outcome.stream else {
+            return Err(bad_argument(
+                "this response's body is not streamed: request it with stream=True",
+            ));
+        };
+        let kind = match kind {
+            "chunk" => ReadKind::Chunk,
+            "event" => ReadKind::Event,
+            other => {
+                return Err(bad_argument(format!(
+                    "read kind {other:?}: give \"chunk\" or \"event\""
+                )))
+            }
+        };
+        let waiter = Py::new(py, PyRequestAwaitable::new(event_loop, true))?;
+        let id = self.inner.submit_read(stream.clone(), kind);
         self.pending
             .lock()
             .expect("pending requests")
@@ -402,14 +442,61 @@ impl PyEngine {
 type Finished = (Py<PyRequestAwaitable>, Py<PyRawResponse>);
 
 impl PyEngine {
-    /// Pairs each completion with its awaitable, which leaves the pending map.
+    /// Pairs each finished request with its awaitable, which leaves the
+    /// pending map, for Python to deliver. Finished reads of streamed
+    /// bodies are resolved here, once the map is let go (their waiters
+    /// run user code, which may read again).
     fn finished(&self, py: Python<'_>, done: Vec<Completion>) -> PyResult<Vec<Finished>> {
-        let mut pending = self.pending.lock().expect("pending requests");
-        done.into_iter()
-            .filter_map(|c| pending.remove(&c.id).map(|waiter| (waiter, c.outcome)))
+        let mut responses = Vec::with_capacity(done.len());
+        let mut reads = Vec::new();
+        {
+            let mut pending = self.pending.lock().expect("pending requests");
+            for c in done {
+                let Some(waiter) = pending.remove(&c.id) else {
+                    continue;
+                };
+                match c.outcome {
+                    Outcome::Response(outcome) => responses.push((waiter, outcome)),
+                    Outcome::Read(read) => reads.push((waiter, read)),
+                }
+            }
+        }
+        for (waiter, read) in reads {
+            let waiter = waiter.into_bound(py);
+            match read_value(py, read)? {
+                Ok(value) => {
+                    PyRequestAwaitable::resolve(waiter, value);
+                }
+                Err(refused) => {
+                    PyRequestAwaitable::fail(
+                        waiter,
+                        refused.into_value(py).into_bound(py).into_any(),
+                    )?;
+                }
+            }
+        }
+        responses
+            .into_iter()
             .map(|(waiter, outcome)| Ok((waiter, Py::new(py, PyRawResponse { outcome })?)))
             .collect()
     }
+}
+
+/// A read's result as `Engine.read` documents it, or for a refused read
+/// the ValueError its waiter raises.
+fn read_value(py: Python<'_>, read: Read) -> PyResult<Result<Py<PyAny>, PyErr>> {
+    Ok(Ok(match read {
+        Read::Chunk { data, at_us } => (PyBytes::new(py, &data), at_us)
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        Read::Event { event, at_us } => (event.event, event.data, event.id, event.retry_ms, at_us)
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        Read::End => py.None(),
+        Read::Refused(why) => return Ok(Err(bad_argument(why))),
+    }))
 }
 
 #[pymethods]
@@ -426,7 +513,7 @@ impl PySession {
     // constructor cannot: 326 ns a request against 538 ns (timeit, release
     // build, 2026-12-02), about 1 % of a request's CPU.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None))]
+    #[pyo3(signature = (*, method, url, name, headers, body = None, timeout_s = None, allow_redirects = true, record = true, intended_lag_us = None, max_body_bytes = None, verify = None, cert = None, stream = false))]
     fn prepare(
         &self,
         method: &str,
@@ -441,6 +528,7 @@ impl PySession {
         max_body_bytes: Option<u64>,
         verify: Option<VerifyArg>,
         cert: Option<CertArg>,
+        stream: bool,
     ) -> PyResult<PyRequestSpec> {
         PyRequestSpec::new(
             method,
@@ -455,6 +543,7 @@ impl PySession {
             max_body_bytes,
             verify,
             cert,
+            stream,
         )
     }
 }
@@ -527,22 +616,57 @@ impl PyRawResponse {
     fn name(&self) -> &str {
         &self.outcome.name
     }
+    /// Issue to last body byte, µs; for a streamed body still arriving,
+    /// issue to now.
     #[getter]
     fn response_time_us(&self) -> u64 {
-        self.outcome.response_time_us
+        match &self.outcome.stream {
+            Some(s) => s.response_time_us(),
+            None => self.outcome.response_time_us,
+        }
     }
     /// How late its iteration started (open workload model), or None.
     #[getter]
     fn intended_lag_us(&self) -> Option<u64> {
         self.outcome.intended_lag_us
     }
+    /// Body bytes: of a streamed body, those that arrived so far.
     #[getter]
     fn content_bytes(&self) -> u64 {
-        self.outcome.body.len() as u64
+        match &self.outcome.stream {
+            Some(s) => s.body_bytes(),
+            None => self.outcome.body.len() as u64,
+        }
     }
+    /// The failure text (Locust's rules; for a streamed body, also why it
+    /// broke), or None.
     #[getter]
-    fn error(&self) -> Option<&str> {
-        self.outcome.error.as_deref()
+    fn error(&self) -> Option<String> {
+        match &self.outcome.stream {
+            Some(s) => s.error(),
+            None => self.outcome.error.clone(),
+        }
+    }
+    /// Whether the body is streamed (`stream=True`): read it with
+    /// `Engine.read`, and `close()` it.
+    #[getter]
+    fn streamed(&self) -> bool {
+        self.outcome.stream.is_some()
+    }
+    /// Whether the streamed body has ended (or was closed); True for a
+    /// body that is not streamed.
+    #[getter]
+    fn body_ended(&self) -> bool {
+        self.outcome
+            .stream
+            .as_ref()
+            .is_none_or(|s| s.end_us().is_some())
+    }
+    /// Closes a streamed body: its connection (or HTTP/2 stream) is let go
+    /// and the request is recorded as of now, unless it ended before.
+    /// Returns whether this call ended it; False for a body not streamed.
+    fn close(&self) -> bool {
+        self.outcome.stream.as_ref().is_some_and(|s| s.close())
     }
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {

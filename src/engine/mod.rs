@@ -12,6 +12,7 @@ mod h1;
 mod h2;
 mod request;
 mod session;
+mod stream;
 mod timings;
 pub mod tls;
 
@@ -29,6 +30,7 @@ use crate::stats::{Aggregator, Recorder};
 pub use completion::CompletionQueue;
 pub use request::{describe_error, status_failure, HttpOutcome, RequestSpec};
 pub use session::{validate_base_url, HttpSession, HttpVersion, USER_AGENT};
+pub use stream::{BodyStream, Read, ReadKind, SseEvent};
 pub use timings::Timings;
 
 /// Errors of the engine itself (not of requests: those are recorded data).
@@ -44,10 +46,33 @@ pub enum EngineError {
     Start(String),
 }
 
-/// A finished request, tagged with the id [`Engine::submit`] returned.
+/// A finished request or read, tagged with the id [`Engine::submit`] or
+/// [`Engine::submit_read`] returned.
 pub struct Completion {
     pub id: u64,
-    pub outcome: HttpOutcome,
+    pub outcome: Outcome,
+}
+
+/// What a [`Completion`] finished.
+// Responses are nearly every completion: boxing them would cost an
+// allocation per request to save bytes on the rare read.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Outcome {
+    /// A request: its response, or its failure.
+    Response(HttpOutcome),
+    /// A read of a streamed body.
+    Read(Read),
+}
+
+impl Completion {
+    /// The response, when it finished a request.
+    pub fn response(&self) -> Option<&HttpOutcome> {
+        match &self.outcome {
+            Outcome::Response(r) => Some(r),
+            Outcome::Read(_) => None,
+        }
+    }
 }
 
 /// The process-wide engine: one tokio runtime, one TLS configuration, one
@@ -140,9 +165,15 @@ impl Engine {
             .resolve(&spec.url)
             .map(|url| (url, session.state.clone()));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let job = request::Job { id, prepared, spec };
+        let recorder = spec.stream.then(|| self.recorder.clone());
+        let job = request::Job {
+            id,
+            prepared,
+            spec,
+            recorder,
+        };
         if self.driven_mode.load(Ordering::Acquire) {
-            self.driven.submit(job);
+            self.driven.submit(driven::Work::Request(job));
             return id;
         }
         let recorder = self.recorder.clone();
@@ -156,6 +187,23 @@ impl Engine {
             }
             completions.push(done);
             in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+        id
+    }
+
+    /// Starts reading the next piece of a streamed body and returns its id
+    /// at once; the piece arrives as a [`Completion`] as requests do. Reads
+    /// are not requests in flight: an event stream may stay quiet for long.
+    pub fn submit_read(&self, stream: Arc<BodyStream>, kind: ReadKind) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = request::ReadJob { id, stream, kind };
+        if self.driven_mode.load(Ordering::Acquire) {
+            self.driven.submit(driven::Work::Read(job));
+            return id;
+        }
+        let completions = self.completions.clone();
+        self.runtime.spawn(async move {
+            completions.push(job.run().await);
         });
         id
     }

@@ -10,10 +10,11 @@ use reqwest::{Client, Method, StatusCode, Url};
 
 use super::h1::{body_over_limit, Answer, Origin};
 use super::session::{Redirects, SessionState, USER_AGENT};
-use super::timings::Timings;
+use super::stream::{BodyStream, ReadKind};
+use super::timings::{micros, Timings};
 use super::tls::TlsOptions;
-use super::{Completion, EngineError};
-use crate::stats::{unix_now_s, RequestSample};
+use super::{Completion, EngineError, Outcome};
+use crate::stats::{unix_now_s, Recorder, RequestSample};
 
 /// Timeout of a request that does not set one, in seconds. Locust's
 /// FastHttpUser uses the same 60 s `network_timeout`.
@@ -43,6 +44,9 @@ pub struct RequestSpec {
     /// TLS options of this request (`verify=`, `cert=`); None for the
     /// session's.
     pub tls: Option<TlsOptions>,
+    /// Return at the response head and leave the body to be read as it
+    /// arrives (`stream=True`, see `stream.rs`).
+    pub stream: bool,
 }
 
 /// The response body a request accepts unless it says otherwise: a
@@ -78,6 +82,9 @@ pub struct HttpOutcome {
     pub ended_at_s: f64,
     /// Copied from the request's [`RequestSpec::intended_lag_us`].
     pub intended_lag_us: Option<u64>,
+    /// The body still to read, for a `stream=True` request that got a
+    /// response head; `body` is then empty.
+    pub stream: Option<Arc<BodyStream>>,
 }
 
 impl HttpOutcome {
@@ -97,11 +104,13 @@ impl HttpOutcome {
             error: Some(error),
             ended_at_s: unix_now_s(),
             intended_lag_us: spec.intended_lag_us,
+            stream: None,
         }
     }
 
     /// The time to first byte recorded for it (µs): None without a
-    /// response, and on reqwest's path, which does not time the phases.
+    /// response, and on reqwest's path, which does not time the phases
+    /// (streamed requests aside: their head's arrival is timed).
     pub fn ttfb_us(&self) -> Option<u64> {
         (self.status > 0 && self.timings.waiting_us > 0).then_some(self.timings.waiting_us)
     }
@@ -127,6 +136,25 @@ pub(crate) struct Job {
     /// The absolute URL and the session, or why there are none.
     pub prepared: Result<(Url, Arc<SessionState>), EngineError>,
     pub spec: RequestSpec,
+    /// Where a streamed request records itself when its body ends.
+    pub recorder: Option<Recorder>,
+}
+
+/// A submitted read of a streamed body.
+pub(crate) struct ReadJob {
+    pub id: u64,
+    pub stream: Arc<BodyStream>,
+    pub kind: ReadKind,
+}
+
+impl ReadJob {
+    /// Waits for the piece and returns it as a completion.
+    pub async fn run(self) -> Completion {
+        Completion {
+            id: self.id,
+            outcome: Outcome::Read(self.stream.read(self.kind).await),
+        }
+    }
 }
 
 impl Job {
@@ -140,6 +168,20 @@ impl Job {
     /// client.
     pub async fn run(mut self) -> (Completion, Option<RequestSample>) {
         let outcome = match self.prepared {
+            Ok((url, session)) if self.spec.stream => {
+                let redirects = if self.spec.allow_redirects {
+                    Redirects::All
+                } else {
+                    Redirects::None
+                };
+                match session.client(redirects) {
+                    Ok(client) => {
+                        let recorder = self.recorder.filter(|_| self.spec.record);
+                        Box::pin(execute_streamed(&client, url, &self.spec, recorder)).await
+                    }
+                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
+                }
+            }
             Ok((url, session)) if !proxy_set(url.scheme()) => {
                 match session.tls_for(&url, self.spec.tls.as_ref()) {
                     Ok(tls) => execute_plain(&session, url, tls, &mut self.spec).await,
@@ -162,11 +204,12 @@ impl Job {
             }
             Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
         };
-        let sample = self.spec.record.then(|| outcome.sample());
+        // A streamed body records its request when it ends.
+        let sample = (self.spec.record && outcome.stream.is_none()).then(|| outcome.sample());
         (
             Completion {
                 id: self.id,
-                outcome,
+                outcome: Outcome::Response(outcome),
             },
             sample,
         )
@@ -422,38 +465,54 @@ fn follow_up(
     next
 }
 
+/// reqwest's request for `spec` to `url`, without a timeout.
+///
+/// # Errors
+/// An `InvalidHeader` failure text.
+fn reqwest_request(
+    client: &Client,
+    url: Url,
+    spec: &RequestSpec,
+) -> Result<reqwest::RequestBuilder, String> {
+    let mut builder = client
+        .request(spec.method.clone(), url)
+        .headers(header_map(&spec.headers)?);
+    if let Some(body) = &spec.body {
+        builder = builder.body(body.clone());
+    }
+    Ok(builder)
+}
+
+/// Fills `out` from a response head.
+fn take_head(out: &mut HttpOutcome, resp: &reqwest::Response) {
+    out.status = resp.status().as_u16();
+    out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
+    out.version = resp.version();
+    out.url = resp.url().to_string();
+    if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
+        out.cookies = resp
+            .cookies()
+            .map(|c| (c.name().to_owned(), c.value().to_owned()))
+            .collect();
+    }
+    out.headers = resp.headers().clone();
+}
+
 /// Sends `spec` to `url` with reqwest and reads the whole body, timing both.
 pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> HttpOutcome {
     let mut out = HttpOutcome::failed_before_sending(spec, String::new());
     out.url = url.to_string();
-    let headers = match header_map(&spec.headers) {
-        Ok(h) => h,
+    let builder = match reqwest_request(client, url, spec) {
+        Ok(b) => b.timeout(request_timeout(spec)),
         Err(e) => {
             out.error = Some(e);
             return out;
         }
     };
-    let mut builder = client
-        .request(spec.method.clone(), url)
-        .timeout(request_timeout(spec))
-        .headers(headers);
-    if let Some(body) = &spec.body {
-        builder = builder.body(body.clone());
-    }
     let started = Instant::now();
     let result = match builder.send().await {
         Ok(resp) => {
-            out.status = resp.status().as_u16();
-            out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
-            out.version = resp.version();
-            out.url = resp.url().to_string();
-            if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
-                out.cookies = resp
-                    .cookies()
-                    .map(|c| (c.name().to_owned(), c.value().to_owned()))
-                    .collect();
-            }
-            out.headers = resp.headers().clone();
+            take_head(&mut out, &resp);
             read_limited(resp, spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)).await
         }
         Err(e) => Err(describe_error(&e)),
@@ -467,6 +526,51 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
         }
         Err(e) => out.error = Some(e),
     }
+    out
+}
+
+/// Sends `spec` to `url` with reqwest and returns at the response head,
+/// with the body left to [`BodyStream`]; its time to first byte is the
+/// head's arrival. The request's timeout bounds the wait for the head, and
+/// then each wait for more of the body (as `requests` applies its read
+/// timeout), not the whole stream. When the body ends, `recorder` (if
+/// any) records the request.
+async fn execute_streamed(
+    client: &Client,
+    url: Url,
+    spec: &RequestSpec,
+    recorder: Option<Recorder>,
+) -> HttpOutcome {
+    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    out.url = url.to_string();
+    let builder = match reqwest_request(client, url, spec) {
+        Ok(b) => b,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let timeout = request_timeout(spec);
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, builder.send()).await {
+        Err(_) => out.error = Some("Timeout: request timed out".to_owned()),
+        Ok(Err(e)) => out.error = Some(describe_error(&e)),
+        Ok(Ok(resp)) => {
+            take_head(&mut out, &resp);
+            out.timings.waiting_us = micros(started.elapsed());
+            out.error = status_failure(out.status, &out.reason);
+            let record = recorder.map(|r| (r, out.sample()));
+            out.stream = Some(BodyStream::start(
+                resp,
+                started,
+                out.error.clone(),
+                record,
+                timeout,
+            ));
+        }
+    }
+    out.response_time_us = micros(started.elapsed());
+    out.ended_at_s = unix_now_s();
     out
 }
 
@@ -547,6 +651,7 @@ impl RequestSpec {
             intended_lag_us: None,
             max_body_bytes: None,
             tls: None,
+            stream: false,
         }
     }
 }

@@ -37,16 +37,16 @@ mod plain_path_tests {
         let prepared = session
             .resolve(&spec.url)
             .map(|u| (u, session.state.clone()));
-        rt.block_on(
-            Job {
-                id: 1,
-                prepared,
-                spec,
-            }
-            .run(),
-        )
-        .0
-        .outcome
+        let job = Job {
+            id: 1,
+            prepared,
+            spec,
+            recorder: None,
+        };
+        match rt.block_on(job.run()).0.outcome {
+            crate::engine::Outcome::Response(r) => r,
+            crate::engine::Outcome::Read(r) => panic!("a request finished as a read: {r:?}"),
+        }
     }
 
     fn setup() -> (DemoTarget, tokio::runtime::Runtime, HttpSession) {
