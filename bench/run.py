@@ -11,6 +11,8 @@ Scenarios (see bench/README.md for the targets):
   latency     2,000 requests/s at a fixed rate: p50/p99 next to a
               latency-corrected open-model tool (oha -q, or wrk2), if present.
   memory      10,000 users at wait_time = constant(1): peak RSS per user.
+  memory-tls  5,000 users at constant(1) over HTTPS: peak RSS per user
+              above a 1-user run's.
   startup     `aiotest --version`, and 10,000 users at --spawn-rate 10000.
   master      a real master (core 0) fed by 1,000 simulated workers (core 1,
               bench/simulate_workers.rs), each reporting 20 endpoints every
@@ -461,6 +463,26 @@ def memory(url: str, args: argparse.Namespace) -> list[Row]:
     return [row]
 
 
+def memory_tls(url: str, args: argparse.Namespace) -> list[Row]:
+    """5,000 users at ``constant(1)`` over HTTPS (keep-alive TLS 1.3
+    connections, one per user): peak RSS per user above the process's
+    own, which a 1-user run of the same file measures."""
+    if HTTPS_URL is None:
+        return [Row("memory-tls 5k users", "aiotest", note="needs nginx and openssl")]
+    users, d = 5_000, max(args.duration, 15)
+    script = HELLO_USER.format(wait=1)
+    base = aiotest(HTTPS_URL, d, script, 1, 1, "--insecure")
+    row = aiotest(HTTPS_URL, d, script, users, users, "--insecure")
+    row.scenario = "memory-tls 5k users"
+    if row.peak_rss_bytes and base.peak_rss_bytes:
+        per_user = (row.peak_rss_bytes - base.peak_rss_bytes) / users / 1024
+        row.note = (
+            f"{per_user:.1f} KB per user above the 1-user run's "
+            f"{base.peak_rss_bytes / 2**20:.0f} MB"
+        )
+    return [row]
+
+
 def startup(url: str, args: argparse.Namespace) -> list[Row]:
     times = []
     for _ in range(5):
@@ -608,6 +630,7 @@ SCENARIOS = {
     "locustfile": locustfile,
     "latency": latency,
     "memory": memory,
+    "memory-tls": memory_tls,
     "startup": startup,
     "master": master,
 }
