@@ -45,7 +45,8 @@ class Workers:
         #: Each stopped worker's stderr (its log).
         self.logs: list[str] = []
 
-    def start(self, n: int = 1) -> None:
+    def start(self, n: int = 1, *extra: str) -> None:
+        """Starts ``n`` workers, with ``extra`` arguments."""
         for _ in range(n):
             self.procs.append(
                 subprocess.Popen(
@@ -58,6 +59,7 @@ class Workers:
                         str(self.port),
                         "--heartbeat-interval",
                         "0.5",
+                        *extra,
                     ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,

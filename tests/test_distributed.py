@@ -342,6 +342,41 @@ class Greeter(AsyncHttpUser):
 """
 
 
+def test_workers_exit_with_their_master_when_asked(
+    cluster, demo_target: DemoTarget, tmp_path: Path
+) -> None:
+    """--worker-exit-with-master: exit 1 when the master is lost, 0 when its
+    run ends; a worker without it waits for the next master."""
+    workers, port, path = cluster
+    workers.start(1, "--worker-exit-with-master")
+    workers.start(1)
+    flagged, waiting = workers.procs
+    lost = master_proc(path, port, demo_target, tmp_path, "--expect-workers", "2",
+                       "--heartbeat-interval", "0.5", run_time="60s")  # fmt: skip
+    try:
+        for line in lost.stderr:  # type: ignore[union-attr]
+            if "Starting 2 users" in line:
+                break
+        lost.send_signal(signal.SIGKILL)
+        lost.wait(timeout=10)
+    finally:
+        lost.kill()
+        lost.communicate()
+    # Liveness is 3 x 0.5 s.
+    assert flagged.wait(timeout=20) == 1
+    assert waiting.poll() is None
+    workers.start(1, "--worker-exit-with-master")
+    ended = master_proc(path, port, demo_target, tmp_path, "--expect-workers", "2",
+                        "--expect-workers-max-wait", "20", run_time="1s")  # fmt: skip
+    _, err = ended.communicate(timeout=40)
+    assert ended.returncode == 0, err
+    assert workers.procs[2].wait(timeout=20) == 0
+    assert waiting.poll() is None  # still there for the next master
+    workers.stop()
+    assert "Quitting (the master was lost" in workers.logs[0], workers.logs[0]
+    assert "Quitting (the master's run ended" in workers.logs[2], workers.logs[2]
+
+
 @pytest.mark.parametrize("processes", [0, 2])
 def test_custom_messages_go_both_ways(
     write_file, demo_target: DemoTarget, tmp_path: Path, processes: int

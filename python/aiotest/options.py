@@ -241,6 +241,7 @@ class RunOptions:
     worker: bool = False
     master_host: str = "127.0.0.1"
     master_port: int = 5557
+    worker_exit_with_master: bool = False
     processes: int | None = None
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3

@@ -39,7 +39,9 @@ class WorkerProcess:
     """A worker: serves master after master until told to quit (Ctrl-C,
     SIGTERM, or the ``quit`` message). Runs the users each ``spawn`` asks
     for, stops them on ``stop``, when the master leaves or falls silent,
-    and then waits for the next master. One handler per link event.
+    and then waits for the next master, or with ``--worker-exit-with-master``
+    exits (0 when the run ended or the master left, 1 when it fell silent).
+    One handler per link event.
 
     Args:
         classes: The aiotestfile's user classes.
@@ -260,6 +262,8 @@ class WorkerProcess:
         await self.stop_users()
         self.send_progress()  # the final task count goes with the last report
         self.link.stopped(event["run_id"])
+        if self.opts.worker_exit_with_master:
+            self._leave(0, "the master's run ended")
 
     async def on_master_lost(self, event: dict[str, Any]) -> None:
         log.warning(
@@ -270,10 +274,22 @@ class WorkerProcess:
         # The master serves the rows we hold to others once it finds us
         # missing: handing them out too would use them twice.
         drop_held_rows()
+        if self.opts.worker_exit_with_master:
+            self._leave(1, "the master was lost")
 
     async def on_master_left(self, _event: dict[str, Any]) -> None:
-        log.info("The master left: waiting for the next one")
         await self.stop_users()
+        if self.opts.worker_exit_with_master:
+            self._leave(0, "the master left")
+        else:
+            log.info("The master left: waiting for the next one")
+
+    def _leave(self, exit_code: int, why: str) -> None:
+        """Ends this worker (``--worker-exit-with-master``) with
+        ``exit_code``, telling the master when it is still there."""
+        self.link.quit()
+        log.info("Quitting (%s, and --worker-exit-with-master is set)", why)
+        self._exit_code = exit_code
 
     async def on_quit(self, _event: dict[str, Any]) -> None:
         await self.stop_users()

@@ -126,6 +126,11 @@ struct Link {
     beat: tokio::time::Interval,
 }
 
+/// The first wait after a failed connection attempt (a name that does not
+/// resolve, a refused port); each further one doubles, up to the connect
+/// timeout.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
 /// Runs the worker link until Python sends [`WorkerCommand::Quit`], the
 /// master says quit or refuses this worker, or the command channel closes.
 pub async fn run_worker(
@@ -137,6 +142,7 @@ pub async fn run_worker(
     let endpoint = format!("tcp://{}:{}", config.master_host, config.master_port);
     let mut state = ("ready".to_string(), 0u64, 0u64, Load::default());
     loop {
+        let mut retry_in = FIRST_RETRY;
         let transport = loop {
             match DealerTransport::connect(
                 &config.master_host,
@@ -147,18 +153,21 @@ pub async fn run_worker(
             {
                 Ok(t) => break t,
                 Err(e) => {
-                    let detail = match &e {
-                        TransportError::ConnectTimeout { .. } => {
-                            format!("no answer within {:?}", config.connect_timeout)
-                        }
-                        other => other.to_string(),
+                    let timed_out = matches!(e, TransportError::ConnectTimeout { .. });
+                    let detail = if timed_out {
+                        format!("no answer within {:?}", config.connect_timeout)
+                    } else {
+                        // A name that does not resolve yet (the master's
+                        // Service before its pod is up), a refused port.
+                        format!("{e}; retrying in {:.2} s", retry_in.as_secs_f64())
                     };
                     events.push(WorkerEvent::Waiting {
                         endpoint: endpoint.clone(),
                         detail,
                     });
-                    if !matches!(e, TransportError::ConnectTimeout { .. }) {
-                        tokio::time::sleep(config.connect_timeout).await;
+                    if !timed_out {
+                        tokio::time::sleep(retry_in).await;
+                        retry_in = (retry_in * 2).min(config.connect_timeout.max(FIRST_RETRY));
                     }
                 }
             }

@@ -311,6 +311,10 @@ pub struct RunOptions {
     )]
     pub master_port: u16,
 
+    /// For --worker: exit when the master's run ends or the master leaves (code 0), or when the master falls silent (code 1), rather than wait for the next master. On Kubernetes this lets a worker Job complete with its master.
+    #[arg(long, env = "AIOTEST_WORKER_EXIT_WITH_MASTER")]
+    pub worker_exit_with_master: bool,
+
     /// Fork N local worker processes (-1: one per core); without --worker this process becomes their master.
     #[arg(long, env = "AIOTEST_PROCESSES", value_parser = parse_processes, value_name = "N")]
     pub processes: Option<i64>,
