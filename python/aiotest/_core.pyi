@@ -423,9 +423,10 @@ class DemoTarget:
 @final
 class WebUi:
     """The web UI and its HTTP API (docs/web.md), served on ``engine``'s
-    runtime. Raises OSError when ``host:port`` cannot be bound, ConfigError
-    (exit code 2) for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS
-    files (PEM)."""
+    runtime, with ``GET /healthz`` and ``/readyz`` (no login asked); with
+    ``service_only``, those alone (a headless run's or a worker's). Raises
+    OSError when ``host:port`` cannot be bound, ConfigError (exit code 2)
+    for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS files (PEM)."""
 
     def __new__(
         cls,
@@ -436,7 +437,11 @@ class WebUi:
         login: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        service_only: bool = False,
     ) -> WebUi: ...
+    def set_ready(self, ready: bool, reason: str) -> None:
+        """Sets what ``GET /readyz`` answers: 200 when ``ready``, else 503;
+        ``reason`` is the body either way."""
     @property
     def port(self) -> int: ...
     @property

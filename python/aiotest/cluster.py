@@ -260,6 +260,14 @@ class ClusterBackend(Backend):
 
     # -- the Backend interface
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once ``--expect-workers`` workers are connected; not
+        while fewer are."""
+        live, expected = self.cluster().live_workers, self.opts.expect_workers
+        if live >= expected:
+            return True, f"ready: {live} workers connected"
+        return False, f"waiting for workers: {live} of {expected} connected"
+
     async def ready(self, stop: asyncio.Event) -> int | None:
         """Waits for ``--expect-workers`` workers (at most
         ``--expect-workers-max-wait``); exit code 1 when too few came, 0
@@ -472,4 +480,6 @@ def _worker_argv(opts: RunOptions, master_port: int) -> list[str]:
         str(opts.heartbeat_liveness),
         "-L",
         opts.loglevel,
+        # The parent serves the endpoints; children would fight for its port.
+        "--no-web-server",
     ]

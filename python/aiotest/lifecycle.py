@@ -134,6 +134,11 @@ class Backend(abc.ABC):
         backend adds (docs/web.md's ``/stats/requests``)."""
         return {"state": self.state, "user_count": self.user_count, "task_runs": self.task_runs}
 
+    def readiness(self) -> tuple[bool, str]:
+        """What ``GET /readyz`` answers (see :mod:`aiotest.health`): whether
+        the backend can run users, and a word on it. In this process: ready."""
+        return True, "ready"
+
     def describe(self) -> str:
         """A line or table on where the users run, for the live console."""
         return f"{self.state}: {self.user_count} users"

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from . import _bridge, cluster, compat, gevent_api, lifecycle, web, worker
+from . import _bridge, cluster, compat, gevent_api, health, lifecycle, web, worker
 from ._core import DemoTarget, parse_options
 from .config import config_file_values
 from .env import Environment
@@ -182,9 +182,19 @@ def _environment(opts: RunOptions, classes: list[type[User]]) -> Environment:
 async def _steer(
     env: Environment, opts: RunOptions, checks: list[str], backend: lifecycle.Backend
 ) -> int:
-    if opts.headless:
-        return await lifecycle.run_headless(env, opts, checks, backend)
-    return await web.serve(env, opts, checks, backend)
+    if not opts.headless:
+        return await web.serve(env, opts, checks, backend)
+    try:
+        endpoints = health.open_endpoints(backend.engine, opts, required=opts.web_port_given)
+    except OSError as exc:
+        print(f"error: the health endpoints: {exc}", file=sys.stderr)
+        return 2
+    try:
+        async with health.following(endpoints, backend.readiness):
+            return await lifecycle.run_headless(env, opts, checks, backend)
+    finally:
+        if endpoints is not None:
+            endpoints.stop()
 
 
 async def _run_local(env: Environment, opts: RunOptions, checks: list[str]) -> int:

@@ -207,6 +207,10 @@ class RunOptions:
     headless: bool = False
     web_host: str = ""
     web_port: int = 8089
+    #: Whether ``--web-port`` (or its variable or config key) was given: a
+    #: worker serves its health endpoints only then.
+    web_port_given: bool = False
+    no_web_server: bool = False
     web_login: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -264,6 +268,9 @@ class RunOptions:
         if unknown:
             raise ConfigError(f"unknown options {', '.join(unknown)}: reinstall aiotest")
         values = dict(run)
+        values["web_port_given"] = values.get("web_port") is not None
+        if values.get("web_port") is None:
+            values["web_port"] = cls.web_port
         for key in ("tags", "exclude_tags", "checks", "user_classes"):
             values[key] = tuple(values.get(key) or ())
         if values.get("arrival_rate"):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from . import health
 from ._core import Engine, WebUi, __version__, parse_duration_s, validate_host
 from .env import Environment, needs_host
 from .exceptions import AiotestError, ConfigError
@@ -487,7 +488,8 @@ async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backe
         loop.add_signal_handler(sig, server.quit.set)
     env.web_ui = server
     try:
-        await server.serve()
+        async with health.following(web, backend.readiness):
+            await server.serve()
     finally:
         env.web_ui = None
         for sig in (signal.SIGINT, signal.SIGTERM):

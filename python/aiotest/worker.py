@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from . import health
 from ._bridge import pump_events
 from ._core import Engine, Worker
 from .data import drop_held_rows
@@ -80,10 +81,28 @@ class WorkerProcess:
         self._load = ProcessLoad()
         self._last_waiting = 0.0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: What ``/readyz`` answers: ready while joined to a master.
+        self._readiness = (False, "connecting to the master")
         self._exit_code: int | None = None
 
     async def serve(self) -> int:
-        """Serves until told to quit; returns the exit code."""
+        """Serves until told to quit; returns the exit code (2 when
+        ``--web-port`` is given and cannot be bound)."""
+        endpoints = None
+        if self.opts.web_port_given:
+            try:
+                endpoints = health.open_endpoints(self.engine, self.opts, required=True)
+            except OSError as exc:
+                print(f"error: the health endpoints: {exc}", file=sys.stderr)
+                return 2
+        try:
+            async with health.following(endpoints, lambda: self._readiness):
+                return await self._serve()
+        finally:
+            if endpoints is not None:
+                endpoints.stop()
+
+    async def _serve(self) -> int:
         loop = asyncio.get_running_loop()
         pump_events(self.link, self._events.put_nowait)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,6 +205,7 @@ class WorkerProcess:
     # -- link events
 
     async def on_waiting(self, event: dict[str, Any]) -> None:
+        self._readiness = (False, f"waiting for the master at {event['endpoint']}")
         now = time.monotonic()
         if now - self._last_waiting >= WAITING_LOG_INTERVAL_S - 0.5:
             log.info("Waiting for the master at %s (%s)", event["endpoint"], event["detail"])
@@ -193,6 +213,7 @@ class WorkerProcess:
 
     async def on_joined(self, event: dict[str, Any]) -> None:
         self.index = event["worker_index"]
+        self._readiness = (True, f"joined the master as worker {self.index}")
         log.info("Joined the master as worker %d", self.index)
 
     async def on_refused(self, event: dict[str, Any]) -> None:
@@ -266,6 +287,7 @@ class WorkerProcess:
             self._leave(0, "the master's run ended")
 
     async def on_master_lost(self, event: dict[str, Any]) -> None:
+        self._readiness = (False, "the master fell silent: waiting for a master")
         log.warning(
             "The master was silent for %.1fs: stopping users, waiting for a master",
             event["silent_s"],
@@ -278,6 +300,7 @@ class WorkerProcess:
             self._leave(1, "the master was lost")
 
     async def on_master_left(self, _event: dict[str, Any]) -> None:
+        self._readiness = (False, "the master left: waiting for a master")
         await self.stop_users()
         if self.opts.worker_exit_with_master:
             self._leave(0, "the master left")

@@ -33,7 +33,8 @@ impl PyWebUi {
     /// Binds `host:port` and serves. Raises OSError when the address cannot
     /// be bound, ConfigError for a bad login or unreadable TLS files.
     #[new]
-    #[pyo3(signature = (engine, *, host, port, login = None, tls_cert = None, tls_key = None))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (engine, *, host, port, login = None, tls_cert = None, tls_key = None, service_only = false))]
     fn new(
         py: Python<'_>,
         engine: &PyEngine,
@@ -42,6 +43,7 @@ impl PyWebUi {
         login: Option<String>,
         tls_cert: Option<String>,
         tls_key: Option<String>,
+        service_only: bool,
     ) -> PyResult<Self> {
         let config = WebConfig {
             host,
@@ -49,6 +51,7 @@ impl PyWebUi {
             login,
             tls_cert_path: tls_cert,
             tls_key_path: tls_key,
+            service_only,
         };
         let rt = engine.inner.runtime().handle().clone();
         let recorder = engine.inner.recorder();
@@ -120,6 +123,13 @@ impl PyWebUi {
         };
         let ui = self.ui()?;
         py.detach(|| ui.publish(&status, meta, fields));
+        Ok(())
+    }
+
+    /// Sets what `GET /readyz` answers: 200 when `ready`, else 503;
+    /// `reason` is the body either way.
+    fn set_ready(&self, ready: bool, reason: &str) -> PyResult<()> {
+        self.ui()?.health().set(ready, reason);
         Ok(())
     }
 

@@ -113,15 +113,13 @@ pub struct RunOptions {
     )]
     pub web_host: String,
 
-    /// Port of the web UI.
-    #[arg(
-        short = 'P',
-        long,
-        env = "AIOTEST_WEB_PORT",
-        default_value_t = 8089,
-        value_name = "PORT"
-    )]
-    pub web_port: u16,
+    /// Port of the web UI [default: 8089]. A headless run serves /healthz, /readyz and /metrics there; a worker serves /healthz and /readyz there only when it is given.
+    #[arg(short = 'P', long, env = "AIOTEST_WEB_PORT", value_name = "PORT")]
+    pub web_port: Option<u16>,
+
+    /// Serve nothing over HTTP in a headless run or on a worker (no /healthz, /readyz or /metrics).
+    #[arg(long, env = "AIOTEST_NO_WEB_SERVER")]
+    pub no_web_server: bool,
 
     /// Protect the web UI with HTTP basic auth, e.g. admin:s3cret.
     #[arg(

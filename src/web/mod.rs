@@ -15,10 +15,12 @@
 //! snapshot, by the same code as the `--csv` and `--html` files.
 
 mod doc;
+mod health;
 mod origin;
 mod serve;
 mod tls;
 
+pub use health::Health;
 pub use serve::{serve_until_told, Limits};
 
 use std::collections::HashMap;
@@ -68,6 +70,9 @@ pub struct WebConfig {
     /// PEM certificate chain and private key files: serve HTTPS.
     pub tls_cert_path: Option<String>,
     pub tls_key_path: Option<String>,
+    /// Serve only the endpoints of a headless run or a worker: `/healthz`
+    /// and `/readyz`, no page and no commands.
+    pub service_only: bool,
 }
 
 /// Why the web UI could not start.
@@ -116,6 +121,7 @@ struct Shared {
     next_id: AtomicU64,
     /// The exact `Authorization` header value that is let in.
     authorization: Option<String>,
+    health: Arc<Health>,
 }
 
 /// A running web UI; stops serving when dropped.
@@ -181,8 +187,13 @@ impl WebUi {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             authorization,
+            health: Arc::default(),
         });
-        let app = router(shared.clone());
+        let app = if config.service_only {
+            health::routes(shared.health.clone())
+        } else {
+            router(shared.clone())
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let shutdown = match tls {
             Some(tls) => {
@@ -202,6 +213,11 @@ impl WebUi {
             scheme,
             shutdown: Some(shutdown),
         })
+    }
+
+    /// What `/readyz` answers.
+    pub fn health(&self) -> &Health {
+        &self.shared.health
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -382,6 +398,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/state", get(state))
         .route("/api/events", get(events))
         .layer(middleware::from_fn_with_state(shared.clone(), basic_auth))
+        // After the login's layer: probes carry no credentials.
+        .merge(health::routes(shared.health.clone()))
         .with_state(shared)
 }
 
