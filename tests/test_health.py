@@ -61,6 +61,10 @@ def test_master_is_ready_once_its_workers_joined_and_workers_while_joined(
         assert "1 of 2 connected" in wait_until(web_port, "/readyz", 503)
         workers.start(1)  # no --web-port: serves nothing
         assert "2 workers connected" in wait_until(web_port, "/readyz", 200)
+        # A headless master's /metrics counts its workers; a worker has none.
+        status, metrics = get(web_port, "/metrics")
+        assert status == 200 and "aiotest_workers{state=" in metrics, metrics
+        assert get(worker_web_port, "/metrics")[0] == 404
         _, err = master.communicate(timeout=40)
         assert master.returncode == 0, err
         # The master left: the worker waits for the next one, not ready.

@@ -423,10 +423,13 @@ class DemoTarget:
 @final
 class WebUi:
     """The web UI and its HTTP API (docs/web.md), served on ``engine``'s
-    runtime, with ``GET /healthz`` and ``/readyz`` (no login asked); with
-    ``service_only``, those alone (a headless run's or a worker's). Raises
-    OSError when ``host:port`` cannot be bound, ConfigError (exit code 2)
-    for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS files (PEM)."""
+    runtime, with ``GET /healthz`` and ``/readyz`` (no login asked) and, with
+    ``serve_metrics``, ``GET /metrics`` (docs/metrics.md; response-time
+    buckets at ``metrics_buckets_s``, seconds, or 1 ms to 60 s when empty);
+    with ``service_only``, those alone (a headless run's or a worker's).
+    Raises OSError when ``host:port`` cannot be bound, ConfigError (exit
+    code 2) for a bad ``login`` (``USER:PASSWORD``) or unreadable TLS files
+    (PEM)."""
 
     def __new__(
         cls,
@@ -438,7 +441,13 @@ class WebUi:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         service_only: bool = False,
+        serve_metrics: bool = True,
+        metrics_buckets_s: list[float] = ...,
     ) -> WebUi: ...
+    def set_status(self, status: dict[str, Any]) -> None:
+        """Sets what ``/metrics`` shows besides the statistics: ``state``,
+        ``users_by_class`` and ``workers_by_state`` (lists of ``(name,
+        count)``) and ``cpu_percent``. Raises ValueError for another shape."""
     def set_ready(self, ready: bool, reason: str) -> None:
         """Sets what ``GET /readyz`` answers: 200 when ``ready``, else 503;
         ``reason`` is the body either way."""

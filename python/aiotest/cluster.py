@@ -10,6 +10,7 @@ and into logs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -391,6 +392,12 @@ class ClusterBackend(Backend):
             "worker_count": st.live_workers,
             "workers": [worker_dict(w) for w in st.workers],
         }
+
+    def metrics_status(self) -> dict[str, Any]:
+        status = super().metrics_status()
+        by_state = collections.Counter(w.state for w in self.cluster().workers)
+        status["workers_by_state"] = sorted(by_state.items())
+        return status
 
     def describe(self) -> str:
         return workers_table(self.cluster())

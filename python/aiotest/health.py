@@ -1,13 +1,14 @@
-"""The endpoints an orchestrator probes: ``GET /healthz`` (the process is
-alive) and ``GET /readyz`` (200 once ready, else 503 with the reason), in
-Kubernetes' conventions (docs/kubernetes.md).
+"""The endpoints an orchestrator and a metrics server call: ``GET
+/healthz`` (the process is alive), ``GET /readyz`` (200 once ready, else
+503 with the reason), in Kubernetes' conventions, and ``GET /metrics`` (the
+run's statistics in the Prometheus text format; docs/metrics.md).
 
 The web UI serves them next to its page. A headless run (local or master)
 serves them on ``--web-host``/``--web-port`` too, with nothing else; a
-worker does when ``--web-port`` is given. ``--no-web-server`` turns this
-off. Readiness: a local run is ready at once; a master once
-``--expect-workers`` workers joined; a worker while it is joined to its
-master.
+worker serves the first two when ``--web-port`` is given.
+``--no-web-server`` turns this off. Readiness: a local run is ready at
+once; a master once ``--expect-workers`` workers joined; a worker while it
+is joined to its master.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from ._core import Engine, WebUi
 from .options import RunOptions
@@ -26,10 +29,15 @@ log = logging.getLogger("aiotest.health")
 READINESS_INTERVAL_S = 0.5
 
 Readiness = Callable[[], tuple[bool, str]]
+#: The run's state for ``/metrics`` (``Backend.metrics_status``).
+MetricsStatus = Callable[[], dict[str, Any]]
 
 
-def open_endpoints(engine: Engine, opts: RunOptions, *, required: bool) -> WebUi | None:
-    """Binds the health endpoints alone on ``--web-host:--web-port``.
+def open_endpoints(
+    engine: Engine, opts: RunOptions, *, required: bool, metrics: bool
+) -> WebUi | None:
+    """Binds the health endpoints (and ``/metrics`` with ``metrics``)
+    alone on ``--web-host:--web-port``.
 
     Returns None with ``--no-web-server``, and when the port is taken and
     not ``required`` (it was not asked for): that is logged, and the run
@@ -41,31 +49,48 @@ def open_endpoints(engine: Engine, opts: RunOptions, *, required: bool) -> WebUi
     if opts.no_web_server:
         return None
     try:
-        ui = WebUi(engine, host=opts.web_host, port=opts.web_port, service_only=True)
+        ui = WebUi(
+            engine,
+            host=opts.web_host,
+            port=opts.web_port,
+            service_only=True,
+            serve_metrics=metrics,
+            metrics_buckets_s=list(opts.metrics_buckets_s),
+        )
     except OSError as exc:
         if required:
             raise
         log.info("Not serving /healthz and /readyz: %s (or pass --no-web-server)", exc)
         return None
-    log.info("Health endpoints at http://%s:%d/healthz and /readyz", opts.web_host, ui.port)
+    served = "/healthz, /readyz and /metrics" if metrics else "/healthz and /readyz"
+    log.info("Serving %s on port %d", served, ui.port)
     return ui
 
 
-async def follow(ui: WebUi, readiness: Readiness) -> None:
-    """Keeps ``ui``'s ``/readyz`` on ``readiness()`` until cancelled."""
+async def follow(ui: WebUi, readiness: Readiness, status: MetricsStatus | None) -> None:
+    """Keeps ``ui``'s ``/readyz`` on ``readiness()``, and its ``/metrics``
+    gauges on ``status()`` with this process's CPU use, until cancelled."""
+    cpu_s, wall_s = time.process_time(), time.monotonic()
     while True:
         ui.set_ready(*readiness())
+        if status is not None:
+            now_cpu_s, now_wall_s = time.process_time(), time.monotonic()
+            busy = (now_cpu_s - cpu_s) / max(now_wall_s - wall_s, 1e-3) * 100
+            cpu_s, wall_s = now_cpu_s, now_wall_s
+            ui.set_status({**status(), "cpu_percent": busy})
         await asyncio.sleep(READINESS_INTERVAL_S)
 
 
 @contextlib.asynccontextmanager
-async def following(ui: WebUi | None, readiness: Readiness) -> AsyncIterator[None]:
+async def following(
+    ui: WebUi | None, readiness: Readiness, status: MetricsStatus | None = None
+) -> AsyncIterator[None]:
     """While the block runs, ``ui`` (if any) answers ``/readyz`` by
-    ``readiness``; the caller stops ``ui``."""
+    ``readiness`` and ``/metrics`` by ``status``; the caller stops ``ui``."""
     if ui is None:
         yield
         return
-    task = asyncio.create_task(follow(ui, readiness))
+    task = asyncio.create_task(follow(ui, readiness, status))
     try:
         yield
     finally:

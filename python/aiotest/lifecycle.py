@@ -134,6 +134,16 @@ class Backend(abc.ABC):
         backend adds (docs/web.md's ``/stats/requests``)."""
         return {"state": self.state, "user_count": self.user_count, "task_runs": self.task_runs}
 
+    def metrics_status(self) -> dict[str, Any]:
+        """The run as ``GET /metrics`` shows it besides the statistics:
+        ``state``, and ``users_by_class`` and ``workers_by_state`` as
+        ``(name, count)`` lists."""
+        return {
+            "state": self.state,
+            "users_by_class": [("all", self.user_count)],
+            "workers_by_state": [],
+        }
+
     def readiness(self) -> tuple[bool, str]:
         """What ``GET /readyz`` answers (see :mod:`aiotest.health`): whether
         the backend can run users, and a word on it. In this process: ready."""
@@ -246,6 +256,12 @@ class LocalBackend(Backend):
         status = super().status()
         if self.runner is not None:
             status["user_classes_count"] = self.runner.user_classes_count()
+        return status
+
+    def metrics_status(self) -> dict[str, Any]:
+        status = super().metrics_status()
+        if self.runner is not None:
+            status["users_by_class"] = list(self.runner.user_classes_count().items())
         return status
 
     def describe(self) -> str:

@@ -185,12 +185,14 @@ async def _steer(
     if not opts.headless:
         return await web.serve(env, opts, checks, backend)
     try:
-        endpoints = health.open_endpoints(backend.engine, opts, required=opts.web_port_given)
+        endpoints = health.open_endpoints(
+            backend.engine, opts, required=opts.web_port_given, metrics=True
+        )
     except OSError as exc:
         print(f"error: the health endpoints: {exc}", file=sys.stderr)
         return 2
     try:
-        async with health.following(endpoints, backend.readiness):
+        async with health.following(endpoints, backend.readiness, backend.metrics_status):
             return await lifecycle.run_headless(env, opts, checks, backend)
     finally:
         if endpoints is not None:

@@ -211,6 +211,7 @@ class RunOptions:
     #: worker serves its health endpoints only then.
     web_port_given: bool = False
     no_web_server: bool = False
+    metrics_buckets_s: tuple[float, ...] = ()
     web_login: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -271,7 +272,7 @@ class RunOptions:
         values["web_port_given"] = values.get("web_port") is not None
         if values.get("web_port") is None:
             values["web_port"] = cls.web_port
-        for key in ("tags", "exclude_tags", "checks", "user_classes"):
+        for key in ("tags", "exclude_tags", "checks", "user_classes", "metrics_buckets_s"):
             values[key] = tuple(values.get(key) or ())
         if values.get("arrival_rate"):
             values["arrival_rate"] = tuple(ArrivalStage(**s) for s in values["arrival_rate"])

@@ -455,6 +455,7 @@ def _open_web_ui(engine: Engine, opts: RunOptions) -> WebUi:
         login=opts.web_login,
         tls_cert=opts.tls_cert,
         tls_key=opts.tls_key,
+        metrics_buckets_s=list(opts.metrics_buckets_s),
     )
     shown_host = "0.0.0.0" if opts.web_host in ("", "*") else opts.web_host
     log.info("Starting web interface at %s://%s:%d", web.scheme, shown_host, web.port)
@@ -488,7 +489,7 @@ async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backe
         loop.add_signal_handler(sig, server.quit.set)
     env.web_ui = server
     try:
-        async with health.following(web, backend.readiness):
+        async with health.following(web, backend.readiness, backend.metrics_status):
             await server.serve()
     finally:
         env.web_ui = None

@@ -91,7 +91,9 @@ class WorkerProcess:
         endpoints = None
         if self.opts.web_port_given:
             try:
-                endpoints = health.open_endpoints(self.engine, self.opts, required=True)
+                endpoints = health.open_endpoints(
+                    self.engine, self.opts, required=True, metrics=False
+                )
             except OSError as exc:
                 print(f"error: the health endpoints: {exc}", file=sys.stderr)
                 return 2

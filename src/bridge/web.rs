@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use super::engine::PyEngine;
 use super::errors::{bad_shape, stopped, web_error};
 use crate::report::html::ReportMeta;
-use crate::web::{WebConfig, WebUi};
+use crate::web::{RunStatus, WebConfig, WebUi};
 
 /// The web UI of one master or local run. See `_core.pyi`.
 #[pyclass(name = "WebUi", module = "aiotest._core")]
@@ -34,7 +34,7 @@ impl PyWebUi {
     /// be bound, ConfigError for a bad login or unreadable TLS files.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (engine, *, host, port, login = None, tls_cert = None, tls_key = None, service_only = false))]
+    #[pyo3(signature = (engine, *, host, port, login = None, tls_cert = None, tls_key = None, service_only = false, serve_metrics = true, metrics_buckets_s = Vec::new()))]
     fn new(
         py: Python<'_>,
         engine: &PyEngine,
@@ -44,6 +44,8 @@ impl PyWebUi {
         tls_cert: Option<String>,
         tls_key: Option<String>,
         service_only: bool,
+        serve_metrics: bool,
+        metrics_buckets_s: Vec<f64>,
     ) -> PyResult<Self> {
         let config = WebConfig {
             host,
@@ -52,6 +54,8 @@ impl PyWebUi {
             tls_cert_path: tls_cert,
             tls_key_path: tls_key,
             service_only,
+            serve_metrics,
+            metrics_buckets_s,
         };
         let rt = engine.inner.runtime().handle().clone();
         let recorder = engine.inner.recorder();
@@ -130,6 +134,16 @@ impl PyWebUi {
     /// `reason` is the body either way.
     fn set_ready(&self, ready: bool, reason: &str) -> PyResult<()> {
         self.ui()?.health().set(ready, reason);
+        Ok(())
+    }
+
+    /// Sets what `GET /metrics` shows besides the statistics: a dict with
+    /// `state`, `users_by_class` and `workers_by_state` (lists of `(name,
+    /// count)`) and `cpu_percent`. Raises ValueError for another shape.
+    fn set_status(&self, py: Python<'_>, status: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status: RunStatus = parse("the metrics status", status)?;
+        let ui = self.ui()?;
+        py.detach(|| ui.metrics().set_status(status));
         Ok(())
     }
 

@@ -121,6 +121,10 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_NO_WEB_SERVER")]
     pub no_web_server: bool,
 
+    /// Bucket bounds of the aiotest_response_time_seconds histogram on /metrics, in seconds, e.g. 0.005,0.05,0.5 [default: 1 ms to 60 s in 16 steps].
+    #[arg(long = "metrics-buckets", env = "AIOTEST_METRICS_BUCKETS", value_delimiter = ',', value_parser = parse_bucket_s, value_name = "SECONDS")]
+    pub metrics_buckets_s: Vec<f64>,
+
     /// Protect the web UI with HTTP basic auth, e.g. admin:s3cret.
     #[arg(
         long,
@@ -403,6 +407,15 @@ fn parse_iterations(text: &str) -> Result<u64, String> {
         Ok(n) if n > 0 => Ok(n as u64),
         _ => Err(format!(
             "'{text}' is not an iteration count: give a whole number above 0, e.g. -i 1000"
+        )),
+    }
+}
+
+fn parse_bucket_s(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a bucket bound: give seconds above 0 (at most a day), e.g. 0.005,0.05,0.5"
         )),
     }
 }

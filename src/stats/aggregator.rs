@@ -5,6 +5,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::buckets::{bucket_counts, EntryBuckets};
 use super::registry::{
     HistoryRow, RequestSample, SparseStats, Stats, StatsSnapshot, DEFAULT_MAX_NAMES,
 };
@@ -36,6 +37,10 @@ enum Message {
         reply: mpsc::Sender<Vec<HistoryRow>>,
     },
     MaxNames(usize),
+    Buckets {
+        bounds_us: Vec<u64>,
+        reply: mpsc::Sender<Vec<EntryBuckets>>,
+    },
     Shutdown,
 }
 
@@ -193,6 +198,15 @@ impl Recorder {
         let _ = self.send(Message::MaxNames(max_names));
     }
 
+    /// Each row's counters and cumulative response-time counts at
+    /// `bounds_us` (ascending µs), the Aggregated row last; see
+    /// [`bucket_counts`]. `None` once shut down.
+    pub fn bucket_counts(&self, bounds_us: Vec<u64>) -> Option<Vec<EntryBuckets>> {
+        let (reply, rx) = mpsc::channel();
+        self.send(Message::Buckets { bounds_us, reply }).ok()?;
+        rx.recv().ok()
+    }
+
     /// History rows from index `from` on (all of them for 0), oldest first;
     /// fewer than expected after a [`Recorder::restart`]. `None` once shut
     /// down.
@@ -231,6 +245,9 @@ impl Aggregator {
                             traceback,
                             node,
                         } => stats.record_error(&message, &traceback, &node),
+                        Message::Buckets { bounds_us, reply } => {
+                            let _ = reply.send(bucket_counts(&stats, &bounds_us));
+                        }
                         Message::Snapshot {
                             reply,
                             with_history,

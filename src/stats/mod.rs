@@ -6,11 +6,13 @@
 //! [`StatsSnapshot`].
 
 mod aggregator;
+mod buckets;
 pub mod console;
 mod entry;
 mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
+pub use buckets::{bucket_counts, EntryBuckets};
 pub use entry::{
     format_quantile, new_histogram, EntrySnapshot, HistoryEntry, SparseEntry, StatsEntry, Window,
     PERCENTILES,

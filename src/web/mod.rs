@@ -16,11 +16,13 @@
 
 mod doc;
 mod health;
+mod metrics;
 mod origin;
 mod serve;
 mod tls;
 
 pub use health::Health;
+pub use metrics::{Metrics, RunStatus, DEFAULT_BUCKETS_S};
 pub use serve::{serve_until_told, Limits};
 
 use std::collections::HashMap;
@@ -71,8 +73,14 @@ pub struct WebConfig {
     pub tls_cert_path: Option<String>,
     pub tls_key_path: Option<String>,
     /// Serve only the endpoints of a headless run or a worker: `/healthz`
-    /// and `/readyz`, no page and no commands.
+    /// and `/readyz` (and `/metrics` with `serve_metrics`), no page and no
+    /// commands.
     pub service_only: bool,
+    /// Serve `GET /metrics` (a local run's or a master's, not a worker's).
+    pub serve_metrics: bool,
+    /// Response-time bucket bounds of `/metrics` (s, ascending; empty for
+    /// [`DEFAULT_BUCKETS_S`]).
+    pub metrics_buckets_s: Vec<f64>,
 }
 
 /// Why the web UI could not start.
@@ -122,6 +130,7 @@ struct Shared {
     /// The exact `Authorization` header value that is let in.
     authorization: Option<String>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 /// A running web UI; stops serving when dropped.
@@ -166,6 +175,7 @@ impl WebUi {
             addr: addr_text,
             source,
         })?;
+        let recorder_for_metrics = recorder.clone();
         let shared = Arc::new(Shared {
             recorder,
             published: RwLock::new(Published {
@@ -188,12 +198,23 @@ impl WebUi {
             next_id: AtomicU64::new(1),
             authorization,
             health: Arc::default(),
+            metrics: Arc::new(Metrics::new(
+                recorder_for_metrics,
+                &config.metrics_buckets_s,
+            )),
         });
-        let app = if config.service_only {
+        let mut app = if config.service_only {
             health::routes(shared.health.clone())
         } else {
             router(shared.clone())
         };
+        if config.serve_metrics {
+            // Behind the login when the web UI has one: Prometheus sends
+            // basic auth (`basic_auth` in its scrape config).
+            let scrape = metrics::routes(shared.metrics.clone())
+                .layer(middleware::from_fn_with_state(shared.clone(), basic_auth));
+            app = app.merge(scrape);
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let shutdown = match tls {
             Some(tls) => {
@@ -218,6 +239,11 @@ impl WebUi {
     /// What `/readyz` answers.
     pub fn health(&self) -> &Health {
         &self.shared.health
+    }
+
+    /// What `/metrics` shows besides the statistics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The bound address (the real port when 0 was asked for).

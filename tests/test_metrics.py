@@ -1,0 +1,129 @@
+"""GET /metrics scraped by a real Prometheus server (Debian's `prometheus`),
+started by the test with a scrape config pointing at aiotest: once the run
+ended, Prometheus' HTTP API gives the totals the target server counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import AIOTEST, CountingServer, free_port, wait_for_port
+
+PROMETHEUS = shutil.which("prometheus")
+
+USER = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Shopper(AsyncHttpUser):
+    wait_time = constant(0.02)
+
+    @task(3)
+    async def browse(self):
+        await self.session.get("/browse")
+
+    @task
+    async def broken(self):
+        await self.session.get("/status/500", name="broken")
+"""
+
+SCRAPE_CONFIG = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: aiotest
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+"""
+
+
+def query(prometheus_port: int, promql: str) -> float | None:
+    """The value of an instant query, or None when it has no result."""
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": promql}
+    )
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        data = json.load(resp)["data"]["result"]
+    return float(data[0]["value"][1]) if data else None
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Prometheus server scraping 127.0.0.1:<the port it yields> each
+    second; yields (scraped port, Prometheus' own port)."""
+    if PROMETHEUS is None:
+        if os.environ.get("AIOTEST_REQUIRE_PROMETHEUS"):
+            pytest.fail("prometheus is not installed (apt-get install prometheus)")
+        pytest.skip("prometheus is not installed")
+    scraped, own = free_port(), free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(SCRAPE_CONFIG.format(port=scraped))
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{own}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        wait_for_port(own, timeout_s=30)
+        yield scraped, own
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_prometheus_scrapes_the_totals_the_server_counted(
+    prometheus, http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    scraped, prom = prometheus
+    path = write_file("shop.py", USER)
+    # The web UI's --autostart and --autoquit: the run ends, and the
+    # process serves its final figures for Prometheus' next scrapes.
+    run = subprocess.Popen(
+        [AIOTEST, "-f", str(path), "--autostart", "--autoquit", "30", "-u", "3", "-r", "10",
+         "-t", "3s", "-H", http_server.url, "--web-host", "127.0.0.1",
+         "--web-port", str(scraped), "--metrics-buckets", "0.001,0.01,0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            stopped = query(prom, 'aiotest_run_state{state="stopped"}')
+            scraped_total = query(prom, "sum(aiotest_requests_total)")
+            if stopped == 1 and scraped_total == http_server.total():
+                break
+            time.sleep(0.5)
+        served = dict(http_server.counts)
+        assert served["GET /browse"] > 0 and served["GET /status/500"] > 0
+        assert query(prom, "sum(aiotest_requests_total)") == sum(served.values())
+        assert query(prom, 'aiotest_requests_total{name="/browse"}') == served["GET /browse"]
+        assert query(prom, "sum(aiotest_failures_total)") == served["GET /status/500"]
+        assert query(prom, 'aiotest_failures_total{name="/browse"}') == 0
+        # The histogram's +Inf bucket and count are the request count, and
+        # the bounds are the ones asked for.
+        broken = served["GET /status/500"]
+        assert query(prom, 'aiotest_response_time_seconds_count{name="broken"}') == broken
+        assert (
+            query(prom, 'aiotest_response_time_seconds_bucket{name="broken",le="+Inf"}') == broken
+        )
+        assert (
+            query(prom, 'aiotest_response_time_seconds_bucket{name="broken",le="0.1"}') is not None
+        )
+        assert query(prom, 'aiotest_response_time_seconds_bucket{name="broken",le="0.25"}') is None
+        assert query(prom, 'aiotest_users{user_class="Shopper"}') == 0  # stopped
+        assert query(prom, "aiotest_cpu_percent") is not None
+    finally:
+        run.terminate()
+        run.communicate(timeout=30)
