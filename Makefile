@@ -22,8 +22,7 @@ venv:
 	@$(PY) -m pip install -q --upgrade pip
 
 wheel: venv  ## Build the abi3 wheel (release) into dist/, once for every Python
-	$(PY) -m pip install -q 'maturin>=1.9.4,<2'
-	rm -rf dist && $(VENV)/bin/maturin build --release -q -o dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" sh deploy/image.sh wheel dist
 
 install: wheel  ## Install the wheel with the test tools into .venv
 	$(PY) -m pip install -q --force-reinstall --no-deps dist/aiotest-*.whl

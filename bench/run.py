@@ -17,6 +17,8 @@ Scenarios (see bench/README.md for the targets):
   master      a real master (core 0) fed by 1,000 simulated workers (core 1,
               bench/simulate_workers.rs), each reporting 20 endpoints every
               second: the master's CPU and how far its merged stats lag.
+  master-5k   the same with 5,000 workers arriving at once, and how long
+              until all are registered.
 
 The target is nginx (Debian's package) on core 0 serving a 5-byte body when
 it is installed, else aiotest's own demo target. Load generators run on
@@ -560,6 +562,8 @@ def master(
         sent: list[tuple[float, int]] = []
         seen: list[tuple[float, int]] = []
         cpu_from = cpu_to = None
+        sim_started = time.time()
+        registered_s = None
         try:
             wait_for_port(web_port, timeout_s=30)
             began = time.time()
@@ -580,6 +584,8 @@ def master(
                     doc = json.load(r)
                 total = next(s for s in doc["stats"] if s["name"] == "Aggregated")["num_requests"]
                 seen.append((time.time(), total))
+                if registered_s is None and doc.get("worker_count", 0) >= workers:
+                    registered_s = time.time() - sim_started
                 elapsed = time.time() - began
                 if cpu_from is None and elapsed >= 10:
                     cpu_from = (time.monotonic(), _cpu_s(boss.pid))
@@ -611,6 +617,11 @@ def master(
         rate = (seen[-1][1] - seen[len(seen) // 2][1]) / max(
             seen[-1][0] - seen[len(seen) // 2][0], 1e-3
         )
+    registration = (
+        f", all registered {registered_s:.1f} s after the simulator started"
+        if registered_s is not None
+        else ", not all registered"
+    )
     note = (
         f"{workers} workers x {endpoints} endpoints: master CPU "
         + (f"{cpu:.0f}% of a core" if cpu is not None else "unmeasured")
@@ -619,8 +630,14 @@ def master(
             if lags
             else ", no lag samples"
         )
+        + registration
     )
-    return [Row("master capacity", "aiotest --master", rps=rate, note=note)]
+    return [Row(f"master {workers} workers", "aiotest --master", rps=rate, note=note)]
+
+
+def master_5k(url: str, args: argparse.Namespace) -> list[Row]:
+    """The master scenario at 5,000 simulated workers, arriving at once."""
+    return master(url, args, workers=5000)
 
 
 SCENARIOS = {
@@ -633,6 +650,7 @@ SCENARIOS = {
     "memory-tls": memory_tls,
     "startup": startup,
     "master": master,
+    "master-5k": master_5k,
 }
 
 

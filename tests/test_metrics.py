@@ -54,6 +54,21 @@ def query(prometheus_port: int, promql: str) -> float | None:
     return float(data[0]["value"][1]) if data else None
 
 
+def wait_ready(port: int, timeout_s: float = 30) -> None:
+    """Waits for Prometheus' /-/ready: its API answers 503 until its
+    storage is open."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "Prometheus never became ready"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A Prometheus server scraping 127.0.0.1:<the port it yields> each
@@ -73,6 +88,7 @@ def prometheus(tmp_path: Path):  # type: ignore[no-untyped-def]
     )  # fmt: skip
     try:
         wait_for_port(own, timeout_s=30)
+        wait_ready(own)
         yield scraped, own
     finally:
         proc.terminate()
