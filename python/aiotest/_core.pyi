@@ -553,9 +553,10 @@ class Master:
         worker_refused, exception, custom, message_dropped, fatal, and the
         run's milestones spawning_complete, all_users_stopped,
         iterations_reached and all_stopped (each with its ``run_id``)."""
-    def status(self) -> ClusterStatus:
-        """The cluster now. Raises RuntimeError when the master has stopped
-        or does not answer within 10 s."""
+    def status(self, *, with_workers: bool = True) -> ClusterStatus:
+        """The cluster now (``workers`` empty unless ``with_workers``).
+        Raises RuntimeError when the master has stopped or does not answer
+        within 10 s."""
     def start(self, plan: dict[str, Any], *, new_run: bool = True) -> None:
         """Starts a run (``run_id`` counts them from 1), or with
         ``new_run=False`` changes the running one: ``classes`` (name,

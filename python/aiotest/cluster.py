@@ -100,7 +100,9 @@ class MasterRunner(Runner):
     @property
     def worker_count(self) -> int:  # type: ignore[override]
         """Workers connected now."""
-        return self.backend.cluster().live_workers if self.backend is not None else 0
+        return (
+            self.backend.cluster(with_workers=False).live_workers if self.backend is not None else 0
+        )
 
     @property
     def clients(self) -> dict[str, WorkerStatus]:
@@ -202,9 +204,10 @@ class ClusterBackend(Backend):
         self.master.quit()
         asyncio.get_running_loop().remove_reader(self.master.wakeup_fd())
 
-    def cluster(self) -> ClusterStatus:
-        """The cluster's status now (see ``Master.status``)."""
-        return self.master.status()
+    def cluster(self, *, with_workers: bool = True) -> ClusterStatus:
+        """The cluster's status now (see ``Master.status``); its
+        ``workers`` only ``with_workers``."""
+        return self.master.status(with_workers=with_workers)
 
     # -- what the link tells
 
@@ -264,7 +267,7 @@ class ClusterBackend(Backend):
     def readiness(self) -> tuple[bool, str]:
         """Ready once ``--expect-workers`` workers are connected; not
         while fewer are."""
-        live, expected = self.cluster().live_workers, self.opts.expect_workers
+        live, expected = self.cluster(with_workers=False).live_workers, self.opts.expect_workers
         if live >= expected:
             return True, f"ready: {live} workers connected"
         return False, f"waiting for workers: {live} of {expected} connected"
@@ -277,7 +280,7 @@ class ClusterBackend(Backend):
         opts = self.opts
         started = time.monotonic()
         last_log = None
-        while (live := self.cluster().live_workers) < opts.expect_workers:
+        while (live := self.cluster(with_workers=False).live_workers) < opts.expect_workers:
             waited = time.monotonic() - started
             if opts.expect_workers_max_wait_s and waited >= opts.expect_workers_max_wait_s:
                 print(
@@ -304,12 +307,12 @@ class ClusterBackend(Backend):
         return None
 
     def can_start(self) -> str | None:
-        if self.cluster().live_workers == 0:
+        if self.cluster(with_workers=False).live_workers == 0:
             return "no worker is connected yet: start workers with --worker, then retry"
         return None
 
     def where(self, env: Environment) -> str:
-        return f"over {self.cluster().live_workers} workers"
+        return f"over {self.cluster(with_workers=False).live_workers} workers"
 
     async def start(self, step: LoadStep, *, arrival_rate_per_s: float | None) -> None:
         opts, env = self.opts, self.env
@@ -377,11 +380,11 @@ class ClusterBackend(Backend):
 
     @property
     def user_count(self) -> int:
-        return self.cluster().user_count
+        return self.cluster(with_workers=False).user_count
 
     @property
     def task_runs(self) -> int:
-        return self.cluster().task_runs
+        return self.cluster(with_workers=False).task_runs
 
     def status(self) -> dict[str, Any]:
         st = self.cluster()

@@ -25,8 +25,8 @@ from .options import RunOptions
 
 log = logging.getLogger("aiotest.health")
 
-#: Seconds between two readings of a run's readiness.
-READINESS_INTERVAL_S = 0.5
+#: Seconds between two readings of a run's readiness and status.
+READINESS_INTERVAL_S = 1.0
 
 Readiness = Callable[[], tuple[bool, str]]
 #: The run's state for ``/metrics`` (``Backend.metrics_status``).

@@ -27,7 +27,7 @@ enum Message {
         user_count: u64,
         full_history: bool,
     },
-    MergeSparse(Box<SparseStats>),
+    MergeSparse(Vec<SparseStats>),
     Take(mpsc::Sender<Stats>),
     Reset {
         clear_history: bool,
@@ -47,10 +47,15 @@ enum Message {
 /// How long [`Recorder::record_batch`] may hold samples back, and how many.
 const HOLD_MAX: (Duration, usize) = (Duration::from_millis(50), 4096);
 
-/// Samples held back by [`Recorder::record_batch`], and since when.
+/// How many workers' reports [`Recorder::merge_sparse`] holds back at most.
+const HOLD_MAX_REPORTS: usize = 512;
+
+/// Samples held back by [`Recorder::record_batch`], workers' reports held
+/// back by [`Recorder::merge_sparse`], and since when.
 #[derive(Default)]
 struct Held {
     samples: Vec<RequestSample>,
+    reports: Vec<SparseStats>,
     since: Option<Instant>,
 }
 
@@ -78,16 +83,22 @@ impl Recorder {
         self.tx.send(message).map_err(|_| Stopped)
     }
 
-    /// Sends the samples held back, if any.
+    /// Sends the samples and reports held back, if any.
     fn flush(&self) {
-        let samples = {
+        let (samples, reports) = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             held.since = None;
-            std::mem::take(&mut held.samples)
+            (
+                std::mem::take(&mut held.samples),
+                std::mem::take(&mut held.reports),
+            )
         };
+        // A closed channel means the run is over; late samples have no reader.
         if !samples.is_empty() {
-            // A closed channel means the run is over; late samples have no reader.
             let _ = self.tx.send(Message::Samples(samples));
+        }
+        if !reports.is_empty() {
+            let _ = self.tx.send(Message::MergeSparse(reports));
         }
     }
 
@@ -154,9 +165,20 @@ impl Recorder {
     }
 
     /// Adds a worker's decoded report (the master's side; see
-    /// `cluster::wire_stats`).
+    /// `cluster::wire_stats`). Held back and sent with others, as
+    /// [`Recorder::record_batch`] holds samples; any other message (a
+    /// snapshot included) sends them first.
+    // NOTE: a message per report woke the aggregator thread 5,000 times a
+    // second at 5,000 workers (bench/run.py master-5k), and the master
+    // shares one core with it.
     pub fn merge_sparse(&self, stats: SparseStats) {
-        let _ = self.send(Message::MergeSparse(Box::new(stats)));
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *held.since.get_or_insert_with(Instant::now);
+        held.reports.push(stats);
+        if held.reports.len() >= HOLD_MAX_REPORTS || since.elapsed() >= HOLD_MAX.0 {
+            drop(held);
+            self.flush();
+        }
     }
 
     /// Everything recorded since the last `take`, leaving the statistics
@@ -264,7 +286,9 @@ impl Aggregator {
                         } => {
                             history.push(stats.tick(unix_now_s(), user_count, full_history));
                         }
-                        Message::MergeSparse(other) => stats.merge_sparse(&other),
+                        Message::MergeSparse(reports) => {
+                            reports.iter().for_each(|r| stats.merge_sparse(r));
+                        }
                         Message::Take(reply) => {
                             let fresh = Stats::new(unix_now_s()).with_max_names(max_names);
                             let taken = std::mem::replace(&mut stats, fresh);
