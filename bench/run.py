@@ -13,6 +13,8 @@ Scenarios (see bench/README.md for the targets):
   memory      10,000 users at wait_time = constant(1): peak RSS per user.
   memory-tls  5,000 users at constant(1) over HTTPS: peak RSS per user
               above a 1-user run's.
+  spin        paced users at 2,000 req/s with the loop's spin on, off and
+              adaptive: p99 and CPU per request.
   startup     `aiotest --version`, and 10,000 users at --spawn-rate 10000.
   master      a real master (core 0) fed by 1,000 simulated workers (core 1,
               bench/simulate_workers.rs), each reporting 20 endpoints every
@@ -134,6 +136,8 @@ class Row:
     ratio: float | None = None
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    #: The tool's CPU (user + system) per request, when measured.
+    cpu_per_request_us: float | None = None
 
 
 def free_port() -> int:
@@ -157,11 +161,16 @@ def pinned(core: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *argv] if shutil.which("taskset") else argv
 
 
-def run_with_rss(argv: list[str], timeout_s: float, cwd: str | None = None) -> tuple[str, str, int]:
+def run_with_rss(
+    argv: list[str], timeout_s: float, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[str, str, int]:
     """Runs ``argv``; returns stdout, stderr and the child's peak RSS in bytes
-    (``os.wait4``'s rusage of exactly that child)."""
+    (``os.wait4``'s rusage of exactly that child). Its CPU seconds (user +
+    system) are left in :data:`LAST_CPU_S`."""
+    global LAST_CPU_S
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=cwd)
+        full_env = {**os.environ, **env} if env else None
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=cwd, env=full_env)
         deadline = time.monotonic() + timeout_s
         while True:
             pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -172,7 +181,12 @@ def run_with_rss(argv: list[str], timeout_s: float, cwd: str | None = None) -> t
             time.sleep(0.05)
         out.seek(0)
         err.seek(0)
+        LAST_CPU_S = usage.ru_utime + usage.ru_stime
         return out.read(), err.read(), usage.ru_maxrss * 1024
+
+
+#: CPU seconds of the last child run_with_rss waited for.
+LAST_CPU_S = 0.0
 
 
 @contextmanager
@@ -280,7 +294,13 @@ def oha(url: str, duration_s: int, rate: int | None = None) -> Row:
 
 
 def aiotest(
-    url: str, duration_s: int, script: str, users: int, spawn_rate: int, *extra: str
+    url: str,
+    duration_s: int,
+    script: str,
+    users: int,
+    spawn_rate: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> Row:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench_aiotestfile.py"
@@ -291,10 +311,11 @@ def aiotest(
             "-r", str(spawn_rate), "-t", f"{duration_s}s", "-H", url, "--json-file", str(result),
             *extra,
         ]  # fmt: skip
-        _, err, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
+        _, err, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp, env=env)
         if not result.exists():
             return Row("", "aiotest", note=f"no result: {err.strip()[-300:]}")
         total = json.loads(result.read_text())["stats"]["total"]
+        cpu_per_request_us = LAST_CPU_S * 1e6 / max(total["num_requests"], 1)
     span = (total["last_request_s"] or 0) - (total["first_request_s"] or 0)
     pct = dict(total["percentiles_us"])
     return Row(
@@ -305,6 +326,7 @@ def aiotest(
         p99_us=pct.get("99%"),
         peak_rss_bytes=rss,
         note=f"{total['num_failures']} failures" if total["num_failures"] else "",
+        cpu_per_request_us=cpu_per_request_us,
     )
 
 
@@ -463,6 +485,29 @@ def memory(url: str, args: argparse.Namespace) -> list[Row]:
     if row.peak_rss_bytes:
         row.note = f"{row.peak_rss_bytes / users / 1024:.1f} KB per user"
     return [row]
+
+
+def spin(url: str, args: argparse.Namespace) -> list[Row]:
+    """Paced users at 2,000 req/s with the event loop's spin before timers
+    on, off and adaptive (AIOTEST_SPIN): p99 and CPU per request, the
+    trade the spin makes (python/aiotest/_bridge.py)."""
+    rate, d = 2000, args.duration
+    script = PACED_USER.format(pace_s=CONNECTIONS / rate)
+    rows = []
+    for policy in ("on", "off", "auto"):
+        runs = [
+            aiotest(url, d, script, CONNECTIONS, 1000, env={"AIOTEST_SPIN": policy})
+            for _ in range(args.runs)
+        ]
+        runs.sort(key=lambda r: r.p99_us or 0)
+        row = runs[len(runs) // 2]
+        row.scenario, row.tool = "spin @2000/s", f"aiotest AIOTEST_SPIN={policy}"
+        row.note = (
+            f"{row.cpu_per_request_us or 0:.0f} us CPU per request; rounds' p99 us "
+            + ", ".join(f"{r.p99_us:.0f}" for r in runs if r.p99_us)
+        )
+        rows.append(row)
+    return rows
 
 
 def memory_tls(url: str, args: argparse.Namespace) -> list[Row]:
@@ -648,6 +693,7 @@ SCENARIOS = {
     "latency": latency,
     "memory": memory,
     "memory-tls": memory_tls,
+    "spin": spin,
     "startup": startup,
     "master": master,
     "master-5k": master_5k,

@@ -19,13 +19,16 @@ undrained, so one ``_drain`` call delivers a whole batch (see
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import sys
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ._core import Engine, HttpSession, RawResponse, RequestAwaitable, RequestSpec
 from .events import RequestEvent
+from .exceptions import ConfigError
 
 T = TypeVar("T")
 
@@ -198,6 +201,53 @@ class EngineBridge:
 # p50/p99 were 61-80/155-341 us with no spin, 50-53/117-132 us spinning
 # 100 us (34 % of the core in all), and 45-54/94-129 us spinning 1 ms (80 %).
 _SPIN_S = 0.0001
+# NOTE: the spin is adaptive. A blocking turn measures how late it woke
+# (an average over the last ~20 turns); the loop spins only while that
+# lateness is above _LATE_TARGET_S, so a machine that wakes on time spends
+# no CPU on it. Under a CPU quota (a pod's limits.cpu, cgroup cpu.max) it
+# never spins: spinning burns the quota, and throttling then costs far more
+# latency than a late wake-up. AIOTEST_SPIN=on or off overrides both
+# (bench/run.py spin compares them).
+_LATE_TARGET_S = 0.00003
+
+#: Seconds every selector of this process spent spinning: CPU that is
+#: waiting, not work (see runner.ProcessLoad).
+_spun_s = 0.0
+
+
+def spun_seconds() -> float:
+    """Seconds this process's event loops have spent spinning so far."""
+    return _spun_s
+
+
+def cpu_quota_limited(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether a cgroup CPU quota limits this process: cgroup v2's
+    ``cpu.max`` other than ``max``, or cgroup v1's ``cpu/cpu.cfs_quota_us``
+    above 0, under ``cgroup_root`` (the Linux kernel's cgroup
+    documentation)."""
+    try:
+        with open(os.path.join(cgroup_root, "cpu.max")) as fh:
+            return fh.read().split()[0] != "max"
+    except (OSError, IndexError):
+        pass
+    try:
+        with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as fh:
+            return int(fh.read()) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def spin_policy() -> str:
+    """``AIOTEST_SPIN``: ``auto`` (the default: adaptive, off under a CPU
+    quota), ``on`` or ``off``.
+
+    Raises:
+        ConfigError: Another value.
+    """
+    policy = os.environ.get("AIOTEST_SPIN", "auto").strip().lower() or "auto"
+    if policy not in ("auto", "on", "off"):
+        raise ConfigError(f"AIOTEST_SPIN={policy!r}: give auto, on or off")
+    return policy
 
 
 class EngineSelector(selectors.DefaultSelector):
@@ -207,13 +257,20 @@ class EngineSelector(selectors.DefaultSelector):
     A turn that finds work for Python returns at once; otherwise it blocks
     in the engine's reactor, which also watches this selector's own
     descriptor, until a request finishes, a descriptor turns ready or the
-    loop's timeout passes.
+    loop's timeout passes, short of the spin (see the NOTE above).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.bridge: EngineBridge | None = None
         self._watched_by: Engine | None = None
+        policy = spin_policy()
+        self._adaptive = policy == "auto" and not cpu_quota_limited()
+        #: Seconds before the loop's next timer when a turn stops blocking.
+        self.spin_s = _SPIN_S if policy == "on" or self._adaptive else 0.0
+        #: How late blocking turns woke, on average (s).
+        self.late_s = 0.0
+        self._spinning_since: float | None = None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         bridge = self.bridge
@@ -224,16 +281,38 @@ class EngineSelector(selectors.DefaultSelector):
         fd = self.fileno()
         finished = engine.drive(fd, 0.0)
         ready = super().select(0)
-        if not ready and not finished and (timeout is None or timeout > _SPIN_S):
-            # Block until _SPIN_S before the loop's next timer, then spin
+        spin = self.spin_s
+        if ready or finished or timeout == 0:
+            self._stop_spinning()
+        elif timeout is None or timeout > spin:
+            self._stop_spinning()
+            # Block until `spin` before the loop's next timer, then spin
             # (the loop calls again at once) up to it.
-            finished = engine.drive(fd, None if timeout is None else timeout - _SPIN_S)
+            wait = None if timeout is None else timeout - spin
+            began = time.perf_counter()
+            finished = engine.drive(fd, wait)
             ready = super().select(0)
+            if wait is not None and not finished and not ready:
+                self._woke_late(time.perf_counter() - began - wait)
+        elif self._spinning_since is None:
+            self._spinning_since = time.perf_counter()
         if finished:
             bridge.deliver(finished)
         return ready
 
+    def _woke_late(self, late_s: float) -> None:
+        self.late_s += (late_s - self.late_s) / 20
+        if self._adaptive:
+            self.spin_s = _SPIN_S if self.late_s > _LATE_TARGET_S else 0.0
+
+    def _stop_spinning(self) -> None:
+        global _spun_s
+        if self._spinning_since is not None:
+            _spun_s += time.perf_counter() - self._spinning_since
+            self._spinning_since = None
+
     def close(self) -> None:
+        self._stop_spinning()
         if self._watched_by is not None:
             self._watched_by.unwatch(self.fileno())
             self._watched_by = None

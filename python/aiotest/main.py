@@ -59,6 +59,7 @@ def run_cli(argv: list[str]) -> int:
     if command and command["name"] == "demo-target":
         return _serve_demo_target(command["bind"], command["port"])
     try:
+        _bridge.spin_policy()  # a bad AIOTEST_SPIN is bad usage, before any loop
         checks = collect_checks(opts)
         problems = check_output_paths(opts)
         if problems:

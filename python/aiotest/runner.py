@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._bridge import EngineBridge
+from ._bridge import EngineBridge, spun_seconds
 from ._core import Engine, assign_user_indexes, spawn_order, user_counts
 from .events import Events, failure_text, user_frames
 from .messages import hub
@@ -33,11 +33,13 @@ CPU_WARNING_PERCENT = 90.0
 
 
 class ProcessLoad:
-    """This process's CPU (% of one core since the last sample) and RSS
-    (bytes, from ``/proc/self/statm``; 0 where there is none)."""
+    """This process's busy CPU (% of one core since the last sample; the
+    event loop's spinning before a timer, ``_bridge.spun_seconds``, is
+    waiting and left out) and RSS (bytes, from ``/proc/self/statm``; 0
+    where there is none)."""
 
     def __init__(self) -> None:
-        self._cpu = time.process_time()
+        self._cpu = time.process_time() - spun_seconds()
         self._wall = time.monotonic()
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         #: The last sample: (cpu_percent, rss_bytes).
@@ -45,8 +47,8 @@ class ProcessLoad:
 
     def sample(self) -> tuple[float, int]:
         """Takes a sample now: (CPU % of one core since the last sample, RSS bytes)."""
-        cpu, wall = time.process_time(), time.monotonic()
-        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        cpu, wall = time.process_time() - spun_seconds(), time.monotonic()
+        percent = max(0.0, 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6))
         self._cpu, self._wall = cpu, wall
         try:
             with open("/proc/self/statm") as fh:
