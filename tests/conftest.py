@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -200,16 +200,43 @@ class _CountingHandler(BaseHTTPRequestHandler):
         pass
 
 
-class CountingServer(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """Python's threaded HTTP server on a free loopback port, with a lock
+    for what its handlers count."""
+
     daemon_threads = True
 
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+S = TypeVar("S", bound=LoopbackServer)
+
+
+@contextlib.contextmanager
+def serving(server: S) -> Iterator[S]:
+    """Serves ``server`` on a thread of its own for the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class CountingServer(LoopbackServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _CountingHandler)
+        super().__init__(_CountingHandler)
         self.counts: Counter[str] = Counter()
         #: The headers (lower-case names) and body of the last request to each
         #: "METHOD path".
         self.last_request: dict[str, tuple[dict[str, str], bytes]] = {}
-        self.lock = threading.Lock()
         #: TCP connections accepted so far.
         self.connections = 0
 
@@ -219,10 +246,6 @@ class CountingServer(ThreadingHTTPServer):
             self.connections += 1
         return accepted
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
     def total(self) -> int:
         with self.lock:
             return sum(self.counts.values())
@@ -230,14 +253,10 @@ class CountingServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_server() -> Iterator[CountingServer]:
-    server = CountingServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     # The socket listens from construction on, so no port probe: a probe
     # would be one more connection, counted whenever the thread accepts it.
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(CountingServer()) as server:
+        yield server
 
 
 @pytest.fixture

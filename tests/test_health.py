@@ -74,16 +74,21 @@ def test_master_is_ready_once_its_workers_joined_and_workers_while_joined(
         master.communicate()
 
 
+def start(path: Path, target: DemoTarget, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``aiotest -f path -H target ...args``, its log on a pipe."""
+    return subprocess.Popen(
+        [AIOTEST, "-f", str(path), "-H", target.url, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
+    )  # fmt: skip
+
+
 def test_headless_local_run_and_web_ui_serve_health_without_login(
     write_file, demo_target: DemoTarget, tmp_path: Path
 ) -> None:
     path = write_file("hello.py", HELLO)
     web_port = free_port()
-    run = subprocess.Popen(
-        [AIOTEST, "-f", str(path), "--headless", "-u", "1", "-t", "3s", "-H", demo_target.url,
-         "--web-port", str(web_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    run = start(path, demo_target, tmp_path, "--headless", "-u", "1", "-t", "3s",
+                "--web-port", str(web_port))  # fmt: skip
     try:
         wait_for_port(web_port)
         assert wait_until(web_port, "/readyz", 200) == "ready\n"
@@ -93,11 +98,8 @@ def test_headless_local_run_and_web_ui_serve_health_without_login(
         run.kill()
         run.communicate()
     ui_port = free_port()
-    ui = subprocess.Popen(
-        [AIOTEST, "-f", str(path), "-H", demo_target.url, "--web-port", str(ui_port),
-         "--web-host", "127.0.0.1", "--web-login", "admin:secret"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    ui = start(path, demo_target, tmp_path, "--web-port", str(ui_port), "--web-host",
+               "127.0.0.1", "--web-login", "admin:secret")  # fmt: skip
     try:
         wait_for_port(ui_port)
         assert get(ui_port, "/")[0] == 401
@@ -113,11 +115,8 @@ def test_no_web_server_binds_nothing_and_a_taken_worker_port_is_an_error(
 ) -> None:
     path = write_file("hello.py", HELLO)
     web_port = free_port()
-    run = subprocess.Popen(
-        [AIOTEST, "-f", str(path), "--headless", "-u", "1", "-t", "2s", "-H", demo_target.url,
-         "--web-port", str(web_port), "--no-web-server"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+    run = start(path, demo_target, tmp_path, "--headless", "-u", "1", "-t", "2s",
+                "--web-port", str(web_port), "--no-web-server")  # fmt: skip
     try:
         for line in run.stderr:  # type: ignore[union-attr]
             if "Starting 1 users" in line:

@@ -5,16 +5,15 @@ arrive; and bodies left unread, which must not hold their connection."""
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_aiotest
+from conftest import LoopbackServer, Run, run_aiotest, serving
 
 #: Before the first event, after the head went out (ms).
 FIRST_EVENT_DELAY_MS = 150
@@ -97,29 +96,18 @@ class _StreamingHandler(BaseHTTPRequestHandler):
         pass
 
 
-class StreamingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class StreamingServer(LoopbackServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _StreamingHandler)
-        self.lock = threading.Lock()
+        super().__init__(_StreamingHandler)
         self.served: dict[str, int] = {}
         #: Responses still being written.
         self.open_streams = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
 
 @pytest.fixture
 def streaming_server() -> Iterator[StreamingServer]:
-    server = StreamingServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(StreamingServer()) as server:
+        yield server
 
 
 EVENTS_FILE = """
@@ -140,14 +128,18 @@ class Chat(AsyncHttpUser):
 """
 
 
+def run_against(server: StreamingServer, path: Path, users: int, iterations: int) -> Run:
+    """A headless run of ``path`` against ``server``, ``iterations`` in all."""
+    return run_aiotest(
+        "-f", str(path), "--headless", "-u", str(users), "-i", str(iterations), "-H", server.url,
+        cwd=path.parent,
+    )  # fmt: skip
+
+
 def test_sse_events_arrive_with_their_gaps(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
-    path = write_file("chat.py", EVENTS_FILE)
-    result = run_aiotest(
-        "-f", str(path), "--headless", "-u", "2", "-i", "2", "-H", streaming_server.url,
-        cwd=tmp_path,
-    )  # fmt: skip
+    result = run_against(streaming_server, write_file("chat.py", EVENTS_FILE), 2, 2)
     assert result.returncode == 0, result.stderr + str(result.json)
     assert streaming_server.served == {"/events": 2}
     stream = result.entry("GET", "/events")
@@ -203,11 +195,7 @@ class Reader(AsyncHttpUser):
 def test_lines_chunks_and_whole_bodies_of_a_stream(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
-    path = write_file("lines.py", LINES_FILE)
-    result = run_aiotest(
-        "-f", str(path), "--headless", "-u", "1", "-i", "3", "-H", streaming_server.url,
-        cwd=tmp_path,
-    )  # fmt: skip
+    result = run_against(streaming_server, write_file("lines.py", LINES_FILE), 1, 3)
     # Exit code 1: the script failed the "judged" requests, as it meant to.
     assert result.returncode == 1, result.stderr
     assert result.json is not None and not result.json["stats"]["errors"], result.json
@@ -255,11 +243,7 @@ class Skimmer(AsyncHttpUser):
 def test_unread_streams_let_their_connection_go(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
-    path = write_file("unread.py", UNREAD_FILE)
-    result = run_aiotest(
-        "-f", str(path), "--headless", "-u", "1", "-i", "10", "-H", streaming_server.url,
-        cwd=tmp_path,
-    )  # fmt: skip
+    result = run_against(streaming_server, write_file("unread.py", UNREAD_FILE), 1, 10)
     assert result.returncode == 0, result.stderr + str(result.json)
     assert result.json is not None and not result.json["stats"]["errors"], result.json
     assert streaming_server.served["/endless"] == 30

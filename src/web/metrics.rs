@@ -203,26 +203,18 @@ impl Scrape {
 
     fn gauges(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = &self.status;
-        let mut users = encoder.encode_descriptor(
-            "aiotest_users",
-            "Users running now, by user class.",
-            None,
-            MetricType::Gauge,
+        gauge_family(
+            encoder,
+            ("aiotest_users", "Users running now, by user class."),
+            "user_class",
+            &status.users_by_class,
         )?;
-        for (class, count) in &status.users_by_class {
-            let labels: Labels = vec![("user_class", class.clone())];
-            ConstGauge::new(*count as i64).encode(users.encode_family(&labels)?)?;
-        }
-        let mut workers = encoder.encode_descriptor(
-            "aiotest_workers",
-            "A master's workers, by state.",
-            None,
-            MetricType::Gauge,
+        gauge_family(
+            encoder,
+            ("aiotest_workers", "A master's workers, by state."),
+            "state",
+            &status.workers_by_state,
         )?;
-        for (state, count) in &status.workers_by_state {
-            let labels: Labels = vec![("state", state.clone())];
-            ConstGauge::new(*count as i64).encode(workers.encode_family(&labels)?)?;
-        }
         let mut run = encoder.encode_descriptor(
             "aiotest_run_state",
             "The run's state: 1 for the current one.",
@@ -242,6 +234,22 @@ impl Scrape {
         )?;
         ConstGauge::new(status.cpu_percent).encode(cpu)
     }
+}
+
+/// A gauge family with one series per `(label value, count)`.
+fn gauge_family(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help): (&str, &str),
+    label: &'static str,
+    counts: &[(String, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, count) in counts {
+        let labels: Labels = vec![(label, value.clone())];
+        ConstGauge::new(i64::try_from(*count).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Scrape {
