@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
+pub mod export;
 pub mod report;
 pub mod stats;
 pub mod target;

@@ -1,6 +1,9 @@
 """GET /metrics scraped by a real Prometheus server (Debian's `prometheus`),
 started by the test with a scrape config pointing at aiotest: once the run
-ended, Prometheus' HTTP API gives the totals the target server counted."""
+ended, Prometheus' HTTP API gives the totals the target server counted. And
+--otlp-endpoint's pushes, received by a server the test runs and decoded
+with the OpenTelemetry project's own protobuf classes (`opentelemetry-proto`):
+the last push holds the same totals."""
 
 from __future__ import annotations
 
@@ -11,10 +14,20 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import AIOTEST, CountingServer, free_port, wait_for_port
+from conftest import (
+    AIOTEST,
+    CountingServer,
+    LoopbackServer,
+    free_port,
+    run_aiotest,
+    serving,
+    wait_for_port,
+)
 
 PROMETHEUS = shutil.which("prometheus")
 
@@ -143,3 +156,72 @@ def test_prometheus_scrapes_the_totals_the_server_counted(
     finally:
         run.terminate()
         run.communicate(timeout=30)
+
+
+class _OtlpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: OtlpReceiver
+
+    def do_POST(self) -> None:  # the OTLP/HTTP receiver of a collector
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.pushes.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class OtlpReceiver(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__(_OtlpHandler)
+        #: (path, content type, body) of each push.
+        self.pushes: list[tuple[str, str, bytes]] = []
+
+
+def test_otlp_pushes_carry_the_totals_the_server_counted(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    metrics_pb2 = pytest.importorskip(
+        "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"
+    )
+    path = write_file("shop.py", USER)
+    with serving(OtlpReceiver()) as receiver:
+        result = run_aiotest(
+            "-f", str(path), "--headless", "-u", "3", "-r", "10", "-t", "3s",
+            "-H", http_server.url, "--otlp-endpoint", receiver.url, "--no-web-server",
+            cwd=tmp_path,
+        )  # fmt: skip
+        pushes = list(receiver.pushes)
+    assert result.returncode == 1, result.stderr  # the /status/500 failures
+    assert len(pushes) >= 3  # every second, and the last one at the end
+    assert {(p, ctype) for p, ctype, _ in pushes} == {("/v1/metrics", "application/x-protobuf")}
+    last = metrics_pb2.ExportMetricsServiceRequest()
+    last.ParseFromString(pushes[-1][2])
+    metrics = {m.name: m for m in last.resource_metrics[0].scope_metrics[0].metrics}
+
+    def per_name(metric: Any) -> dict[str, int]:
+        return {
+            {a.key: a.value.string_value for a in p.attributes}["name"]: p.as_int
+            for p in metric.sum.data_points
+        }
+
+    served = dict(http_server.counts)
+    requests = per_name(metrics["aiotest.requests"])
+    assert requests == {"/browse": served["GET /browse"], "broken": served["GET /status/500"]}
+    assert per_name(metrics["aiotest.failures"]) == {"/browse": 0, "broken": requests["broken"]}
+    assert metrics["aiotest.requests"].sum.is_monotonic
+    histogram = metrics["aiotest.response_time"].histogram
+    assert sum(p.count for p in histogram.data_points) == sum(served.values())
+    assert all(sum(p.bucket_counts) == p.count for p in histogram.data_points)
+    assert result.total["num_requests"] == sum(served.values())
+
+
+def test_a_bad_otlp_endpoint_is_bad_usage(write_file, tmp_path: Path) -> None:
+    path = write_file("shop.py", USER)
+    result = run_aiotest("-f", str(path), "--headless", "--otlp-endpoint", "collector:4318")
+    assert result.returncode == 2
+    assert "give an http(s) URL" in result.stderr

@@ -12,6 +12,7 @@ __all__ = [
     "Engine",
     "HttpSession",
     "Master",
+    "OtlpExporter",
     "RawResponse",
     "RequestAwaitable",
     "RequestSpec",
@@ -419,6 +420,32 @@ class DemoTarget:
     def counts_json(self) -> str:
         """``{"total": n, "requests": {"GET /path": n}}``."""
     def stop(self) -> None: ...
+
+@final
+class OtlpExporter:
+    """Pushes ``engine``'s statistics every ``interval_s`` over OTLP/HTTP
+    with protobuf bodies to ``endpoint`` (``/v1/metrics`` appended unless
+    given): cumulative sums ``aiotest.requests`` and ``aiotest.failures``
+    per (method, name), the cumulative histogram ``aiotest.response_time``
+    (s; bounds ``buckets_s``, or /metrics' when empty), and the gauges of
+    :meth:`set_status` (docs/metrics.md). Raises ValueError for an endpoint
+    that is not an http(s) URL or an interval not above 0."""
+
+    def __new__(
+        cls,
+        engine: Engine,
+        *,
+        endpoint: str,
+        interval_s: float = 1.0,
+        buckets_s: list[float] = ...,
+    ) -> OtlpExporter: ...
+    @property
+    def url(self) -> str:
+        """The URL it posts to."""
+    def set_status(self, status: dict[str, Any]) -> None:
+        """As :meth:`WebUi.set_status`."""
+    def stop(self) -> None:
+        """Pushes the final figures and stops; idempotent."""
 
 @final
 class WebUi:

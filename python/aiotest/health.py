@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
-from ._core import Engine, WebUi
+from ._core import Engine, OtlpExporter, WebUi
 from .options import RunOptions
 
 log = logging.getLogger("aiotest.health")
@@ -31,6 +31,28 @@ READINESS_INTERVAL_S = 1.0
 Readiness = Callable[[], tuple[bool, str]]
 #: The run's state for ``/metrics`` (``Backend.metrics_status``).
 MetricsStatus = Callable[[], dict[str, Any]]
+
+
+class StatusSink(Protocol):
+    """What shows the run's status: the web UI's ``/metrics``, an OTLP push."""
+
+    def set_status(self, status: dict[str, Any]) -> None: ...
+
+
+def open_exporter(engine: Engine, opts: RunOptions) -> OtlpExporter | None:
+    """Starts pushing the metrics over OTLP when ``--otlp-endpoint`` is set
+    (docs/metrics.md); None otherwise.
+
+    Raises:
+        ValueError: The endpoint is not an http(s) URL.
+    """
+    if not opts.otlp_endpoint:
+        return None
+    exporter = OtlpExporter(
+        engine, endpoint=opts.otlp_endpoint, buckets_s=list(opts.metrics_buckets_s)
+    )
+    log.info("Pushing metrics over OTLP to %s every second", exporter.url)
+    return exporter
 
 
 def open_endpoints(
@@ -67,30 +89,43 @@ def open_endpoints(
     return ui
 
 
-async def follow(ui: WebUi, readiness: Readiness, status: MetricsStatus | None) -> None:
-    """Keeps ``ui``'s ``/readyz`` on ``readiness()``, and its ``/metrics``
+async def follow(
+    ui: WebUi | None,
+    readiness: Readiness,
+    status: MetricsStatus | None,
+    sinks: Sequence[StatusSink],
+) -> None:
+    """Keeps ``ui``'s ``/readyz`` on ``readiness()``, and the ``sinks``'
     gauges on ``status()`` with this process's CPU use, until cancelled."""
     cpu_s, wall_s = time.process_time(), time.monotonic()
     while True:
-        ui.set_ready(*readiness())
-        if status is not None:
+        if ui is not None:
+            ui.set_ready(*readiness())
+        if status is not None and sinks:
             now_cpu_s, now_wall_s = time.process_time(), time.monotonic()
             busy = (now_cpu_s - cpu_s) / max(now_wall_s - wall_s, 1e-3) * 100
             cpu_s, wall_s = now_cpu_s, now_wall_s
-            ui.set_status({**status(), "cpu_percent": busy})
+            shown = {**status(), "cpu_percent": busy}
+            for sink in sinks:
+                sink.set_status(shown)
         await asyncio.sleep(READINESS_INTERVAL_S)
 
 
 @contextlib.asynccontextmanager
 async def following(
-    ui: WebUi | None, readiness: Readiness, status: MetricsStatus | None = None
+    ui: WebUi | None,
+    readiness: Readiness,
+    status: MetricsStatus | None = None,
+    exporter: OtlpExporter | None = None,
 ) -> AsyncIterator[None]:
     """While the block runs, ``ui`` (if any) answers ``/readyz`` by
-    ``readiness`` and ``/metrics`` by ``status``; the caller stops ``ui``."""
-    if ui is None:
+    ``readiness``, and its ``/metrics`` and ``exporter``'s pushes show
+    ``status``; the caller stops both."""
+    sinks: list[StatusSink] = [s for s in (ui, exporter) if s is not None]
+    if not sinks:
         yield
         return
-    task = asyncio.create_task(follow(ui, readiness, status))
+    task = asyncio.create_task(follow(ui, readiness, status, sinks))
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from . import _bridge, cluster, compat, gevent_api, health, lifecycle, web, worker
-from ._core import DemoTarget, parse_options
+from ._core import DemoTarget, OtlpExporter, parse_options
 from .config import config_file_values
 from .env import Environment
 from .events import events
@@ -183,8 +183,29 @@ def _environment(opts: RunOptions, classes: list[type[User]]) -> Environment:
 async def _steer(
     env: Environment, opts: RunOptions, checks: list[str], backend: lifecycle.Backend
 ) -> int:
-    if not opts.headless:
-        return await web.serve(env, opts, checks, backend)
+    try:
+        exporter = health.open_exporter(backend.engine, opts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if not opts.headless:
+            return await web.serve(env, opts, checks, backend, exporter)
+        return await _run_headless(env, opts, checks, backend, exporter)
+    finally:
+        if exporter is not None:
+            exporter.stop()  # the final figures
+
+
+async def _run_headless(
+    env: Environment,
+    opts: RunOptions,
+    checks: list[str],
+    backend: lifecycle.Backend,
+    exporter: OtlpExporter | None,
+) -> int:
+    """A headless run, serving its health endpoints and ``/metrics`` alone
+    on the web port."""
     try:
         endpoints = health.open_endpoints(
             backend.engine, opts, required=opts.web_port_given, metrics=True
@@ -193,7 +214,8 @@ async def _steer(
         print(f"error: the health endpoints: {exc}", file=sys.stderr)
         return 2
     try:
-        async with health.following(endpoints, backend.readiness, backend.metrics_status):
+        status = backend.metrics_status
+        async with health.following(endpoints, backend.readiness, status, exporter):
             return await lifecycle.run_headless(env, opts, checks, backend)
     finally:
         if endpoints is not None:

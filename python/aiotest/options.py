@@ -212,6 +212,7 @@ class RunOptions:
     web_port_given: bool = False
     no_web_server: bool = False
     metrics_buckets_s: tuple[float, ...] = ()
+    otlp_endpoint: str | None = None
     web_login: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

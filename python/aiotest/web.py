@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import health
-from ._core import Engine, WebUi, __version__, parse_duration_s, validate_host
+from ._core import Engine, OtlpExporter, WebUi, __version__, parse_duration_s, validate_host
 from .env import Environment, needs_host
 from .exceptions import AiotestError, ConfigError
 from .lifecycle import Backend, Outcome, RunDriver, RunSpec
@@ -469,7 +469,13 @@ def _open_web_ui(engine: Engine, opts: RunOptions) -> WebUi:
     return web
 
 
-async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backend: Backend) -> int:
+async def serve(
+    env: Environment,
+    opts: RunOptions,
+    checks: Sequence[str],
+    backend: Backend,
+    exporter: OtlpExporter | None = None,
+) -> int:
     """Serves the web UI until Ctrl-C, SIGTERM or ``--autoquit``, running
     what the browser asks for; then writes the reports of the last run and
     returns the exit code (as :func:`aiotest.report.finish_run`; 0 when no
@@ -489,7 +495,7 @@ async def serve(env: Environment, opts: RunOptions, checks: Sequence[str], backe
         loop.add_signal_handler(sig, server.quit.set)
     env.web_ui = server
     try:
-        async with health.following(web, backend.readiness, backend.metrics_status):
+        async with health.following(web, backend.readiness, backend.metrics_status, exporter):
             await server.serve()
     finally:
         env.web_ui = None

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod engine;
 mod errors;
+mod export;
 mod target;
 mod web;
 
@@ -17,6 +18,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cli::register(m)?;
     cluster::register(m)?;
     engine::register(m)?;
+    export::register(m)?;
     target::register(m)?;
     web::register(m)?;
     Ok(())

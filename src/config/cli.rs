@@ -121,6 +121,10 @@ pub struct RunOptions {
     #[arg(long, env = "AIOTEST_NO_WEB_SERVER")]
     pub no_web_server: bool,
 
+    /// Push the run's metrics over OTLP/HTTP (protobuf) to this collector every second, e.g. http://otel-collector:4318 (/v1/metrics is appended unless given).
+    #[arg(long = "otlp-endpoint", env = "AIOTEST_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Bucket bounds of the aiotest_response_time_seconds histogram on /metrics, in seconds, e.g. 0.005,0.05,0.5 [default: 1 ms to 60 s in 16 steps].
     #[arg(long = "metrics-buckets", env = "AIOTEST_METRICS_BUCKETS", value_delimiter = ',', value_parser = parse_bucket_s, value_name = "SECONDS")]
     pub metrics_buckets_s: Vec<f64>,
@@ -409,6 +413,10 @@ fn parse_iterations(text: &str) -> Result<u64, String> {
             "'{text}' is not an iteration count: give a whole number above 0, e.g. -i 1000"
         )),
     }
+}
+
+fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
+    crate::export::otlp::metrics_url(text).map(|_| text.to_owned())
 }
 
 fn parse_bucket_s(text: &str) -> Result<f64, String> {
