@@ -15,6 +15,7 @@ mod session;
 mod stream;
 mod timings;
 pub mod tls;
+mod via_reqwest;
 
 pub use tls::{TlsOptions, Verify};
 
@@ -28,10 +29,11 @@ use thiserror::Error;
 use crate::stats::{Aggregator, Recorder};
 
 pub use completion::CompletionQueue;
-pub use request::{describe_error, status_failure, HttpOutcome, RequestSpec};
+pub use request::{status_failure, HttpOutcome, RequestSpec};
 pub use session::{validate_base_url, HttpSession, HttpVersion, USER_AGENT};
 pub use stream::{BodyStream, Read, ReadKind, SseEvent};
 pub use timings::Timings;
+pub use via_reqwest::describe_error;
 
 /// Errors of the engine itself (not of requests: those are recorded data).
 #[derive(Debug, Error)]

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::cookie::CookieStore;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method, StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 
-use super::h1::{body_over_limit, Answer, Origin};
+use super::h1::{Answer, Origin};
 use super::session::{Redirects, SessionState, USER_AGENT};
 use super::stream::{BodyStream, ReadKind};
-use super::timings::{micros, Timings};
+use super::timings::Timings;
 use super::tls::TlsOptions;
-use super::{Completion, EngineError, Outcome};
+use super::{via_reqwest, Completion, EngineError, Outcome};
 use crate::stats::{unix_now_s, Recorder, RequestSample};
 
 /// Timeout of a request that does not set one, in seconds. Locust's
@@ -177,7 +177,10 @@ impl Job {
                 match session.client(redirects) {
                     Ok(client) => {
                         let recorder = self.recorder.filter(|_| self.spec.record);
-                        Box::pin(execute_streamed(&client, url, &self.spec, recorder)).await
+                        Box::pin(via_reqwest::execute_streamed(
+                            &client, url, &self.spec, recorder,
+                        ))
+                        .await
                     }
                     Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
                 }
@@ -198,7 +201,7 @@ impl Job {
                     // Boxed, like the redirect hop of `execute_plain`:
                     // reqwest's future is several times the size of the
                     // plain path's, and every spawn moves it.
-                    Ok(client) => Box::pin(execute(&client, url, &self.spec)).await,
+                    Ok(client) => Box::pin(via_reqwest::execute(&client, url, &self.spec)).await,
                     Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
                 }
             }
@@ -241,7 +244,7 @@ fn proxy_set(scheme: &str) -> bool {
 ///
 /// # Errors
 /// An `InvalidHeader` failure text naming the header that cannot be sent.
-fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
+pub(super) fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(headers.len() + 4);
     for (k, v) in headers {
         match (
@@ -263,7 +266,7 @@ fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
 
 /// How long `spec` may take in all: its own timeout, else
 /// [`DEFAULT_TIMEOUT_S`]; at least 1 ms.
-fn request_timeout(spec: &RequestSpec) -> Duration {
+pub(super) fn request_timeout(spec: &RequestSpec) -> Duration {
     Duration::from_secs_f64(spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S).max(0.001))
 }
 
@@ -313,7 +316,7 @@ async fn execute_plain(
                 let mut follow = follow_up(spec, body, parts.status, &url, &next);
                 follow.timeout_s = Some(timeout.saturating_sub(started.elapsed()).as_secs_f64());
                 let mut out = match session.client(Redirects::AfterFirst) {
-                    Ok(client) => Box::pin(execute(&client, next, &follow)).await,
+                    Ok(client) => Box::pin(via_reqwest::execute(&client, next, &follow)).await,
                     Err(e) => HttpOutcome::failed_before_sending(&follow, e.to_string()),
                 };
                 out.method = spec.method.to_string();
@@ -465,131 +468,6 @@ fn follow_up(
     next
 }
 
-/// reqwest's request for `spec` to `url`, without a timeout.
-///
-/// # Errors
-/// An `InvalidHeader` failure text.
-fn reqwest_request(
-    client: &Client,
-    url: Url,
-    spec: &RequestSpec,
-) -> Result<reqwest::RequestBuilder, String> {
-    let mut builder = client
-        .request(spec.method.clone(), url)
-        .headers(header_map(&spec.headers)?);
-    if let Some(body) = &spec.body {
-        builder = builder.body(body.clone());
-    }
-    Ok(builder)
-}
-
-/// Fills `out` from a response head.
-fn take_head(out: &mut HttpOutcome, resp: &reqwest::Response) {
-    out.status = resp.status().as_u16();
-    out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
-    out.version = resp.version();
-    out.url = resp.url().to_string();
-    if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
-        out.cookies = resp
-            .cookies()
-            .map(|c| (c.name().to_owned(), c.value().to_owned()))
-            .collect();
-    }
-    out.headers = resp.headers().clone();
-}
-
-/// Sends `spec` to `url` with reqwest and reads the whole body, timing both.
-pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> HttpOutcome {
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
-    out.url = url.to_string();
-    let builder = match reqwest_request(client, url, spec) {
-        Ok(b) => b.timeout(request_timeout(spec)),
-        Err(e) => {
-            out.error = Some(e);
-            return out;
-        }
-    };
-    let started = Instant::now();
-    let result = match builder.send().await {
-        Ok(resp) => {
-            take_head(&mut out, &resp);
-            read_limited(resp, spec.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)).await
-        }
-        Err(e) => Err(describe_error(&e)),
-    };
-    out.response_time_us = started.elapsed().as_micros() as u64;
-    out.ended_at_s = unix_now_s();
-    match result {
-        Ok(body) => {
-            out.body = body;
-            out.error = status_failure(out.status, &out.reason);
-        }
-        Err(e) => out.error = Some(e),
-    }
-    out
-}
-
-/// Sends `spec` to `url` with reqwest and returns at the response head,
-/// with the body left to [`BodyStream`]; its time to first byte is the
-/// head's arrival. The request's timeout bounds the wait for the head, and
-/// then each wait for more of the body (as `requests` applies its read
-/// timeout), not the whole stream. When the body ends, `recorder` (if
-/// any) records the request.
-async fn execute_streamed(
-    client: &Client,
-    url: Url,
-    spec: &RequestSpec,
-    recorder: Option<Recorder>,
-) -> HttpOutcome {
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
-    out.url = url.to_string();
-    let builder = match reqwest_request(client, url, spec) {
-        Ok(b) => b,
-        Err(e) => {
-            out.error = Some(e);
-            return out;
-        }
-    };
-    let timeout = request_timeout(spec);
-    let started = Instant::now();
-    match tokio::time::timeout(timeout, builder.send()).await {
-        Err(_) => out.error = Some("Timeout: request timed out".to_owned()),
-        Ok(Err(e)) => out.error = Some(describe_error(&e)),
-        Ok(Ok(resp)) => {
-            take_head(&mut out, &resp);
-            out.timings.waiting_us = micros(started.elapsed());
-            out.error = status_failure(out.status, &out.reason);
-            let record = recorder.map(|r| (r, out.sample()));
-            out.stream = Some(BodyStream::start(
-                resp,
-                started,
-                out.error.clone(),
-                record,
-                timeout,
-            ));
-        }
-    }
-    out.response_time_us = micros(started.elapsed());
-    out.ended_at_s = unix_now_s();
-    out
-}
-
-/// The whole body of `resp`, failing once it is over `max_body_bytes`
-/// (the same limit and text as the plain-http path).
-async fn read_limited(mut resp: reqwest::Response, max_body_bytes: u64) -> Result<Bytes, String> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_error(&e))? {
-        if body.len() as u64 + chunk.len() as u64 > max_body_bytes {
-            return Err(format!(
-                "ResponseError: {}",
-                body_over_limit(max_body_bytes)
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// Locust's failure text for an HTTP status of 400 or more (as `requests`'
 /// `raise_for_status` words it, without the URL so that failures group by
 /// name); `None` below 400.
@@ -601,37 +479,6 @@ pub fn status_failure(status: u16, reason: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("HTTPError: {status} {kind} Error: {reason}"))
-}
-
-/// A short failure text for a transport error: its kind, then its root cause,
-/// e.g. `ConnectionError: Connection refused (os error 111)`.
-pub fn describe_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "Timeout"
-    } else if e.is_connect() {
-        "ConnectionError"
-    } else if e.is_body() || e.is_decode() {
-        "ResponseError"
-    } else if e.is_redirect() {
-        "TooManyRedirects"
-    } else {
-        "RequestError"
-    };
-    let cause = root_cause(e);
-    if e.is_timeout() && cause.contains("timed out") {
-        return format!("{kind}: request timed out");
-    }
-    format!("{kind}: {cause}")
-}
-
-/// The text of the innermost error in `e`'s `source()` chain: the cause a
-/// failure text names (an OS error, a parse error), without its wrappers.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    root.to_string()
 }
 
 #[cfg(test)]

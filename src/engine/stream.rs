@@ -26,8 +26,8 @@ use eventsource_stream::{EventStream, EventStreamError, Eventsource};
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::request::describe_error;
 use super::timings::micros;
+use super::via_reqwest::describe_error;
 use crate::stats::{unix_now_s, Recorder, RequestSample};
 
 /// Chunks the pump reads ahead of the user.
