@@ -163,11 +163,10 @@ def pinned(core: str, argv: list[str]) -> list[str]:
 
 def run_with_rss(
     argv: list[str], timeout_s: float, cwd: str | None = None, env: dict[str, str] | None = None
-) -> tuple[str, str, int]:
-    """Runs ``argv``; returns stdout, stderr and the child's peak RSS in bytes
-    (``os.wait4``'s rusage of exactly that child). Its CPU seconds (user +
-    system) are left in :data:`LAST_CPU_S`."""
-    global LAST_CPU_S
+) -> tuple[str, str, int, float]:
+    """Runs ``argv``; returns stdout, stderr, the child's peak RSS in bytes
+    and its CPU seconds, user + system (``os.wait4``'s rusage of exactly
+    that child)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         full_env = {**os.environ, **env} if env else None
         proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=cwd, env=full_env)
@@ -181,12 +180,8 @@ def run_with_rss(
             time.sleep(0.05)
         out.seek(0)
         err.seek(0)
-        LAST_CPU_S = usage.ru_utime + usage.ru_stime
-        return out.read(), err.read(), usage.ru_maxrss * 1024
-
-
-#: CPU seconds of the last child run_with_rss waited for.
-LAST_CPU_S = 0.0
+        cpu_s = usage.ru_utime + usage.ru_stime
+        return out.read(), err.read(), usage.ru_maxrss * 1024, cpu_s
 
 
 @contextmanager
@@ -243,7 +238,7 @@ def wrk(url: str, duration_s: int, rate: int | None = None) -> Row:
     argv = [binary, "-t1", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency"]
     if rate:
         argv += [f"-R{rate}"]
-    out, _, rss = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
+    out, _, rss, _ = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+\w+)", out, re.M))
     return Row(
@@ -280,7 +275,7 @@ def oha(url: str, duration_s: int, rate: int | None = None) -> Row:
     ]
     if rate:
         argv += ["-q", str(rate), "--latency-correction"]
-    out, _, rss = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
+    out, _, rss, _ = run_with_rss(pinned(LOAD_CORE, [*argv, f"{url}/hello"]), duration_s + 30)
     doc = json.loads(out)
     pct = doc.get("latencyPercentiles", {})
     return Row(
@@ -311,11 +306,13 @@ def aiotest(
             "-r", str(spawn_rate), "-t", f"{duration_s}s", "-H", url, "--json-file", str(result),
             *extra,
         ]  # fmt: skip
-        _, err, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp, env=env)
+        _, err, rss, cpu_s = run_with_rss(
+            pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp, env=env
+        )
         if not result.exists():
             return Row("", "aiotest", note=f"no result: {err.strip()[-300:]}")
         total = json.loads(result.read_text())["stats"]["total"]
-        cpu_per_request_us = LAST_CPU_S * 1e6 / max(total["num_requests"], 1)
+        cpu_per_request_us = cpu_s * 1e6 / max(total["num_requests"], 1)
     span = (total["last_request_s"] or 0) - (total["first_request_s"] or 0)
     pct = dict(total["percentiles_us"])
     return Row(
@@ -340,7 +337,7 @@ def locust(url: str, duration_s: int) -> Row:
             "locust", "-f", str(path), "--headless", "--only-summary", "-u", str(CONNECTIONS),
             "-r", "1000", "-t", f"{duration_s}s", "-H", url, "--csv", f"{tmp}/l",
         ]  # fmt: skip
-        _, _, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
+        _, _, rss, _ = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 60, cwd=tmp)
         rows = (Path(tmp) / "l_stats.csv").read_text().splitlines()
     agg = next(r.split(",") for r in rows if ",Aggregated," in r)
     return Row("", "locust FastHttpUser", rps=float(agg[9]), p50_us=float(agg[11]) * 1e3,
@@ -420,7 +417,7 @@ def h2load(url: str, duration_s: int) -> Row:
     if not shutil.which("h2load"):
         return Row("", "h2load", note="not installed (apt-get install nghttp2-client)")
     argv = ["h2load", f"-c{CONNECTIONS}", "-m1", f"-D{duration_s}", f"{url}/hello"]
-    out, _, rss = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 30)
+    out, _, rss, _ = run_with_rss(pinned(LOAD_CORE, argv), duration_s + 30)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
     return Row("", "h2load -c 50 -m 1", rps=rps, peak_rss_bytes=rss)
 

@@ -538,6 +538,10 @@ class ClusterStatus:
     @property
     def workers(self) -> list[WorkerStatus]: ...
     @property
+    def workers_by_state(self) -> list[tuple[str, int]]:
+        """How many workers are in each state, sorted by state (also when
+        ``workers`` was left out)."""
+    @property
     def live_workers(self) -> int:
         """Workers connected and not missing."""
     @property

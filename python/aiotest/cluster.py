@@ -10,7 +10,6 @@ and into logs.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -398,8 +397,7 @@ class ClusterBackend(Backend):
 
     def metrics_status(self) -> dict[str, Any]:
         status = super().metrics_status()
-        by_state = collections.Counter(w.state for w in self.cluster().workers)
-        status["workers_by_state"] = sorted(by_state.items())
+        status["workers_by_state"] = self.cluster(with_workers=False).workers_by_state
         return status
 
     def describe(self) -> str:

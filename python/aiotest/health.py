@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from ._core import Engine, OtlpExporter, WebUi
 from .options import RunOptions
+from .runner import ProcessLoad
 
 log = logging.getLogger("aiotest.health")
 
@@ -96,15 +96,14 @@ async def follow(
     sinks: Sequence[StatusSink],
 ) -> None:
     """Keeps ``ui``'s ``/readyz`` on ``readiness()``, and the ``sinks``'
-    gauges on ``status()`` with this process's CPU use, until cancelled."""
-    cpu_s, wall_s = time.process_time(), time.monotonic()
+    gauges on ``status()`` with this process's busy CPU (as workers report
+    theirs: :class:`ProcessLoad`), until cancelled."""
+    load = ProcessLoad()
     while True:
         if ui is not None:
             ui.set_ready(*readiness())
         if status is not None and sinks:
-            now_cpu_s, now_wall_s = time.process_time(), time.monotonic()
-            busy = (now_cpu_s - cpu_s) / max(now_wall_s - wall_s, 1e-3) * 100
-            cpu_s, wall_s = now_cpu_s, now_wall_s
+            busy, _ = load.sample()
             shown = {**status(), "cpu_percent": busy}
             for sink in sinks:
                 sink.set_status(shown)

@@ -76,6 +76,8 @@ impl From<WorkerStatus> for PyWorkerStatus {
 #[pyclass(name = "ClusterStatus", module = "aiotest._core", frozen, get_all)]
 pub struct PyClusterStatus {
     workers: Vec<Py<PyWorkerStatus>>,
+    /// How many workers are in each state, sorted by state.
+    workers_by_state: Vec<(String, u64)>,
     live_workers: usize,
     run_id: u64,
     user_count: u64,
@@ -85,13 +87,19 @@ pub struct PyClusterStatus {
 }
 
 impl PyClusterStatus {
-    fn new(py: Python<'_>, st: ClusterStatus) -> PyResult<Self> {
+    /// `st` for Python; its worker rows only `with_workers`.
+    fn new(py: Python<'_>, st: ClusterStatus, with_workers: bool) -> PyResult<Self> {
+        let mut by_state = std::collections::BTreeMap::<String, u64>::new();
+        for w in &st.workers {
+            *by_state.entry(w.state.clone()).or_default() += 1;
+        }
+        let rows = if with_workers { st.workers } else { Vec::new() };
         Ok(Self {
-            workers: st
-                .workers
+            workers: rows
                 .into_iter()
                 .map(|w| Py::new(py, PyWorkerStatus::from(w)))
                 .collect::<PyResult<_>>()?,
+            workers_by_state: by_state.into_iter().collect(),
             live_workers: st.live_workers,
             run_id: st.run_id,
             user_count: st.user_count,
@@ -175,13 +183,10 @@ impl PyMaster {
         self.commands
             .send(MasterCommand::Status(tx))
             .map_err(|_| stopped("the master has stopped"))?;
-        let mut status = py
+        let status = py
             .detach(move || rx.recv_timeout(Duration::from_secs(10)))
             .map_err(|_| stopped("the master did not answer"))?;
-        if !with_workers {
-            status.workers.clear();
-        }
-        PyClusterStatus::new(py, status)
+        PyClusterStatus::new(py, status, with_workers)
     }
 
     /// Starts a run, or with `new_run=False` changes the running one (a

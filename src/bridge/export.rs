@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use super::engine::PyEngine;
 use super::errors::{bad_argument, bad_shape};
 use crate::export::otlp::OtlpExporter;
-use crate::web::RunStatus;
+use crate::export::RunStatus;
 
 /// The OTLP push of one local run or master. See `_core.pyi`.
 #[pyclass(name = "OtlpExporter", module = "aiotest._core")]

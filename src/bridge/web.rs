@@ -5,8 +5,9 @@ use pyo3::prelude::*;
 
 use super::engine::PyEngine;
 use super::errors::{bad_shape, stopped, web_error};
+use crate::export::RunStatus;
 use crate::report::html::ReportMeta;
-use crate::web::{RunStatus, WebConfig, WebUi};
+use crate::web::{WebConfig, WebUi};
 
 /// The web UI of one master or local run. See `_core.pyi`.
 #[pyclass(name = "WebUi", module = "aiotest._core")]

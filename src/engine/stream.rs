@@ -89,15 +89,30 @@ type Events = Pin<
     Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<Infallible>>> + Send>,
 >;
 
-/// The reading end, in the form the first read chose.
-enum Reader {
-    Unread(mpsc::Receiver<Arrived>),
-    Chunks(mpsc::Receiver<Arrived>),
-    Events {
-        events: Events,
-        /// Arrival of the last chunk the parser took.
-        last_at_us: Arc<AtomicU64>,
-    },
+/// The reading end: the chunks, until the first read asks for events,
+/// which hands them to the parser for good.
+#[derive(Default)]
+struct Reader {
+    chunks: Option<mpsc::Receiver<Arrived>>,
+    events: Option<SseReader>,
+    /// What the first read asked for; later reads must ask the same.
+    read_as: Option<ReadKind>,
+}
+
+/// Chunks parsed as server-sent events.
+struct SseReader {
+    events: Events,
+    /// Arrival of the last chunk the parser took.
+    last_at_us: Arc<AtomicU64>,
+}
+
+impl ReadKind {
+    fn plural(self) -> &'static str {
+        match self {
+            ReadKind::Chunk => "chunks",
+            ReadKind::Event => "events",
+        }
+    }
 }
 
 /// What the pump and the reader share.
@@ -186,7 +201,10 @@ impl BodyStream {
         let pump = tokio::spawn(pump(resp, tx, shared.clone(), idle_timeout)).abort_handle();
         Arc::new(Self {
             shared,
-            reader: tokio::sync::Mutex::new(Reader::Unread(rx)),
+            reader: tokio::sync::Mutex::new(Reader {
+                chunks: Some(rx),
+                ..Reader::default()
+            }),
             pump,
         })
     }
@@ -228,46 +246,49 @@ impl BodyStream {
     /// ends. The first read chooses: a body read as chunks cannot then be
     /// read as events, nor the other way round.
     pub async fn read(&self, kind: ReadKind) -> Read {
-        let mut reader = self.reader.lock().await;
-        if let Reader::Unread(_) = &*reader {
-            let Reader::Unread(rx) = std::mem::replace(&mut *reader, placeholder()) else {
-                unreachable!("matched above");
-            };
-            *reader = match kind {
-                ReadKind::Chunk => Reader::Chunks(rx),
-                ReadKind::Event => events_of(rx),
-            };
+        let mut guard = self.reader.lock().await;
+        let reader = &mut *guard;
+        let first = *reader.read_as.get_or_insert(kind);
+        if first != kind {
+            return Read::Refused(format!(
+                "this body is being read as {}: it cannot be read as {} too",
+                first.plural(),
+                kind.plural()
+            ));
         }
-        match (&mut *reader, kind) {
-            (Reader::Chunks(rx), ReadKind::Chunk) => match rx.recv().await {
+        if kind == ReadKind::Chunk {
+            let Some(rx) = reader.chunks.as_mut() else {
+                return Read::End;
+            };
+            return match rx.recv().await {
                 Some(Arrived { data, at_us }) => Read::Chunk { data, at_us },
                 None => Read::End,
-            },
-            (Reader::Events { events, last_at_us }, ReadKind::Event) => match events.next().await {
-                Some(Ok(e)) => Read::Event {
-                    event: SseEvent {
-                        event: e.event,
-                        data: e.data,
-                        id: e.id,
-                        retry_ms: e.retry.map(|r| micros(r) / 1000),
-                    },
-                    at_us: last_at_us.load(Ordering::Relaxed),
+            };
+        }
+        if reader.events.is_none() {
+            reader.events = reader.chunks.take().map(events_of);
+        }
+        let Some(SseReader { events, last_at_us }) = reader.events.as_mut() else {
+            return Read::End;
+        };
+        match events.next().await {
+            Some(Ok(e)) => Read::Event {
+                event: SseEvent {
+                    event: e.event,
+                    data: e.data,
+                    id: e.id,
+                    retry_ms: e.retry.map(|r| micros(r) / 1000),
                 },
-                Some(Err(e)) => {
-                    self.pump.abort();
-                    self.shared.finish(Some(format!(
-                        "ResponseError: the body is not a valid event stream: {e}"
-                    )));
-                    Read::End
-                }
-                None => Read::End,
+                at_us: last_at_us.load(Ordering::Relaxed),
             },
-            (Reader::Chunks(_), ReadKind::Event) => Read::Refused(
-                "this body is being read as chunks: it cannot be read as events too".to_owned(),
-            ),
-            _ => Read::Refused(
-                "this body is being read as events: it cannot be read as chunks too".to_owned(),
-            ),
+            Some(Err(e)) => {
+                self.pump.abort();
+                self.shared.finish(Some(format!(
+                    "ResponseError: the body is not a valid event stream: {e}"
+                )));
+                Read::End
+            }
+            None => Read::End,
         }
     }
 }
@@ -278,15 +299,9 @@ impl Drop for BodyStream {
     }
 }
 
-/// A reader that holds nothing, for the moment a read swaps forms.
-fn placeholder() -> Reader {
-    let (_, rx) = mpsc::channel(1);
-    Reader::Chunks(rx)
-}
-
 /// `rx` parsed as an event stream (the `eventsource-stream` crate's
 /// WHATWG parser), noting each chunk's arrival as the parser takes it.
-fn events_of(rx: mpsc::Receiver<Arrived>) -> Reader {
+fn events_of(rx: mpsc::Receiver<Arrived>) -> SseReader {
     let last_at_us = Arc::new(AtomicU64::new(0));
     let noted = last_at_us.clone();
     let bytes = stream::unfold(rx, move |mut rx| {
@@ -298,7 +313,7 @@ fn events_of(rx: mpsc::Receiver<Arrived>) -> Reader {
         }
     });
     let events: EventStream<_> = bytes.eventsource();
-    Reader::Events {
+    SseReader {
         events: Box::pin(events),
         last_at_us,
     }

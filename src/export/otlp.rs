@@ -11,7 +11,7 @@
 //! misses a push loses nothing; the last push goes out when the exporter
 //! stops.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -24,16 +24,16 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
+use super::{RunStatus, SharedStatus};
 use crate::engine::tls::{client_config, TlsOptions};
-use crate::stats::{unix_now_s, EntryBuckets, Recorder};
-use crate::web::{RunStatus, DEFAULT_BUCKETS_S};
+use crate::stats::{unix_now_s, BucketBounds, EntryBuckets, Recorder};
 
 /// A push that takes longer fails (and the next one tries again).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pushes the metrics of one run until stopped.
 pub struct OtlpExporter {
-    status: Arc<RwLock<RunStatus>>,
+    status: Arc<SharedStatus>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     /// Where it pushes, for logs.
     pub url: String,
@@ -42,8 +42,8 @@ pub struct OtlpExporter {
 /// What each push reads.
 struct Source {
     recorder: Recorder,
-    status: Arc<RwLock<RunStatus>>,
-    bounds_s: Vec<f64>,
+    status: Arc<SharedStatus>,
+    bounds: BucketBounds,
     url: String,
 }
 
@@ -93,18 +93,11 @@ impl OtlpExporter {
             .timeout(PUSH_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build the OTLP client: {e}"))?;
-        let mut bounds_s = if buckets_s.is_empty() {
-            DEFAULT_BUCKETS_S.to_vec()
-        } else {
-            buckets_s.to_vec()
-        };
-        bounds_s.sort_by(f64::total_cmp);
-        bounds_s.dedup();
-        let status = Arc::new(RwLock::new(RunStatus::default()));
+        let status = Arc::new(SharedStatus::default());
         let source = Source {
             recorder,
             status: status.clone(),
-            bounds_s,
+            bounds: BucketBounds::new(buckets_s),
             url: url.clone(),
         };
         let (stop, stopped) = oneshot::channel();
@@ -118,9 +111,7 @@ impl OtlpExporter {
 
     /// Replaces the run's status the gauges show.
     pub fn set_status(&self, status: RunStatus) {
-        if let Ok(mut s) = self.status.write() {
-            *s = status;
-        }
+        self.status.set(status);
     }
 
     /// Pushes once more and stops; blocks until that push is done (at most
@@ -171,20 +162,16 @@ async fn push_every(
 /// they recover.
 async fn push(client: &reqwest::Client, source: &Source, start_ns: u64, failing: &mut bool) {
     let recorder = source.recorder.clone();
-    let bounds_us: Vec<u64> = source
-        .bounds_s
-        .iter()
-        .map(|s| (s * 1e6).round() as u64)
-        .collect();
+    let bounds_us = source.bounds.micros.clone();
     let Ok(Some(rows)) =
         tokio::task::spawn_blocking(move || recorder.bucket_counts(bounds_us)).await
     else {
         return;
     };
-    let status = source.status.read().map(|s| s.clone()).unwrap_or_default();
+    let status = source.status.get();
     let body = request(
         &rows,
-        &source.bounds_s,
+        &source.bounds.seconds,
         &status,
         start_ns,
         nanos(unix_now_s()),
@@ -276,7 +263,7 @@ pub fn request(
                     time_unix_nano: now_ns,
                     count: row.num_requests,
                     sum: Some(row.total_response_time_us as f64 / 1e6),
-                    bucket_counts: per_bucket(&row.cumulative),
+                    bucket_counts: row.per_bucket(),
                     explicit_bounds: bounds_s.to_vec(),
                     ..Default::default()
                 })
@@ -351,19 +338,6 @@ pub fn request(
             ..Default::default()
         }],
     }
-}
-
-/// Cumulative counts (the last one the total) as counts per bucket.
-fn per_bucket(cumulative: &[u64]) -> Vec<u64> {
-    let mut below = 0;
-    cumulative
-        .iter()
-        .map(|&c| {
-            let n = c.saturating_sub(below);
-            below = c;
-            n
-        })
-        .collect()
 }
 
 #[cfg(test)]

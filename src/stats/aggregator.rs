@@ -120,14 +120,23 @@ impl Recorder {
         if samples.is_empty() {
             return;
         }
+        self.hold(|held| {
+            if held.samples.is_empty() {
+                held.samples = samples;
+            } else {
+                held.samples.extend(samples);
+            }
+            held.samples.len() >= HOLD_MAX.1
+        });
+    }
+
+    /// Adds to what is held back with `add`, which says whether that is now
+    /// full; sends it all when it is, or when the oldest held is
+    /// [`HOLD_MAX`]'s time old.
+    fn hold(&self, add: impl FnOnce(&mut Held) -> bool) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let since = *held.since.get_or_insert_with(Instant::now);
-        if held.samples.is_empty() {
-            held.samples = samples;
-        } else {
-            held.samples.extend(samples);
-        }
-        if held.samples.len() >= HOLD_MAX.1 || since.elapsed() >= HOLD_MAX.0 {
+        if add(&mut held) || since.elapsed() >= HOLD_MAX.0 {
             drop(held);
             self.flush();
         }
@@ -172,13 +181,10 @@ impl Recorder {
     // second at 5,000 workers (bench/run.py master-5k), and the master
     // shares one core with it.
     pub fn merge_sparse(&self, stats: SparseStats) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let since = *held.since.get_or_insert_with(Instant::now);
-        held.reports.push(stats);
-        if held.reports.len() >= HOLD_MAX_REPORTS || since.elapsed() >= HOLD_MAX.0 {
-            drop(held);
-            self.flush();
-        }
+        self.hold(|held| {
+            held.reports.push(stats);
+            held.reports.len() >= HOLD_MAX_REPORTS
+        });
     }
 
     /// Everything recorded since the last `take`, leaving the statistics

@@ -5,6 +5,37 @@
 
 use super::{Stats, StatsEntry};
 
+/// Response-time bucket bounds (s) unless the user sets their own
+/// (`--metrics-buckets`): from 1 ms to 60 s, the spread of Prometheus'
+/// defaults with the sub-5 ms bounds a fast target needs.
+pub const DEFAULT_BUCKETS_S: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Histogram bucket bounds: in seconds for the exposition formats, and in
+/// µs for [`bucket_counts`]. Ascending, without repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketBounds {
+    pub seconds: Vec<f64>,
+    pub micros: Vec<u64>,
+}
+
+impl BucketBounds {
+    /// `buckets_s` (seconds, in any order) sorted and without repeats;
+    /// [`DEFAULT_BUCKETS_S`] when empty.
+    pub fn new(buckets_s: &[f64]) -> Self {
+        let mut seconds = if buckets_s.is_empty() {
+            DEFAULT_BUCKETS_S.to_vec()
+        } else {
+            buckets_s.to_vec()
+        };
+        seconds.sort_by(f64::total_cmp);
+        seconds.dedup();
+        let micros = seconds.iter().map(|s| (s * 1e6).round() as u64).collect();
+        Self { seconds, micros }
+    }
+}
+
 /// One (method, name) row, or the Aggregated row, as counters and
 /// cumulative buckets.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +74,22 @@ impl EntryBuckets {
             total_response_time_us: entry.total_response_time_us,
             cumulative,
         }
+    }
+}
+
+impl EntryBuckets {
+    /// The requests in each bucket (not cumulative), the `+Inf` one last:
+    /// what the histogram encoders of OTLP and `prometheus-client` take.
+    pub fn per_bucket(&self) -> Vec<u64> {
+        let mut below = 0;
+        self.cumulative
+            .iter()
+            .map(|&c| {
+                let n = c.saturating_sub(below);
+                below = c;
+                n
+            })
+            .collect()
     }
 }
 
@@ -93,5 +140,16 @@ mod tests {
         assert_eq!(total.name, crate::stats::AGGREGATED_NAME);
         assert_eq!((total.num_requests, total.num_failures), (7, 1));
         assert_eq!(total.cumulative, vec![3, 6, 6, 7]);
+        assert_eq!(total.per_bucket(), vec![3, 3, 0, 1]);
+    }
+
+    #[test]
+    fn bounds_are_sorted_once_in_both_units() {
+        let b = BucketBounds::new(&[0.1, 0.005, 0.1]);
+        assert_eq!(
+            (b.seconds, b.micros),
+            (vec![0.005, 0.1], vec![5_000, 100_000])
+        );
+        assert_eq!(BucketBounds::new(&[]).seconds, DEFAULT_BUCKETS_S.to_vec());
     }
 }

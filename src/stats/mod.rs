@@ -12,7 +12,7 @@ mod entry;
 mod registry;
 
 pub use aggregator::{Aggregator, Recorder};
-pub use buckets::{bucket_counts, EntryBuckets};
+pub use buckets::{bucket_counts, BucketBounds, EntryBuckets, DEFAULT_BUCKETS_S};
 pub use entry::{
     format_quantile, new_histogram, EntrySnapshot, HistoryEntry, SparseEntry, StatsEntry, Window,
     PERCENTILES,

@@ -10,8 +10,10 @@
 //! as a counter reset. The run's state, users and workers come from what
 //! the Python runner last published ([`Metrics::set_status`]).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use crate::export::{RunStatus, SharedStatus};
+use crate::stats::{BucketBounds, EntryBuckets, Recorder};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,39 +25,12 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-
-use crate::stats::{EntryBuckets, Recorder};
-
-/// Response-time bucket bounds (s) unless the user sets their own: from
-/// 1 ms to 60 s, the spread of Prometheus' defaults with the sub-5 ms
-/// bounds a fast target needs.
-pub const DEFAULT_BUCKETS_S: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-];
-
-/// What the runner publishes about the run, besides the statistics.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RunStatus {
-    /// `ready`, `spawning`, `running`, `stopping` or `stopped`.
-    pub state: String,
-    /// Users running now, by class name.
-    #[serde(default)]
-    pub users_by_class: Vec<(String, u64)>,
-    /// A master's workers by state (`ready`, `running`, `missing`, ...).
-    #[serde(default)]
-    pub workers_by_state: Vec<(String, u64)>,
-    /// This process's CPU use, % of one core.
-    #[serde(default)]
-    pub cpu_percent: f64,
-}
 
 /// The `/metrics` endpoint's state.
 pub struct Metrics {
     recorder: Recorder,
-    bounds_us: Vec<u64>,
-    bounds_s: Vec<f64>,
-    status: RwLock<RunStatus>,
+    bounds: BucketBounds,
+    status: SharedStatus,
 }
 
 /// The states `aiotest_run_state` has a series for (OpenMetrics'
@@ -64,40 +39,29 @@ const RUN_STATES: [&str; 5] = ["ready", "spawning", "running", "stopping", "stop
 
 impl Metrics {
     /// Metrics of `recorder`'s statistics, with response-time buckets at
-    /// `buckets_s` (seconds, in any order; [`DEFAULT_BUCKETS_S`] when empty).
+    /// `buckets_s` (seconds; see [`BucketBounds::new`]).
     pub fn new(recorder: Recorder, buckets_s: &[f64]) -> Self {
-        let mut bounds_s = if buckets_s.is_empty() {
-            DEFAULT_BUCKETS_S.to_vec()
-        } else {
-            buckets_s.to_vec()
-        };
-        bounds_s.sort_by(f64::total_cmp);
-        bounds_s.dedup();
-        let bounds_us = bounds_s.iter().map(|s| (s * 1e6).round() as u64).collect();
         Self {
             recorder,
-            bounds_us,
-            bounds_s,
-            status: RwLock::new(RunStatus::default()),
+            bounds: BucketBounds::new(buckets_s),
+            status: SharedStatus::default(),
         }
     }
 
     /// Replaces the run's status the gauges show.
     pub fn set_status(&self, status: RunStatus) {
-        if let Ok(mut s) = self.status.write() {
-            *s = status;
-        }
+        self.status.set(status);
     }
 
     /// The exposition text, or None when the aggregator has stopped.
     /// Blocks for one round trip to the aggregator.
     pub fn render(&self) -> Option<String> {
-        let rows = self.recorder.bucket_counts(self.bounds_us.clone())?;
-        let status = self.status.read().map(|s| s.clone()).unwrap_or_default();
+        let rows = self.recorder.bucket_counts(self.bounds.micros.clone())?;
+        let status = self.status.get();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Scrape {
             rows,
-            bounds_s: self.bounds_s.clone(),
+            bounds_s: self.bounds.seconds.clone(),
             status,
         }));
         let mut text = String::new();
@@ -180,18 +144,12 @@ impl Scrape {
         for row in self.entries() {
             let labels = request_labels(row);
             // prometheus-client takes per-bucket counts and accumulates them.
-            let mut below = 0;
             let buckets: Vec<(f64, u64)> = self
                 .bounds_s
                 .iter()
                 .copied()
                 .chain([f64::MAX]) // the encoder's `+Inf`
-                .zip(&row.cumulative)
-                .map(|(bound, &cumulative)| {
-                    let in_bucket = cumulative.saturating_sub(below);
-                    below = cumulative;
-                    (bound, in_bucket)
-                })
+                .zip(row.per_bucket())
                 .collect();
             let sum_s = row.total_response_time_us as f64 / 1e6;
             family

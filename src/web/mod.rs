@@ -22,7 +22,7 @@ mod serve;
 mod tls;
 
 pub use health::Health;
-pub use metrics::{Metrics, RunStatus, DEFAULT_BUCKETS_S};
+pub use metrics::Metrics;
 pub use serve::{serve_until_told, Limits};
 
 use std::collections::HashMap;
@@ -79,7 +79,7 @@ pub struct WebConfig {
     /// Serve `GET /metrics` (a local run's or a master's, not a worker's).
     pub serve_metrics: bool,
     /// Response-time bucket bounds of `/metrics` (s, ascending; empty for
-    /// [`DEFAULT_BUCKETS_S`]).
+    /// [`crate::stats::DEFAULT_BUCKETS_S`]).
     pub metrics_buckets_s: Vec<f64>,
 }
 
