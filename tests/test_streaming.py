@@ -253,3 +253,47 @@ def test_unread_streams_let_their_connection_go(
     checks = result.entry("GET", "open streams")["num_requests"]
     assert result.total["num_requests"] == 30 + checks
     assert streaming_server.served["/open"] == checks
+
+
+LOCUST_STREAM_FILE = """
+import json
+from locust import HttpUser, task, constant
+
+EXPECTED = [f"line {i}" for i in range(50)] + ["tail"]
+
+class LlmUser(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    def stream(self):
+        # The pattern of Locust's LLM load tests, on requests' names.
+        with self.client.get("/events", stream=True, catch_response=True, name="sse") as resp:
+            tokens = []
+            for line in resp.iter_lines(decode_unicode=True, gap_name="between lines"):
+                if line.startswith("data: "):
+                    tokens.append(json.loads(line[6:])["i"])
+            if tokens != list(range(100)):
+                resp.failure(f"tokens {tokens}")
+        resp = self.client.get("/lines", stream=True, name="content")
+        pieces = list(resp.iter_content(chunk_size=100))
+        assert all(len(p) == 100 for p in pieces[:-1]), [len(p) for p in pieces]
+        assert b"".join(pieces).decode().split("\\r\\n") == EXPECTED
+        resp = self.client.get("/lines", stream=True, name="text")
+        assert resp.text.endswith("line 49\\r\\ntail") and resp.content.startswith(b"line 0")
+        with self.client.get("/endless", stream=True, name="left") as resp:
+            assert next(resp.iter_content(chunk_size=None))
+"""
+
+
+def test_blocking_style_users_stream_as_requests_does(
+    streaming_server: StreamingServer, write_file, tmp_path: Path
+) -> None:
+    result = run_against(streaming_server, write_file("llm.py", LOCUST_STREAM_FILE), 1, 3)
+    assert result.returncode == 0, result.stderr + str(result.json)
+    assert result.json is not None and not result.json["stats"]["errors"], result.json
+    assert streaming_server.served == {"/events": 3, "/lines": 6, "/endless": 3}
+    for name in ("sse", "content", "text", "left"):
+        entry = result.entry("GET", name)
+        assert entry["num_requests"] == 3 and entry["num_failures"] == 0, (name, entry)
+    # Each SSE event is three lines (event, id, data) and a blank one.
+    assert result.entry("GET", "between lines")["num_requests"] == 3 * (4 * 100 - 1)

@@ -212,3 +212,29 @@ def test_a_post_after_the_servers_keep_alive_timeout_opens_a_new_connection(
     assert result.total["num_requests"] == 3 and result.total["num_failures"] == 0
     served = tls_nginx.requests()
     assert len(served) == 3 and len({r[2] for r in served}) == 3, served
+
+
+STREAMED = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Streamed(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def hello(self):
+        async with self.session.get("/hello", stream=True, verify={ca!r}) as resp:
+            body = await resp.read()
+        assert resp.status == 200 and body, (resp.status, resp.error)
+"""
+
+
+def test_a_streamed_request_verifies_with_its_own_ca_file(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """stream=True takes reqwest's path: the request's verify= still
+    decides, not the class's (platform) verification."""
+    path = write_file("streamed.py", STREAMED.format(ca=str(tls_nginx.pki / "ca.pem")))
+    result = run(path, tls_nginx, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.total["num_requests"] == 12 and result.total["num_failures"] == 0
+    assert len(tls_nginx.requests()) == 12

@@ -11,19 +11,21 @@ on. The names and rules are Locust's (``requests``' for the response).
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import dataclasses
 import datetime
 import json as jsonlib
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from .events import user_frames
 from .exceptions import AiotestError, ResponseError
 from .http import Headers, HttpSession, RequestContext, Response
+from .sync import await_only, in_user_greenlet
 from .user import AsyncHttpUser
 
 
@@ -112,8 +114,68 @@ class SyncResponse:
 
     @property
     def content(self) -> bytes:
-        """The whole body, as bytes."""
+        """The whole body, as bytes; with ``stream=True``, what was not
+        iterated over yet, read to its end now (as ``requests`` does)."""
+        if self._response._raw.streamed:
+            return await_only(self._response.read())
         return self._response.content
+
+    def iter_content(
+        self, chunk_size: int | None = 1, decode_unicode: bool = False
+    ) -> Iterator[Any]:
+        """The body in pieces of ``chunk_size`` bytes (``None``: as they
+        arrive), as ``requests`` gives them; with ``stream=True`` they are
+        read as they arrive, and the other users run meanwhile.
+
+        Raises:
+            ValueError: ``chunk_size`` is not a positive int or None.
+        """
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, not {chunk_size!r}")
+        arriving = (
+            _blocking(self._response.iter_chunks())
+            if self._response._raw.streamed
+            else iter([self._response.content])
+        )
+        pieces = arriving if chunk_size is None else _rechunk(arriving, chunk_size)
+        if not decode_unicode:
+            return pieces
+        return _decoded(pieces, self.encoding)
+
+    def iter_lines(
+        self,
+        chunk_size: int | None = 512,
+        decode_unicode: bool = False,
+        delimiter: bytes | None = None,
+        *,
+        first_name: str | None = None,
+        gap_name: str | None = None,
+    ) -> Iterator[Any]:
+        """The body's lines without their line breaks, as ``requests``
+        gives them (bytes, or str with ``decode_unicode``), read as they
+        arrive with ``stream=True``. ``first_name`` and ``gap_name`` record
+        the time to the first line and between lines in stats rows of those
+        names (see :meth:`aiotest.http.Response.iter_lines`)."""
+        del chunk_size  # lines are cut as the chunks arrive
+        raw: Iterator[bytes]
+        if delimiter is None and self._response._raw.streamed:
+            lines = _blocking(
+                self._response.iter_lines(
+                    first_name=first_name, gap_name=gap_name, encoding="latin-1"
+                )
+            )
+            raw = (line.encode("latin-1") for line in lines)
+        else:
+            body = self.content
+            raw = iter(body.split(delimiter) if delimiter else body.splitlines())
+        if not decode_unicode:
+            return raw
+        return (line.decode(self.encoding, errors="replace") for line in raw)
+
+    def close(self) -> None:
+        """Stops reading a streamed body and lets its connection go
+        (``requests``' ``Response.close``); nothing otherwise."""
+        self._response.close()
 
     @property
     def encoding(self) -> str:
@@ -123,7 +185,7 @@ class SyncResponse:
     @property
     def text(self) -> str:
         """The body decoded by its charset (UTF-8 by default)."""
-        return self._response.content.decode(self.encoding, errors="replace")
+        return self.content.decode(self.encoding, errors="replace")
 
     @property
     def elapsed(self) -> datetime.timedelta:
@@ -152,7 +214,7 @@ class SyncResponse:
 
     def json(self, **kwargs: Any) -> Any:
         """The body parsed as JSON. Raises ``json.JSONDecodeError``."""
-        return jsonlib.loads(self._response.content, **kwargs)
+        return jsonlib.loads(self.content, **kwargs)
 
     def raise_for_status(self) -> None:
         """Raises :class:`HTTPError` when the request failed. As with
@@ -187,6 +249,7 @@ class SyncResponse:
         another exception goes on and nothing is recorded; and a block that
         ends well records by the status."""
         ctx = self._ctx
+        self._response.close()
         if not ctx._catch:
             return False  # recorded by the engine already
         decided = ctx._result is not False
@@ -203,6 +266,45 @@ class SyncResponse:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
+
+
+def _blocking(pieces: AsyncIterator[Any]) -> Iterator[Any]:
+    """An async iterator's items from blocking-style code: each step is
+    awaited in the user's task while the other users run."""
+    try:
+        while True:
+            try:
+                yield await_only(pieces.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        # Left early: close it now (a collected one closes on the loop).
+        if in_user_greenlet():
+            await_only(pieces.aclose())  # type: ignore[attr-defined]
+
+
+def _rechunk(arriving: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """``arriving``'s bytes in pieces of ``size`` (the last may be shorter)."""
+    pending = b""
+    for data in arriving:
+        pending += data
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
+
+
+def _decoded(pieces: Iterator[bytes], encoding: str) -> Iterator[str]:
+    """``pieces`` decoded as they come, a character cut across two kept whole."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    for data in pieces:
+        text = decoder.decode(data)
+        if text:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 class SyncHttpSession:
@@ -246,12 +348,15 @@ class SyncHttpSession:
         max_body_bytes: int | None = None,
         verify: bool | str | None = None,
         cert: str | tuple[str, str] | None = None,
+        stream: bool = False,
         **_ignored: Any,
     ) -> SyncResponse:
         """Sends a request and returns its response once it is done; the
         other users run meanwhile. ``verify`` and ``cert`` are as in
-        ``requests``; ``stream`` and ``proxies`` are accepted and have no
-        effect yet.
+        ``requests``; with ``stream=True`` the response comes at its head
+        and :meth:`SyncResponse.iter_lines` / :meth:`SyncResponse.iter_content`
+        read the body as it arrives. ``proxies`` is accepted and has no
+        effect (the environment's proxy variables are honoured).
 
         Raises:
             ValueError: An unknown method or a bad timeout.
@@ -281,6 +386,7 @@ class SyncHttpSession:
             max_body_bytes=max_body_bytes,
             verify=verify,
             cert=cert,
+            stream=stream,
         )
         return SyncResponse(ctx.wait(), ctx)
 

@@ -12,13 +12,12 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use url::Url;
 
 use super::h1::Failure;
 use super::timings::{micros, Timings};
 use super::tls::describe_handshake_error;
+use super::tls_io::{handshake, TlsConn};
 
 /// Where a connection goes: the URL's host (IPv6 in brackets), port, and
 /// for https the TLS config it is opened with (idle connections are reused
@@ -83,7 +82,7 @@ impl Origin {
 /// A connection: plain TCP, or TLS over it.
 pub(crate) enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsConn>),
 }
 
 impl Stream {
@@ -119,7 +118,7 @@ impl Stream {
     pub fn speaks_h2(&self, origin: &Origin) -> bool {
         match self {
             Stream::Plain(_) => origin.h2c,
-            Stream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()),
+            Stream::Tls(tls) => tls.alpn_protocol() == Some(b"h2".as_slice()),
         }
     }
 }
@@ -164,12 +163,11 @@ pub(crate) async fn connect(origin: &Origin) -> Result<(Stream, Timings), Failur
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| Failure::Request(format!("SSLError: {host} is not a TLS server name: {e}")))?;
     let shaking = Instant::now();
-    let tls = TlsConnector::from(config.clone())
-        .connect(name, tcp)
+    let tls = handshake(tcp, config.clone(), name)
         .await
         .map_err(|e| Failure::Request(describe_handshake_error(host, &e)))?;
     timings.tls_us = micros(shaking.elapsed());
-    Ok((Stream::Tls(Box::new(tls)), timings))
+    Ok((Stream::Tls(tls), timings))
 }
 
 impl AsyncRead for Stream {

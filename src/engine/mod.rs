@@ -15,6 +15,7 @@ mod session;
 mod stream;
 mod timings;
 pub mod tls;
+mod tls_io;
 mod via_reqwest;
 
 pub use tls::{TlsOptions, Verify};

@@ -168,43 +168,29 @@ impl Job {
     /// client.
     pub async fn run(mut self) -> (Completion, Option<RequestSample>) {
         let outcome = match self.prepared {
-            Ok((url, session)) if self.spec.stream => {
-                let redirects = if self.spec.allow_redirects {
-                    Redirects::All
-                } else {
-                    Redirects::None
-                };
-                match session.client(redirects) {
-                    Ok(client) => {
-                        let recorder = self.recorder.filter(|_| self.spec.record);
-                        Box::pin(via_reqwest::execute_streamed(
-                            &client, url, &self.spec, recorder,
-                        ))
-                        .await
-                    }
-                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
+            Ok((url, session)) if self.spec.stream => match reqwest_client(&session, &self.spec) {
+                Ok(client) => {
+                    let recorder = self.recorder.filter(|_| self.spec.record);
+                    Box::pin(via_reqwest::execute_streamed(
+                        &client, url, &self.spec, recorder,
+                    ))
+                    .await
                 }
-            }
+                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
+            },
             Ok((url, session)) if !proxy_set(url.scheme()) => {
                 match session.tls_for(&url, self.spec.tls.as_ref()) {
                     Ok(tls) => execute_plain(&session, url, tls, &mut self.spec).await,
                     Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
                 }
             }
-            Ok((url, session)) => {
-                let redirects = if self.spec.allow_redirects {
-                    Redirects::All
-                } else {
-                    Redirects::None
-                };
-                match session.client(redirects) {
-                    // Boxed, like the redirect hop of `execute_plain`:
-                    // reqwest's future is several times the size of the
-                    // plain path's, and every spawn moves it.
-                    Ok(client) => Box::pin(via_reqwest::execute(&client, url, &self.spec)).await,
-                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
-                }
-            }
+            Ok((url, session)) => match reqwest_client(&session, &self.spec) {
+                // Boxed, like the redirect hop of `execute_plain`: reqwest's
+                // future is several times the size of the plain path's, and
+                // every spawn moves it.
+                Ok(client) => Box::pin(via_reqwest::execute(&client, url, &self.spec)).await,
+                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
+            },
             Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
         };
         // A streamed body records its request when it ends.
@@ -217,6 +203,24 @@ impl Job {
             sample,
         )
     }
+}
+
+/// The session's reqwest client for `spec`: its redirect rule,
+/// and the request's own TLS options (`verify=`, `cert=`) when it has them.
+///
+/// # Errors
+/// A failure text: options whose files cannot be read, or a client reqwest
+/// cannot build.
+fn reqwest_client(session: &SessionState, spec: &RequestSpec) -> Result<reqwest::Client, String> {
+    let redirects = if spec.allow_redirects {
+        Redirects::All
+    } else {
+        Redirects::None
+    };
+    let tls = session.tls_config(spec.tls.as_ref())?;
+    session
+        .client_with(redirects, Some(&tls))
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the environment names a proxy for URLs of `scheme`
@@ -315,9 +319,14 @@ async fn execute_plain(
             if let Some(next) = redirect_target(spec, parts.status, &parts.headers, &url) {
                 let mut follow = follow_up(spec, body, parts.status, &url, &next);
                 follow.timeout_s = Some(timeout.saturating_sub(started.elapsed()).as_secs_f64());
-                let mut out = match session.client(Redirects::AfterFirst) {
+                let client = session.tls_config(spec.tls.as_ref()).and_then(|tls| {
+                    session
+                        .client_with(Redirects::AfterFirst, Some(&tls))
+                        .map_err(|e| e.to_string())
+                });
+                let mut out = match client {
                     Ok(client) => Box::pin(via_reqwest::execute(&client, next, &follow)).await,
-                    Err(e) => HttpOutcome::failed_before_sending(&follow, e.to_string()),
+                    Err(e) => HttpOutcome::failed_before_sending(&follow, e),
                 };
                 out.method = spec.method.to_string();
                 out.response_time_us = started.elapsed().as_micros() as u64;

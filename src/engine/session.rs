@@ -85,6 +85,9 @@ pub(crate) struct SessionState {
     /// reqwest clients, built on first use (plain-http requests need none)
     /// and indexed by [`Redirects`].
     clients: [OnceLock<Client>; 3],
+    /// reqwest clients for requests with TLS options of their own
+    /// (`verify=`, `cert=`), by config and [`Redirects`]: a handful at most.
+    other_clients: Mutex<Vec<(Arc<rustls::ClientConfig>, Redirects, Client)>>,
     /// Idle HTTP/1.1 keep-alive connections of the fast path.
     pub conns: Connections,
     /// HTTP/2 connections of the fast path, one per origin.
@@ -135,6 +138,7 @@ impl HttpSession {
                 tls_options,
                 tls,
                 clients: Default::default(),
+                other_clients: Mutex::default(),
                 conns: Connections::default(),
                 h2: H2Connections::default(),
                 h2c: http_version == HttpVersion::Http2,
@@ -196,9 +200,34 @@ impl SessionState {
         Ok(slot.get_or_init(|| c).clone())
     }
 
+    /// The reqwest client for a request that needs one, following
+    /// `redirects`, its https hops on `tls` (from [`Self::tls_config`]; the
+    /// session's own config or `None`: the session's client).
+    ///
+    /// # Errors
+    /// [`EngineError::Client`] when reqwest cannot build it.
+    pub fn client_with(
+        &self,
+        redirects: Redirects,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, EngineError> {
+        let Some(tls) = tls.filter(|t| !Arc::ptr_eq(t, &self.tls)) else {
+            return self.client(redirects);
+        };
+        let mut others = self.other_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, c)) = others
+            .iter()
+            .find(|(t, r, _)| Arc::ptr_eq(t, tls) && *r == redirects)
+        {
+            return Ok(c.clone());
+        }
+        let c = build_client(tls, &self.jar, redirects)?;
+        others.push((tls.clone(), redirects, c.clone()));
+        Ok(c)
+    }
+
     /// The TLS config for a request to `url` on the fast path: none for
-    /// http; for https, the request's own options' (`verify=`, `cert=`),
-    /// else the session's.
+    /// http; for https, [`Self::tls_config`].
     ///
     /// # Errors
     /// A failure text for options whose files cannot be read.
@@ -210,17 +239,29 @@ impl SessionState {
         if url.scheme() != "https" {
             return Ok(None);
         }
+        self.tls_config(options).map(Some)
+    }
+
+    /// The TLS config of a request: its own options' (`verify=`, `cert=`),
+    /// else the session's.
+    ///
+    /// # Errors
+    /// A failure text for options whose files cannot be read.
+    pub fn tls_config(
+        &self,
+        options: Option<&TlsOptions>,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
         match options {
             Some(o) => {
                 let mut o = o.clone();
                 o.offer_h2 = self.tls_options.offer_h2;
                 if o == self.tls_options {
-                    Ok(Some(self.tls.clone()))
+                    Ok(self.tls.clone())
                 } else {
-                    client_config(&o).map(Some)
+                    client_config(&o)
                 }
             }
-            None => Ok(Some(self.tls.clone())),
+            None => Ok(self.tls.clone()),
         }
     }
 
