@@ -100,3 +100,26 @@ def test_h2c_with_prior_knowledge_is_an_opt_in(
     assert result.returncode == 0, result.stderr + str(result.json)
     assert result.total["num_failures"] == 0
     assert [r[1] for r in tls_nginx.requests()] == ["HTTP/2.0"] * 12
+
+
+def test_requests_go_on_after_the_server_ends_a_connection_with_goaway(
+    tls_nginx: Nginx, write_file, tmp_path: Path
+) -> None:
+    """nginx ends an HTTP/2 connection after keepalive_requests (5 here)
+    with a GOAWAY: the user's next request opens a new connection, and no
+    request fails, in turn or in a gather of 4 (where streams the server
+    did not take are retried, RFC 9113 section 8.7)."""
+    attrs = """
+    @task
+    async def together(self):
+        await asyncio.gather(*(self.session.get("/hello") for _ in range(4)))
+"""
+    result = run(write_file, tmp_path, tls_nginx, tls_nginx.h2_short_url, "HTTP/2",
+                 attrs=attrs, iterations=40)  # fmt: skip
+    assert result.returncode == 0, result.stderr + str(result.json)
+    assert result.total["num_failures"] == 0, result.json
+    served = tls_nginx.requests()
+    assert len(served) == result.total["num_requests"] >= 40
+    assert {r[1] for r in served} == {"HTTP/2.0"}
+    connections = {r[2] for r in served}
+    assert len(connections) >= len(served) / 5

@@ -86,6 +86,11 @@ http {{
         location / {{ default_type text/plain; return 200 "brief\\n"; }}
     }}
     server {{
+        listen 127.0.0.1:{h2_short_port} ssl http2;
+        keepalive_requests 5;
+        location / {{ default_type text/plain; return 200 "five\\n"; }}
+    }}
+    server {{
         listen 127.0.0.1:{h2c_port} http2;
         location / {{ default_type text/plain; return 200 "cleartext\\n"; }}
     }}
@@ -105,13 +110,15 @@ class Nginx:
     offers h2 and http/1.1 by ALPN, ``h2c_url`` is plain http speaking only
     HTTP/2 (prior knowledge), ``mtls_url`` serves only clients with a
     certificate the CA signed, ``short_url`` closes idle connections after
-    1 s."""
+    1 s, and ``h2_short_url`` ends each HTTP/2 connection after 5 requests
+    with a GOAWAY (nginx's default is 1,000)."""
 
     url: str
     short_url: str
     h2_url: str
     h2c_url: str
     mtls_url: str
+    h2_short_url: str
     pki: Pki
     log: Path
 
@@ -140,22 +147,24 @@ def nginx_over_tls(tmp_path: Path) -> Iterator[Nginx]:
     run = tmp_path / "nginx"
     run.mkdir()
     run.chmod(0o777)  # nginx's workers run as nobody when started by root
-    port, short_port, h2_port, h2c_port, mtls_port = (free_port() for _ in range(5))
+    ports = [free_port() for _ in range(6)]
+    port, short_port, h2_port, h2c_port, mtls_port, h2_short_port = ports
     conf = run / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(tmp=run, pki=pki.dir, port=port, short_port=short_port,
-                          h2_port=h2_port, h2c_port=h2c_port, mtls_port=mtls_port)
+                          h2_port=h2_port, h2c_port=h2c_port, mtls_port=mtls_port,
+                          h2_short_port=h2_short_port)
     )  # fmt: skip
     proc = subprocess.Popen(
         [nginx, "-c", str(conf), "-p", str(run)], stderr=subprocess.PIPE, text=True
     )
     try:
-        for p in (port, short_port, h2_port, h2c_port, mtls_port):
+        for p in ports:
             wait_for_port(p)
         base = "https://127.0.0.1"
         yield Nginx(f"{base}:{port}", f"{base}:{short_port}", f"{base}:{h2_port}",
-                    f"http://127.0.0.1:{h2c_port}", f"{base}:{mtls_port}", pki,
-                    run / "access.log")  # fmt: skip
+                    f"http://127.0.0.1:{h2c_port}", f"{base}:{mtls_port}",
+                    f"{base}:{h2_short_port}", pki, run / "access.log")  # fmt: skip
     finally:
         proc.terminate()
         proc.communicate(timeout=10)

@@ -16,9 +16,10 @@ use reqwest::cookie::Jar;
 use reqwest::redirect::Policy;
 use reqwest::Client;
 
-use super::conn::{connect, Origin};
+use super::conn::{connect, Origin, Stream};
 use super::h1::{Answer, Connections, Failure};
 use super::h2::{self, H2Connections};
+use super::timings::Timings;
 use super::tls::{client_config, TlsOptions};
 use super::EngineError;
 
@@ -303,32 +304,53 @@ impl SessionState {
         max_body_bytes: u64,
         req: Request<Bytes>,
     ) -> Exchange {
-        if let Some(sender) = self.h2.get(origin) {
-            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+        // A request the server did not process, because it was ending the
+        // connection, goes once more, on a new one.
+        let mut again = true;
+        loop {
+            let (sender, opening) = match self.h2_route(origin).await? {
+                Route::H2(sender, opening) => (sender, opening),
+                Route::Http1(fresh) => {
+                    return self
+                        .conns
+                        .round_trip_on(origin, fresh, max_body_bytes, req)
+                        .await
+                }
+            };
+            let sent = h2::round_trip(sender, h2_form(h2::copy(&req), origin), max_body_bytes);
+            match sent.await {
+                Ok(mut answer) => {
+                    answer.timings = opening.then(answer.timings);
+                    return Ok(answer);
+                }
+                Err(h2::H2Failure::Unprocessed(_)) if again => again = false,
+                Err(failure) => return Err(failure.into()),
+            }
         }
-        // One new connection at a time learns the origin's protocol.
-        let gate = self.h2.gate.lock().await;
+    }
+
+    /// Where a request to `origin` goes: its HTTP/2 connection (a new one
+    /// with what opening it took), or HTTP/1.1 (on a connection just
+    /// opened when its ALPN chose that). One new connection at a time
+    /// learns the origin's protocol.
+    async fn h2_route(&self, origin: &Origin) -> Result<Route, Failure> {
         if let Some(sender) = self.h2.get(origin) {
-            drop(gate);
-            return h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await;
+            return Ok(Route::H2(sender, Timings::default()));
+        }
+        let _gate = self.h2.gate.lock().await;
+        if let Some(sender) = self.h2.get(origin) {
+            return Ok(Route::H2(sender, Timings::default()));
         }
         if self.conns.has_idle(origin) {
-            drop(gate);
-            return self.conns.round_trip(origin, max_body_bytes, req).await;
+            return Ok(Route::Http1(None));
         }
         let (stream, opening) = connect(origin).await?;
         if stream.speaks_h2(origin) {
             let sender = self.h2.open(origin, stream).await?;
-            drop(gate);
-            let mut answer = h2::round_trip(sender, h2_form(req, origin), max_body_bytes).await?;
-            answer.timings = opening.then(answer.timings);
-            return Ok(answer);
+            return Ok(Route::H2(sender, opening));
         }
         self.h2.learned_http1(origin);
-        drop(gate);
-        self.conns
-            .round_trip_on(origin, Some((stream, opening)), max_body_bytes, req)
-            .await
+        Ok(Route::Http1(Some((stream, opening))))
     }
 
     /// The session's cookies, which both request paths read and update.
@@ -356,6 +378,12 @@ fn h2_form(mut req: Request<Bytes>, origin: &Origin) -> Request<Bytes> {
     }
     *req.version_mut() = Version::HTTP_2;
     req
+}
+
+/// Where [`SessionState::h2_route`] sends a request.
+enum Route {
+    H2(h2::Sender, Timings),
+    Http1(Option<(Stream, Timings)>),
 }
 
 /// How many redirects a reqwest client follows.
