@@ -308,17 +308,18 @@ impl SessionState {
         // connection, goes once more, on a new one.
         let mut again = true;
         loop {
-            let (sender, opening) = match self.h2_route(origin).await? {
+            let (sender, opening) = match Box::pin(self.h2_route(origin)).await? {
                 Route::H2(sender, opening) => (sender, opening),
                 Route::Http1(fresh) => {
-                    return self
-                        .conns
-                        .round_trip_on(origin, fresh, max_body_bytes, req)
+                    return Box::pin(self.conns.round_trip_on(origin, fresh, max_body_bytes, req))
                         .await
                 }
             };
+            // Boxed, as are the h1 path and the opening below: what each
+            // holds is alive only while it runs, and this future stays
+            // small for the many first requests that end up on HTTP/1.1.
             let sent = h2::round_trip(sender, h2_form(h2::copy(&req), origin), max_body_bytes);
-            match sent.await {
+            match Box::pin(sent).await {
                 Ok(mut answer) => {
                     answer.timings = opening.then(answer.timings);
                     return Ok(answer);
