@@ -136,6 +136,19 @@ def run_against(server: StreamingServer, path: Path, users: int, iterations: int
     )  # fmt: skip
 
 
+def clean_run(server: StreamingServer, path: Path, iterations: int, names: tuple[str, ...]) -> Run:
+    """:func:`run_against` with one user, which must end well: exit 0, no
+    user errors, and each of ``names`` requested ``iterations`` times
+    without a failure."""
+    result = run_against(server, path, 1, iterations)
+    assert result.returncode == 0, result.stderr + str(result.json)
+    assert result.json is not None and not result.json["stats"]["errors"], result.json
+    for name in names:
+        entry = result.entry("GET", name)
+        assert entry["num_requests"] == iterations and entry["num_failures"] == 0, (name, entry)
+    return result
+
+
 def test_sse_events_arrive_with_their_gaps(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
@@ -243,13 +256,9 @@ class Skimmer(AsyncHttpUser):
 def test_unread_streams_let_their_connection_go(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
-    result = run_against(streaming_server, write_file("unread.py", UNREAD_FILE), 1, 10)
-    assert result.returncode == 0, result.stderr + str(result.json)
-    assert result.json is not None and not result.json["stats"]["errors"], result.json
+    names = ("unread", "first chunk", "closed")
+    result = clean_run(streaming_server, write_file("unread.py", UNREAD_FILE), 10, names)
     assert streaming_server.served["/endless"] == 30
-    for name in ("unread", "first chunk", "closed"):
-        entry = result.entry("GET", name)
-        assert entry["num_requests"] == 10 and entry["num_failures"] == 0, entry
     checks = result.entry("GET", "open streams")["num_requests"]
     assert result.total["num_requests"] == 30 + checks
     assert streaming_server.served["/open"] == checks
@@ -288,12 +297,8 @@ class LlmUser(HttpUser):
 def test_blocking_style_users_stream_as_requests_does(
     streaming_server: StreamingServer, write_file, tmp_path: Path
 ) -> None:
-    result = run_against(streaming_server, write_file("llm.py", LOCUST_STREAM_FILE), 1, 3)
-    assert result.returncode == 0, result.stderr + str(result.json)
-    assert result.json is not None and not result.json["stats"]["errors"], result.json
+    names = ("sse", "content", "text", "left")
+    result = clean_run(streaming_server, write_file("llm.py", LOCUST_STREAM_FILE), 3, names)
     assert streaming_server.served == {"/events": 3, "/lines": 6, "/endless": 3}
-    for name in ("sse", "content", "text", "left"):
-        entry = result.entry("GET", name)
-        assert entry["num_requests"] == 3 and entry["num_failures"] == 0, (name, entry)
     # Each SSE event is three lines (event, id, data) and a blank one.
     assert result.entry("GET", "between lines")["num_requests"] == 3 * (4 * 100 - 1)

@@ -25,7 +25,8 @@ use std::task::{ready, Context, Poll};
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus,
 };
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -177,12 +178,7 @@ impl TlsConn {
                     None
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_with(&mut self.unsent, 512, |buf| {
-                        encode.encode(buf).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s),
-                            EncodeError::AlreadyEncoded => None,
-                        })
-                    })?;
+                    encode_into(&mut self.unsent, &mut encode)?;
                     None
                 }
                 // The bytes are ours to write now; they go before any wait.
@@ -230,12 +226,7 @@ impl TlsConn {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_with(&mut self.unsent, 512, |buf| {
-                        encode.encode(buf).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s),
-                            EncodeError::AlreadyEncoded => None,
-                        })
-                    })?;
+                    encode_into(&mut self.unsent, &mut encode)?;
                 }
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
                 ConnectionState::PeerClosed => self.read_closed = true,
@@ -358,6 +349,16 @@ fn append_with(
     };
     buf.truncate(at + written);
     Ok(())
+}
+
+/// Appends a handshake record rustls has ready to `unsent`.
+fn encode_into<Data>(unsent: &mut Vec<u8>, encode: &mut EncodeTlsData<'_, Data>) -> io::Result<()> {
+    append_with(unsent, 512, |buf| {
+        encode.encode(buf).map_err(|e| match e {
+            EncodeError::InsufficientSize(s) => Some(s),
+            EncodeError::AlreadyEncoded => None,
+        })
+    })
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
