@@ -251,18 +251,28 @@ class Response:
         breaks (``\\n`` or ``\\r\\n``), decoded as :meth:`text` decodes.
         ``first_name`` and ``gap_name`` record the time to the first line
         and between lines, as :meth:`iter_chunks` says."""
-        timer = self._timer(first_name, gap_name)
         codec = encoding or self.encoding
+        try:
+            async for line in self._line_bytes(first_name, gap_name):
+                yield line.decode(codec, errors="replace")
+        finally:
+            self.close()
+
+    async def _line_bytes(
+        self, first_name: str | None, gap_name: str | None
+    ) -> AsyncIterator[bytes]:
+        """:meth:`iter_lines` before decoding (``requests``' lines)."""
+        timer = self._timer(first_name, gap_name)
         pending, at_us = b"", 0
         try:
             async for data, at_us in pieces(self._ctx._session._bridge, self._raw, "chunk"):
                 lines, pending = split_lines(pending + data)
                 for line in lines:
                     timer.mark(at_us, len(line))
-                    yield line.decode(codec, errors="replace")
+                    yield line
             if pending:
                 timer.mark(at_us, len(pending))
-                yield pending.decode(codec, errors="replace")
+                yield pending
         finally:
             self.close()
 

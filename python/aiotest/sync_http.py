@@ -159,12 +159,7 @@ class SyncResponse:
         del chunk_size  # lines are cut as the chunks arrive
         raw: Iterator[bytes]
         if delimiter is None and self._response._raw.streamed:
-            lines = _blocking(
-                self._response.iter_lines(
-                    first_name=first_name, gap_name=gap_name, encoding="latin-1"
-                )
-            )
-            raw = (line.encode("latin-1") for line in lines)
+            raw = _blocking(self._response._line_bytes(first_name, gap_name))
         else:
             body = self.content
             raw = iter(body.split(delimiter) if delimiter else body.splitlines())
@@ -288,9 +283,12 @@ def _rechunk(arriving: Iterator[bytes], size: int) -> Iterator[bytes]:
     pending = b""
     for data in arriving:
         pending += data
-        while len(pending) >= size:
-            yield pending[:size]
-            pending = pending[size:]
+        # Sliced by offset: each byte is copied once, also at requests'
+        # default chunk_size of 1.
+        whole = len(pending) - len(pending) % size
+        for at in range(0, whole, size):
+            yield pending[at : at + size]
+        pending = pending[whole:]
     if pending:
         yield pending
 

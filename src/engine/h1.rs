@@ -274,12 +274,7 @@ fn encode(req: &Request<Bytes>) -> Vec<u8> {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let method = req.method();
-    if !body.is_empty()
-        || *method == Method::POST
-        || *method == Method::PUT
-        || *method == Method::PATCH
-    {
+    if needs_content_length(req.method(), body) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -289,6 +284,14 @@ fn encode(req: &Request<Bytes>) -> Vec<u8> {
         out.extend_from_slice(body);
     }
     out
+}
+
+/// Whether a request says its body's length: when it has one, and for the
+/// methods that define a body even when it is empty (an empty POST says
+/// `Content-Length: 0`; RFC 9110 section 8.6). HTTP/1.1 and HTTP/2
+/// requests alike.
+pub(crate) fn needs_content_length(method: &Method, body: &[u8]) -> bool {
+    !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Writes one request on `stream` and reads its response, starting with a

@@ -17,10 +17,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Request};
 
 use super::conn::{Origin, Stream};
-use super::h1::{body_over_limit, Answer, Failure};
+use super::h1::{body_over_limit, needs_content_length, Answer, Failure};
 use super::timings::Timings;
 
 /// A connection's handle for new streams, and whether its task has ended.
@@ -28,12 +28,6 @@ use super::timings::Timings;
 pub(crate) struct Sender {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
-}
-
-impl Sender {
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
 }
 
 /// The receive windows offered to the server, hyper's defaults: large
@@ -184,6 +178,10 @@ pub(crate) async fn round_trip(
 }
 
 impl Sender {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// The failure of a request before its response head. A GOAWAY ends
     /// the connection for new streams: it is marked closed. A stream the
     /// server refused (REFUSED_STREAM) was not processed; one cut by a
@@ -229,7 +227,7 @@ fn h2_head(mut head: http::request::Parts, body: &Bytes) -> http::request::Parts
     if headers.get(TE).is_some_and(|v| v != "trailers") {
         headers.remove(TE);
     }
-    if !body.is_empty() || matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+    if needs_content_length(&head.method, body) {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     head

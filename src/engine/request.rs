@@ -168,29 +168,33 @@ impl Job {
     /// client.
     pub async fn run(mut self) -> (Completion, Option<RequestSample>) {
         let outcome = match self.prepared {
-            Ok((url, session)) if self.spec.stream => match reqwest_client(&session, &self.spec) {
-                Ok(client) => {
-                    let recorder = self.recorder.filter(|_| self.spec.record);
-                    Box::pin(via_reqwest::execute_streamed(
-                        &client, url, &self.spec, recorder,
-                    ))
-                    .await
+            Ok((url, session)) if self.spec.stream => {
+                match reqwest_client(&session, &self.spec, redirects_of(&self.spec)) {
+                    Ok(client) => {
+                        let recorder = self.recorder.filter(|_| self.spec.record);
+                        Box::pin(via_reqwest::execute_streamed(
+                            &client, url, &self.spec, recorder,
+                        ))
+                        .await
+                    }
+                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
                 }
-                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
-            },
+            }
             Ok((url, session)) if !proxy_set(url.scheme()) => {
                 match session.tls_for(&url, self.spec.tls.as_ref()) {
                     Ok(tls) => execute_plain(&session, url, tls, &mut self.spec).await,
                     Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
                 }
             }
-            Ok((url, session)) => match reqwest_client(&session, &self.spec) {
-                // Boxed, like the redirect hop of `execute_plain`: reqwest's
-                // future is several times the size of the plain path's, and
-                // every spawn moves it.
-                Ok(client) => Box::pin(via_reqwest::execute(&client, url, &self.spec)).await,
-                Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
-            },
+            Ok((url, session)) => {
+                match reqwest_client(&session, &self.spec, redirects_of(&self.spec)) {
+                    // Boxed, like the redirect hop of `execute_plain`: reqwest's
+                    // future is several times the size of the plain path's, and
+                    // every spawn moves it.
+                    Ok(client) => Box::pin(via_reqwest::execute(&client, url, &self.spec)).await,
+                    Err(e) => HttpOutcome::failed_before_sending(&self.spec, e),
+                }
+            }
             Err(e) => HttpOutcome::failed_before_sending(&self.spec, e.to_string()),
         };
         // A streamed body records its request when it ends.
@@ -205,22 +209,30 @@ impl Job {
     }
 }
 
-/// The session's reqwest client for `spec`: its redirect rule,
-/// and the request's own TLS options (`verify=`, `cert=`) when it has them.
+/// The session's reqwest client for `spec`, following `redirects`, on the
+/// request's own TLS options (`verify=`, `cert=`) when it has them.
 ///
 /// # Errors
 /// A failure text: options whose files cannot be read, or a client reqwest
 /// cannot build.
-fn reqwest_client(session: &SessionState, spec: &RequestSpec) -> Result<reqwest::Client, String> {
-    let redirects = if spec.allow_redirects {
+fn reqwest_client(
+    session: &SessionState,
+    spec: &RequestSpec,
+    redirects: Redirects,
+) -> Result<reqwest::Client, String> {
+    let tls = session.tls_config(spec.tls.as_ref())?;
+    session
+        .client_with(redirects, &tls)
+        .map_err(|e| e.to_string())
+}
+
+/// The redirects `spec` follows (`allow_redirects`).
+fn redirects_of(spec: &RequestSpec) -> Redirects {
+    if spec.allow_redirects {
         Redirects::All
     } else {
         Redirects::None
-    };
-    let tls = session.tls_config(spec.tls.as_ref())?;
-    session
-        .client_with(redirects, Some(&tls))
-        .map_err(|e| e.to_string())
+    }
 }
 
 /// Whether the environment names a proxy for URLs of `scheme`
@@ -319,12 +331,7 @@ async fn execute_plain(
             if let Some(next) = redirect_target(spec, parts.status, &parts.headers, &url) {
                 let mut follow = follow_up(spec, body, parts.status, &url, &next);
                 follow.timeout_s = Some(timeout.saturating_sub(started.elapsed()).as_secs_f64());
-                let client = session.tls_config(spec.tls.as_ref()).and_then(|tls| {
-                    session
-                        .client_with(Redirects::AfterFirst, Some(&tls))
-                        .map_err(|e| e.to_string())
-                });
-                let mut out = match client {
+                let mut out = match reqwest_client(session, spec, Redirects::AfterFirst) {
                     Ok(client) => Box::pin(via_reqwest::execute(&client, next, &follow)).await,
                     Err(e) => HttpOutcome::failed_before_sending(&follow, e),
                 };

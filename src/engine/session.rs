@@ -192,7 +192,7 @@ impl SessionState {
     ///
     /// # Errors
     /// [`EngineError::Client`] when reqwest cannot build it.
-    pub fn client(&self, redirects: Redirects) -> Result<Client, EngineError> {
+    fn client(&self, redirects: Redirects) -> Result<Client, EngineError> {
         let slot = &self.clients[redirects as usize];
         if let Some(c) = slot.get() {
             return Ok(c.clone());
@@ -203,18 +203,18 @@ impl SessionState {
 
     /// The reqwest client for a request that needs one, following
     /// `redirects`, its https hops on `tls` (from [`Self::tls_config`]; the
-    /// session's own config or `None`: the session's client).
+    /// session's own config: the session's client).
     ///
     /// # Errors
     /// [`EngineError::Client`] when reqwest cannot build it.
     pub fn client_with(
         &self,
         redirects: Redirects,
-        tls: Option<&Arc<rustls::ClientConfig>>,
+        tls: &Arc<rustls::ClientConfig>,
     ) -> Result<Client, EngineError> {
-        let Some(tls) = tls.filter(|t| !Arc::ptr_eq(t, &self.tls)) else {
+        if Arc::ptr_eq(tls, &self.tls) {
             return self.client(redirects);
-        };
+        }
         let mut others = self.other_clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, c)) = others
             .iter()

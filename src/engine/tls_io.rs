@@ -204,39 +204,23 @@ impl TlsConn {
     }
 
     /// Encrypts up to one record of `data` into `unsent`; returns how many
-    /// bytes of `data` it took.
+    /// bytes of `data` it took. What rustls has queued goes first
+    /// (handshake records; plaintext is kept for the next read).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<usize> {
         let data = &data[..data.len().min(MAX_WRITE_BYTES)];
-        loop {
-            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
-            match state.map_err(tls_error)? {
-                ConnectionState::WriteTraffic(mut traffic) => {
-                    append_with(&mut self.unsent, data.len() + 64, |buf| {
-                        traffic.encrypt(data, buf).map_err(|e| match e {
-                            EncryptError::InsufficientSize(s) => Some(s),
-                            EncryptError::EncryptExhausted => None,
-                        })
-                    })?;
-                    return Ok(data.len());
-                }
-                ConnectionState::ReadTraffic(mut traffic) => {
-                    while let Some(record) = traffic.next_record() {
-                        self.plain
-                            .extend_from_slice(record.map_err(tls_error)?.payload);
-                    }
-                }
-                ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(&mut self.unsent, &mut encode)?;
-                }
-                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
-                ConnectionState::PeerClosed => self.read_closed = true,
-                other => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        format!("TLS connection cannot send in state {other:?}"),
-                    ));
-                }
+        self.process(&mut [], None)?;
+        let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
+        match state.map_err(tls_error)? {
+            ConnectionState::WriteTraffic(mut traffic) => {
+                append_with(&mut self.unsent, data.len() + 64, |buf| {
+                    traffic.encrypt(data, buf).map_err(short_of)
+                })?;
+                Ok(data.len())
             }
+            other => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("TLS connection cannot send in state {other:?}"),
+            )),
         }
     }
 
@@ -361,6 +345,15 @@ fn encode_into<Data>(unsent: &mut Vec<u8>, encode: &mut EncodeTlsData<'_, Data>)
     })
 }
 
+/// How much room an encryption lacked; `None` when more would not help
+/// (the connection's keys are used up).
+fn short_of(e: EncryptError) -> Option<InsufficientSizeError> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s),
+        EncryptError::EncryptExhausted => None,
+    }
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -432,10 +425,7 @@ impl AsyncWrite for TlsConn {
             let UnbufferedStatus { state, .. } = this.tls.process_tls_records(&mut []);
             if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
                 append_with(&mut this.unsent, 64, |buf| {
-                    traffic.queue_close_notify(buf).map_err(|e| match e {
-                        EncryptError::InsufficientSize(s) => Some(s),
-                        EncryptError::EncryptExhausted => None,
-                    })
+                    traffic.queue_close_notify(buf).map_err(short_of)
                 })?;
             }
         }
