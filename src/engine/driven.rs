@@ -234,7 +234,7 @@ impl Driven {
                     }
                 };
                 let in_flight = in_flight.clone();
-                // Boxed: the request's future (~1.9 KB) is then written to
+                // Boxed: the request's future (~1.5 KB) is then written to
                 // the heap once, where the task's would be moved into place
                 // at the spawn and overwritten whole when it ends.
                 let request = Box::pin(job.run());

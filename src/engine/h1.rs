@@ -168,16 +168,19 @@ impl Connections {
         )
     }
 
-    /// [`Self::round_trip`] once the request is encoded.
-    async fn send(
-        &self,
-        origin: &Origin,
+    /// [`Self::round_trip`] once the request is encoded. A plain fn around
+    /// an async block, for the reason `request::Job::run` gives: the
+    /// connection to use is chosen before it, and the block holds only
+    /// what the exchange needs.
+    fn send<'a>(
+        &'a self,
+        origin: &'a Origin,
         fresh: Option<(Stream, Timings)>,
         encoded: Vec<u8>,
         body_apart: Option<Bytes>,
         method: Method,
         reads: (usize, u64),
-    ) -> Result<Answer, Failure> {
+    ) -> impl Future<Output = Result<Answer, Failure>> + 'a {
         // Cleared by a retry, which opens a new connection.
         let mut reused = fresh.is_none();
         let (mut stream, mut opening) = match fresh {
@@ -185,40 +188,46 @@ impl Connections {
             None => (self.take_idle(origin), Timings::default()),
         };
         reused &= stream.is_some();
-        let (mut answer, reusable, received) = loop {
-            let mut conn = match stream.take() {
-                Some(conn) => conn,
-                None => {
-                    let (conn, took) = Box::pin(connect(origin)).await?;
-                    opening = took;
-                    conn
-                }
-            };
-            let outcome = exchange(&mut conn, &encoded, body_apart.as_ref(), &method, reads).await;
-            let retry = reused
-                && match &outcome {
-                    Err(Broken::Unsent(_)) => true,
-                    Err(Broken::Unanswered(_)) => method.is_idempotent(),
-                    _ => false,
+        async move {
+            let (mut answer, reusable, received) = loop {
+                let mut conn = match stream.take() {
+                    Some(conn) => conn,
+                    None => {
+                        let (conn, took) = Box::pin(connect(origin)).await?;
+                        opening = took;
+                        conn
+                    }
                 };
-            if !retry {
-                stream = Some(conn);
-                break outcome.map_err(|broken| match broken {
-                    Broken::Unsent(why) | Broken::Unanswered(why) => Failure::Request(why),
-                    Broken::Failed(failure) => failure,
-                })?;
+                let outcome =
+                    exchange(&mut conn, &encoded, body_apart.as_ref(), &method, reads).await;
+                let retry = reused
+                    && match &outcome {
+                        Err(Broken::Unsent(_)) => true,
+                        Err(Broken::Unanswered(_)) => method.is_idempotent(),
+                        _ => false,
+                    };
+                if !retry {
+                    stream = Some(conn);
+                    break outcome.map_err(|broken| match broken {
+                        Broken::Unsent(why) | Broken::Unanswered(why) => Failure::Request(why),
+                        Broken::Failed(failure) => failure,
+                    })?;
+                }
+                reused = false;
+            };
+            self.last_response_bytes.store(received, Ordering::Relaxed);
+            if let (true, Some(conn)) = (reusable, stream) {
+                let mut idle = self.idle();
+                if idle.len() < MAX_IDLE_PER_SESSION {
+                    // One more slot at a time: most sessions keep one idle
+                    // connection, and a Vec's first push makes room for 4.
+                    idle.reserve_exact(1);
+                    idle.push((origin.clone(), conn));
+                }
             }
-            reused = false;
-        };
-        self.last_response_bytes.store(received, Ordering::Relaxed);
-        if let (true, Some(conn)) = (reusable, stream) {
-            let mut idle = self.idle();
-            if idle.len() < MAX_IDLE_PER_SESSION {
-                idle.push((origin.clone(), conn));
-            }
+            answer.timings = opening.then(answer.timings);
+            Ok(answer)
         }
-        answer.timings = opening.then(answer.timings);
-        Ok(answer)
     }
 
     /// An idle connection to `origin` that is still open, if any; closed
@@ -298,52 +307,56 @@ pub(crate) fn needs_content_length(method: &Method, body: &[u8]) -> bool {
 /// buffer of `reads.0` bytes and failing a body over `reads.1` bytes: the
 /// head, the body, whether the connection can carry another request, and
 /// the response's size in bytes.
-async fn exchange(
-    stream: &mut Stream,
-    encoded: &[u8],
-    body_apart: Option<&Bytes>,
-    method: &Method,
+#[allow(clippy::manual_async_fn)] // see request::Job::run
+fn exchange<'a>(
+    stream: &'a mut Stream,
+    encoded: &'a [u8],
+    body_apart: Option<&'a Bytes>,
+    method: &'a Method,
     (first_read, max_body_bytes): (usize, u64),
-) -> Result<(Answer, bool, usize), Broken> {
-    let mut write = stream.write_all(encoded).await;
-    if let (Ok(()), Some(body)) = (&write, body_apart) {
-        write = stream.write_all(body).await;
+) -> impl Future<Output = Result<(Answer, bool, usize), Broken>> + 'a {
+    // A plain fn around an async block, as `Connections::send`.
+    async move {
+        let mut write = stream.write_all(encoded).await;
+        if let (Ok(()), Some(body)) = (&write, body_apart) {
+            write = stream.write_all(body).await;
+        }
+        if write.is_ok() {
+            // TLS may hold the last record back until flushed; TCP never does.
+            write = stream.flush().await;
+        }
+        if let Err(e) = write {
+            // Nothing of the request was acted on: a server does not answer a
+            // request it has not read whole.
+            return Err(if is_reset(&e) {
+                Broken::Unsent(e.to_string())
+            } else {
+                Broken::Failed(Failure::Request(e.to_string()))
+            });
+        }
+        let sent = Instant::now();
+        let mut reader = Reader {
+            stream,
+            buf: BytesMut::with_capacity(first_read),
+            received: 0,
+            first_byte: None,
+            scanned: 0,
+            max_body_bytes,
+        };
+        let head = reader.head().await?;
+        let (body, whole) = reader.body(method, &head).await.map_err(Broken::Failed)?;
+        let timings = Timings::exchange(sent, reader.first_byte.unwrap_or(sent), Instant::now());
+        // Bytes after the response belong to no request: the connection is
+        // not reused then.
+        let reusable = whole && reader.buf.is_empty() && keeps_alive(&head);
+        let received = reader.received;
+        let answer = Answer {
+            head,
+            body,
+            timings,
+        };
+        Ok((answer, reusable, received))
     }
-    if write.is_ok() {
-        // TLS may hold the last record back until flushed; TCP never does.
-        write = stream.flush().await;
-    }
-    if let Err(e) = write {
-        // Nothing of the request was acted on: a server does not answer a
-        // request it has not read whole.
-        return Err(if is_reset(&e) {
-            Broken::Unsent(e.to_string())
-        } else {
-            Broken::Failed(Failure::Request(e.to_string()))
-        });
-    }
-    let sent = Instant::now();
-    let mut reader = Reader {
-        stream,
-        buf: BytesMut::with_capacity(first_read),
-        received: 0,
-        first_byte: None,
-        scanned: 0,
-        max_body_bytes,
-    };
-    let head = reader.head().await?;
-    let (body, whole) = reader.body(method, &head).await.map_err(Broken::Failed)?;
-    let timings = Timings::exchange(sent, reader.first_byte.unwrap_or(sent), Instant::now());
-    // Bytes after the response belong to no request: the connection is
-    // not reused then.
-    let reusable = whole && reader.buf.is_empty() && keeps_alive(&head);
-    let received = reader.received;
-    let answer = Answer {
-        head,
-        body,
-        timings,
-    };
-    Ok((answer, reusable, received))
 }
 
 /// A whole response: its head, its body, and where its time went.

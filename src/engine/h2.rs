@@ -76,6 +76,8 @@ impl H2Connections {
     pub fn learned_http1(&self, origin: &Origin) {
         let mut known = self.http1.lock().unwrap_or_else(|p| p.into_inner());
         if !known.contains(origin) {
+            // One more slot at a time, as the idle connections of h1.rs.
+            known.reserve_exact(1);
             known.push(origin.clone());
         }
     }
@@ -103,6 +105,7 @@ impl H2Connections {
         let sender = Sender { send, closed };
         let mut senders = self.senders();
         senders.retain(|(o, s)| o != origin && !s.is_closed());
+        senders.reserve_exact(1);
         senders.push((origin.clone(), sender.clone()));
         Ok(sender)
     }

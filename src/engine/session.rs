@@ -298,34 +298,44 @@ impl SessionState {
         )))
     }
 
-    async fn round_trip_maybe_h2(
-        &self,
-        origin: &Origin,
+    #[allow(clippy::manual_async_fn)] // see request::Job::run
+    fn round_trip_maybe_h2<'a>(
+        &'a self,
+        origin: &'a Origin,
         max_body_bytes: u64,
         req: Request<Bytes>,
-    ) -> Exchange {
-        // A request the server did not process, because it was ending the
-        // connection, goes once more, on a new one.
-        let mut again = true;
-        loop {
-            let (sender, opening) = match Box::pin(self.h2_route(origin)).await? {
-                Route::H2(sender, opening) => (sender, opening),
-                Route::Http1(fresh) => {
-                    return Box::pin(self.conns.round_trip_on(origin, fresh, max_body_bytes, req))
+    ) -> impl Future<Output = Exchange> + Send + 'a {
+        // A plain fn around an async block, for the reason
+        // `request::Job::run` gives.
+        async move {
+            // A request the server did not process, because it was ending
+            // the connection, goes once more, on a new one.
+            let mut again = true;
+            loop {
+                let (sender, opening) = match Box::pin(self.h2_route(origin)).await? {
+                    Route::H2(sender, opening) => (sender, opening),
+                    Route::Http1(fresh) => {
+                        return Box::pin(self.conns.round_trip_on(
+                            origin,
+                            fresh,
+                            max_body_bytes,
+                            req,
+                        ))
                         .await
+                    }
+                };
+                // Boxed, as are the h1 path and the opening below: what each
+                // holds is alive only while it runs, and this future stays
+                // small for the many first requests that end up on HTTP/1.1.
+                let sent = h2::round_trip(sender, h2_form(h2::copy(&req), origin), max_body_bytes);
+                match Box::pin(sent).await {
+                    Ok(mut answer) => {
+                        answer.timings = opening.then(answer.timings);
+                        return Ok(answer);
+                    }
+                    Err(h2::H2Failure::Unprocessed(_)) if again => again = false,
+                    Err(failure) => return Err(failure.into()),
                 }
-            };
-            // Boxed, as are the h1 path and the opening below: what each
-            // holds is alive only while it runs, and this future stays
-            // small for the many first requests that end up on HTTP/1.1.
-            let sent = h2::round_trip(sender, h2_form(h2::copy(&req), origin), max_body_bytes);
-            match Box::pin(sent).await {
-                Ok(mut answer) => {
-                    answer.timings = opening.then(answer.timings);
-                    return Ok(answer);
-                }
-                Err(h2::H2Failure::Unprocessed(_)) if again => again = false,
-                Err(failure) => return Err(failure.into()),
             }
         }
     }
@@ -345,9 +355,11 @@ impl SessionState {
         if self.conns.has_idle(origin) {
             return Ok(Route::Http1(None));
         }
-        let (stream, opening) = connect(origin).await?;
+        // Both boxed: each is alive only while it runs, and this future
+        // is in every first request to an origin that may speak HTTP/2.
+        let (stream, opening) = Box::pin(connect(origin)).await?;
         if stream.speaks_h2(origin) {
-            let sender = self.h2.open(origin, stream).await?;
+            let sender = Box::pin(self.h2.open(origin, stream)).await?;
             return Ok(Route::H2(sender, opening));
         }
         self.h2.learned_http1(origin);
