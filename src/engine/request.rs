@@ -383,14 +383,17 @@ fn answered(
         body: resp_body,
         timings,
     } = answer;
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
-    if parts.headers.contains_key(header::SET_COOKIE) {
+    let sets_cookies = parts.headers.contains_key(header::SET_COOKIE);
+    if sets_cookies {
         let mut values = parts.headers.get_all(header::SET_COOKIE).iter();
         session.jar().set_cookies(&mut values, url);
-        out.cookies = set_cookie_pairs(&parts.headers);
     }
     if let Some(next) = redirect_target(spec, parts.status, &parts.headers, url) {
         return Answered::Redirect(follow_up(spec, body, parts.status, url, &next), next);
+    }
+    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    if sets_cookies {
+        out.cookies = set_cookie_pairs(&parts.headers);
     }
     out.timings = timings;
     out.status = parts.status.as_u16();

@@ -208,19 +208,23 @@ impl TlsConn {
     /// (handshake records; plaintext is kept for the next read).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<usize> {
         let data = &data[..data.len().min(MAX_WRITE_BYTES)];
-        self.process(&mut [], None)?;
-        let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
-        match state.map_err(tls_error)? {
-            ConnectionState::WriteTraffic(mut traffic) => {
+        loop {
+            // One look at the state when nothing is queued, as between
+            // requests; `process` drains what is, then this looks again.
+            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
+            if let ConnectionState::WriteTraffic(mut traffic) = state.map_err(tls_error)? {
                 append_with(&mut self.unsent, data.len() + 64, |buf| {
                     traffic.encrypt(data, buf).map_err(short_of)
                 })?;
-                Ok(data.len())
+                return Ok(data.len());
             }
-            other => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("TLS connection cannot send in state {other:?}"),
-            )),
+            let (_, next) = self.process(&mut [], None)?;
+            if next != Next::Writable {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("TLS connection cannot send ({next:?})"),
+                ));
+            }
         }
     }
 

@@ -28,20 +28,13 @@ pub use serve::{serve_until_told, Limits};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::middleware;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
@@ -49,7 +42,6 @@ pub use doc::stats_document;
 
 use crate::engine::CompletionQueue;
 use crate::report::html::{Point, ReportMeta};
-use crate::report::{csv, html};
 use crate::stats::Recorder;
 
 /// How long an HTTP request that changes the run waits for the runner.

@@ -2,7 +2,24 @@
 //! downloads, the server-sent stats stream, and the Basic authentication
 //! in front of them all.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{health, lock, origin, read, Shared, WebCommand, REPLY_TIMEOUT};
+use crate::report::html::ReportMeta;
+use crate::report::{csv, html};
 
 const INDEX_HTML: &str = include_str!("../../assets/web/index.html");
 const APP_JS: &str = include_str!("../../assets/web/app.js");
@@ -10,6 +27,8 @@ const APP_CSS: &str = include_str!("../../assets/web/app.css");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/vendor/uplot/uPlot.min.css");
 
+/// The web UI's routes over `shared` (the paths are listed in
+/// `docs/web.md`); the caller adds the Basic authentication layer.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
