@@ -108,3 +108,41 @@ def test_responses_are_freed_without_the_cycle_collector(
     assert run.returncode == 0, run.stderr
     assert run.total["num_requests"] == 80 and run.total["num_failures"] == 0
     assert int(alive_file.read_text()) <= 1
+
+
+SETTINGS = """
+from aiotest import AsyncHttpUser, task, constant
+
+class Settings(AsyncHttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def probe(self):
+        # A plain get's spec is kept; what the session changes after it
+        # must still reach the next one.
+        await self.session.get("/plain")
+        self.session.headers["X-Token"] = "t1"
+        await self.session.get("/plain")
+        self.session.headers.clear()
+        await self.session.get("/after")
+        self.session.max_body_bytes = 1
+        await self.session.get("/after")
+"""
+
+
+def test_session_settings_reach_requests_made_with_a_url_alone(
+    http_server: CountingServer, write_file, tmp_path: Path
+) -> None:
+    path = write_file("settings.py", SETTINGS)
+    run = run_aiotest(
+        "-f", str(path), "--headless", "-u", "1", "-r", "10", "-i", "1", "-H", http_server.url,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the last request failed
+    assert http_server.counts["GET /plain"] == 2 and http_server.counts["GET /after"] == 2
+    assert http_server.last_request["GET /plain"][0]["x-token"] == "t1"
+    assert "x-token" not in http_server.last_request["GET /after"][0]
+    after = run.entry("GET", "/after")
+    assert (after["num_requests"], after["num_failures"]) == (2, 1)
+    (failure,) = run.json["stats"]["failures"]
+    assert "over the limit of 1 bytes" in failure["error"], failure

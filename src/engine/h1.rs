@@ -31,11 +31,12 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::connect;
 pub(crate) use super::conn::{Origin, Stream};
+pub(crate) use super::h1_encode::Encoded;
 use super::timings::Timings;
 
 /// The response head: status, version and headers.
@@ -57,8 +58,6 @@ const MAX_READ_BYTES: usize = 1 << 20;
 const MAX_HEAD_BYTES: usize = 256 * 1024;
 /// The most header fields a response head may have (hyper allows 100).
 const MAX_HEADERS: usize = 128;
-/// Bodies up to this size are sent in the same write as the head.
-const INLINE_BODY_BYTES: usize = 16 * 1024;
 /// The text of a connection closed before a message was complete (hyper's).
 const CLOSED_EARLY: &str = "connection closed before message completed";
 /// The most informational (1xx) responses taken before the final one: a
@@ -116,54 +115,49 @@ impl Connections {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `req` (origin-form URI, with its `Host` header) to `origin` on
-    /// an idle connection, else on a new one, and reads the whole response.
-    /// The body's framing headers (`Content-Length`, `Transfer-Encoding`)
-    /// are the engine's: it sends `Content-Length` for a body, and for an
-    /// empty POST, PUT or PATCH. A request that finds its reused connection
-    /// closed by the server (nothing of a response came back) is sent once
-    /// more on a new connection when it may be (RFC 9110, 9.2.2: idempotent
-    /// methods, or nothing was written).
-    ///
-    /// # Errors
-    /// [`Failure`] says which step failed; the connection is then dropped.
+    /// [`Self::round_trip_on`] of an `http::Request`, on an idle or new
+    /// connection (the tests' way in).
+    #[cfg(test)]
     pub fn round_trip<'a>(
         &'a self,
         origin: &'a Origin,
         max_body_bytes: u64,
-        req: Request<Bytes>,
+        req: http::Request<Bytes>,
     ) -> impl Future<Output = Result<Answer, Failure>> + 'a {
-        self.round_trip_on(origin, None, max_body_bytes, req)
+        self.round_trip_on(origin, None, max_body_bytes, Encoded::of(req))
     }
 
-    /// [`Self::round_trip`] on `fresh`, a connection just opened to
-    /// `origin` (whose ALPN chose HTTP/1.1) and what opening it took, when
-    /// given.
+    /// Sends `req` to `origin` and reads the whole response: on `fresh`, a
+    /// connection just opened to `origin` (whose ALPN chose HTTP/1.1) with
+    /// what opening it took, when given; else on an idle connection, else
+    /// on a new one. A request that finds its reused connection closed by
+    /// the server (nothing of a response came back) is sent once more on
+    /// a new connection when it may be (RFC 9110, 9.2.2: idempotent
+    /// methods, or nothing was written).
+    ///
+    /// # Errors
+    /// [`Failure`] says which step failed; the connection is then dropped.
     pub fn round_trip_on<'a>(
         &'a self,
         origin: &'a Origin,
         fresh: Option<(Stream, Timings)>,
         max_body_bytes: u64,
-        req: Request<Bytes>,
+        req: Encoded,
     ) -> impl Future<Output = Result<Answer, Failure>> + 'a {
-        // Only what the exchange needs goes into the future (an async fn
-        // would keep `req` whole in it): every byte of it is in each
-        // request's task, and 10,000 users may have one in flight at once.
-        let encoded = encode(&req);
-        let (parts, body) = req.into_parts();
-        let method = parts.method;
-        let body_apart = (body.len() > INLINE_BODY_BYTES).then_some(body);
         let first_read = self
             .last_response_bytes
             .load(Ordering::Relaxed)
             .next_power_of_two()
             .clamp(FIRST_READ_BYTES.0, FIRST_READ_BYTES.1);
+        // Only what the exchange needs goes into the future: every byte of
+        // it is in each request's task, and 10,000 users may have one in
+        // flight at once.
         self.send(
             origin,
             fresh,
-            encoded,
-            body_apart,
-            method,
+            req.head,
+            req.body_apart,
+            req.method,
             (first_read, max_body_bytes),
         )
     }
@@ -253,54 +247,6 @@ impl Connections {
     pub fn idle_count(&self) -> usize {
         self.idle().len()
     }
-}
-
-/// The request line and header section of `req` (RFC 9112, sections 3 and
-/// 5), with its body too when that is at most [`INLINE_BODY_BYTES`].
-fn encode(req: &Request<Bytes>) -> Vec<u8> {
-    let body = req.body();
-    let inline = body.len() <= INLINE_BODY_BYTES;
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(
-        128 + target.len()
-            + req
-                .headers()
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum::<usize>()
-            + if inline { body.len() } else { 0 },
-    );
-    out.extend_from_slice(req.method().as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if needs_content_length(req.method(), body) {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if inline {
-        out.extend_from_slice(body);
-    }
-    out
-}
-
-/// Whether a request says its body's length: when it has one, and for the
-/// methods that define a body even when it is empty (an empty POST says
-/// `Content-Length: 0`; RFC 9110 section 8.6). HTTP/1.1 and HTTP/2
-/// requests alike.
-pub(crate) fn needs_content_length(method: &Method, body: &[u8]) -> bool {
-    !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Writes one request on `stream` and reads its response, starting with a

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use http::Request;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use http::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

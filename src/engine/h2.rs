@@ -20,7 +20,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Request};
 
 use super::conn::{Origin, Stream};
-use super::h1::{body_over_limit, needs_content_length, Answer, Failure};
+use super::h1::{body_over_limit, Answer, Failure};
+use super::h1_encode::needs_content_length;
 use super::timings::Timings;
 
 /// A connection's handle for new streams, and whether its task has ended.

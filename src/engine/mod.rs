@@ -9,6 +9,7 @@ mod completion;
 mod conn;
 mod driven;
 mod h1;
+mod h1_encode;
 mod h2;
 mod request;
 mod session;

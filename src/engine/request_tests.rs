@@ -149,3 +149,52 @@ mod plain_path_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+    use crate::engine::HttpSession;
+
+    /// The head written straight from a spec (known HTTP/1.1 origins) is
+    /// byte for byte the one written from the `http::Request` that may go
+    /// on HTTP/2 instead.
+    #[test]
+    fn both_ways_of_writing_a_request_give_the_same_bytes() {
+        let session = HttpSession::new(
+            Some("http://127.0.0.1:8080"),
+            crate::engine::TlsOptions::default(),
+            crate::engine::HttpVersion::Auto,
+            Arc::default(),
+        )
+        .unwrap();
+        let state = &session.state;
+        let url = Url::parse("http://127.0.0.1:8080/items?page=2").unwrap();
+        let cookie = HeaderValue::from_static("session=ann-1; Path=/");
+        state.jar().set_cookies(&mut std::iter::once(&cookie), &url);
+        let mut spec = RequestSpec::for_tests(Method::POST, "/items?page=2");
+        spec.headers = vec![
+            ("X-Trace".into(), "abc".into()),
+            ("Content-Length".into(), "999".into()),
+            ("Accept".into(), "application/json".into()),
+        ];
+        let body = Bytes::from_static(b"{\"a\": 1}");
+        let direct = http1_request(state, &url, &spec, body.clone()).unwrap();
+        let built = Encoded::of(any_request(state, &url, &spec, body).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&direct.head),
+            String::from_utf8_lossy(&built.head)
+        );
+        let text = String::from_utf8(direct.head).unwrap();
+        assert!(text.starts_with("POST /items?page=2 HTTP/1.1\r\nx-trace: abc\r\n"));
+        assert!(text.contains("\r\nhost: 127.0.0.1:8080\r\n"), "{text}");
+        assert!(text.contains("\r\ncookie: session=ann-1\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 8\r\n"), "{text}");
+        assert!(!text.contains("999") && !text.contains("*/*"), "{text}");
+        // A header that cannot be sent fails the same way on both.
+        spec.headers = vec![("bad header".into(), "x".into())];
+        let direct = http1_request(state, &url, &spec, Bytes::new()).err();
+        let built = any_request(state, &url, &spec, Bytes::new()).err();
+        assert_eq!(direct, built);
+        assert!(direct.unwrap().starts_with("InvalidHeader:"));
+    }
+}

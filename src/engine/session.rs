@@ -17,7 +17,7 @@ use reqwest::redirect::Policy;
 use reqwest::Client;
 
 use super::conn::{connect, Origin, Stream};
-use super::h1::{Answer, Connections, Failure};
+use super::h1::{Answer, Connections, Encoded, Failure};
 use super::h2::{self, H2Connections};
 use super::timings::Timings;
 use super::tls::{client_config, TlsOptions};
@@ -112,6 +112,14 @@ pub enum HttpVersion {
 
 /// What a fast-path exchange yields.
 type Exchange = Result<Answer, Failure>;
+
+/// A request to send, as [`SessionState::round_trip`] takes it.
+pub(crate) enum Outgoing {
+    /// Encoded for HTTP/1.1 already: its origin [`SessionState::speaks_http1`].
+    Http1(Encoded),
+    /// Not encoded yet: it may go on HTTP/2.
+    Any(Request<Bytes>),
+}
 
 /// How many resolved URLs an engine keeps before it starts over.
 const RESOLVED_CACHE_ENTRIES: usize = 4096;
@@ -274,7 +282,9 @@ impl SessionState {
     /// Sends `req` (origin-form URI, with its `Host`) to `origin` on this
     /// session's connections and reads the whole response: on its HTTP/2
     /// connection there when it has one, else on a kept HTTP/1.1 one, else
-    /// on a new connection, whose ALPN (or h2c) decides which.
+    /// on a new connection, whose ALPN (or h2c) decides which. A request
+    /// encoded for HTTP/1.1 already must go to an origin that
+    /// [`Self::speaks_http1`].
     ///
     /// # Errors
     /// [`Failure`] says which step failed.
@@ -282,20 +292,28 @@ impl SessionState {
         &'a self,
         origin: &'a Origin,
         max_body_bytes: u64,
-        req: Request<Bytes>,
+        req: Outgoing,
     ) -> Either<
         impl Future<Output = Exchange> + Send + 'a,
         Pin<Box<dyn Future<Output = Exchange> + Send + 'a>>,
     > {
-        if !origin.may_speak_h2() || self.h2.is_http1(origin) {
-            // HTTP/1.1: the small future of `h1.rs` as it is.
-            return Either::Left(self.conns.round_trip(origin, max_body_bytes, req));
+        // HTTP/1.1: the small future of `h1.rs` as it is.
+        let http1 = |req| Either::Left(self.conns.round_trip_on(origin, None, max_body_bytes, req));
+        match req {
+            Outgoing::Http1(req) => http1(req),
+            Outgoing::Any(req) if self.speaks_http1(origin) => http1(Encoded::of(req)),
+            Outgoing::Any(req) => Either::Right(Box::pin(self.round_trip_maybe_h2(
+                origin,
+                max_body_bytes,
+                req,
+            ))),
         }
-        Either::Right(Box::pin(self.round_trip_maybe_h2(
-            origin,
-            max_body_bytes,
-            req,
-        )))
+    }
+
+    /// Whether requests to `origin` go on HTTP/1.1 without asking: plain
+    /// http without h2c, or an origin whose ALPN chose HTTP/1.1 before.
+    pub fn speaks_http1(&self, origin: &Origin) -> bool {
+        !origin.may_speak_h2() || self.h2.is_http1(origin)
     }
 
     #[allow(clippy::manual_async_fn)] // see request::Job::run
@@ -319,7 +337,7 @@ impl SessionState {
                             origin,
                             fresh,
                             max_body_bytes,
-                            req,
+                            Encoded::of(req),
                         ))
                         .await
                     }
