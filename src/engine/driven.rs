@@ -56,6 +56,15 @@ struct Finished {
     samples: Vec<RequestSample>,
 }
 
+impl Finished {
+    fn with_capacity(room: usize) -> Self {
+        Self {
+            completions: Vec::with_capacity(room),
+            samples: Vec::with_capacity(room),
+        }
+    }
+}
+
 /// State the request tasks share with [`Driven::turn`].
 struct Shared {
     finished: Mutex<Finished>,
@@ -215,7 +224,15 @@ impl Driven {
         recorder: &Recorder,
         in_flight: &Arc<AtomicU64>,
     ) -> Result<Vec<Completion>, EngineError> {
-        let jobs = std::mem::take(&mut *lock(&self.queued));
+        // The next turn's lists start as large as this turn's: grown one
+        // push at a time, they were reallocated, and their large items
+        // copied, several times a turn (~1,000 instructions a request:
+        // callgrind, 50 users over TLS, 2026-12-02).
+        let jobs = {
+            let mut queued = lock(&self.queued);
+            let room = queued.len();
+            std::mem::replace(&mut *queued, Vec::with_capacity(room))
+        };
         let shared = &self.shared;
         let watched = &self.watched;
         let deadline = &self.deadline;
@@ -296,7 +313,11 @@ impl Driven {
             }
             Ok(())
         })?;
-        let finished = std::mem::take(&mut *lock(&shared.finished));
+        let finished = {
+            let mut finished = lock(&shared.finished);
+            let room = finished.completions.len();
+            std::mem::replace(&mut *finished, Finished::with_capacity(room))
+        };
         recorder.record_batch(finished.samples);
         Ok(finished.completions)
     }
