@@ -279,10 +279,13 @@ class EngineSelector(selectors.DefaultSelector):
         bridge.turns += 1
         engine = self._watched_by = bridge.engine
         fd = self.fileno()
-        finished = engine.drive(fd, 0.0)
+        # With no listener or request context to hand them to, the turn
+        # resolves the finished requests itself (see Engine.drive).
+        quiet = not bridge.request_event.has_listeners and not bridge._contexts
+        resolved, finished = engine.drive(fd, 0.0, quiet)
         ready = super().select(0)
         spin = self.spin_s
-        if ready or finished or timeout == 0:
+        if ready or finished or resolved or timeout == 0:
             self._stop_spinning()
         elif timeout is None or timeout > spin:
             self._stop_spinning()
@@ -290,9 +293,9 @@ class EngineSelector(selectors.DefaultSelector):
             # (the loop calls again at once) up to it.
             wait = None if timeout is None else timeout - spin
             began = time.perf_counter()
-            finished = engine.drive(fd, wait)
+            resolved, finished = engine.drive(fd, wait, quiet)
             ready = super().select(0)
-            if wait is not None and not finished and not ready:
+            if wait is not None and not finished and not resolved and not ready:
                 self._woke_late(time.perf_counter() - began - wait)
         elif self._spinning_since is None:
             self._spinning_since = time.perf_counter()

@@ -370,13 +370,17 @@ class Engine:
         """True: requests submitted from now on run on the thread that calls
         :meth:`drive`; False (the default): on the engine's own threads."""
     def drive(
-        self, wake_fd: int, timeout_s: float | None = None
-    ) -> list[tuple[RequestAwaitable, RawResponse]]:
+        self, wake_fd: int, timeout_s: float | None = None, resolve: bool = False
+    ) -> tuple[int, list[tuple[RequestAwaitable, RawResponse]]]:
         """One turn of the driven engine, without the GIL: starts submitted
         requests and runs what is ready; unless ``timeout_s`` is 0, then waits
         until a request finishes, ``wake_fd`` turns readable or ``timeout_s``
-        passes (None: no limit). Returns the finished requests. Raises
-        OSError when ``wake_fd`` cannot be watched."""
+        passes (None: no limit). Returns ``(resolved, finished)``: with
+        ``resolve``, the turn resolves the finished requests' awaitables
+        itself and counts them, and ``finished`` holds only the cancelled
+        ``catch_response`` ones, for Python to record; without it,
+        ``resolved`` is 0 and ``finished`` holds every finished request.
+        Raises OSError when ``wake_fd`` cannot be watched."""
     def unwatch(self, wake_fd: int) -> None:
         """Stops watching ``wake_fd``; call it before closing it."""
     def record(

@@ -39,6 +39,11 @@ pub struct PyRequestAwaitable {
 }
 
 impl PyRequestAwaitable {
+    /// Whether the engine records the request itself.
+    pub(crate) fn recorded(&self) -> bool {
+        self.recorded
+    }
+
     /// A pending request on `event_loop`; `recorded` says whether the engine
     /// records it itself (False for `catch_response`).
     pub fn new(event_loop: Py<PyAny>, recorded: bool) -> Self {
@@ -113,8 +118,8 @@ impl PyRequestAwaitable {
 
     /// Whether the engine records the request itself (False for
     /// `catch_response=True`, whose user code decides).
-    #[getter]
-    fn recorded(&self) -> bool {
+    #[getter(recorded)]
+    fn get_recorded(&self) -> bool {
         self.recorded
     }
 
