@@ -111,7 +111,7 @@ impl Hasher for IdHasher {
 /// the Python session, checked when built. See `_core.pyi`.
 #[pyclass(name = "RequestSpec", module = "aiotest._core", frozen)]
 pub struct PyRequestSpec {
-    inner: RequestSpec,
+    inner: Arc<RequestSpec>,
 }
 
 #[pymethods]
@@ -141,7 +141,7 @@ impl PyRequestSpec {
             url,
             name,
             headers,
-            body,
+            body: body.map(bytes::Bytes::from),
             timeout_s,
             allow_redirects,
             record,
@@ -191,7 +191,9 @@ impl PyRequestSpec {
                 )));
             }
         }
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -272,7 +274,7 @@ impl PyEngine {
         event_loop: Py<PyAny>,
     ) -> PyResult<Py<PyRequestAwaitable>> {
         let waiter = Py::new(py, PyRequestAwaitable::new(event_loop, spec.inner.record))?;
-        let id = self.inner.submit(&session.inner, spec.inner.clone());
+        let id = self.inner.submit(&session.inner, Arc::clone(&spec.inner));
         self.pending
             .lock()
             .expect("pending requests")

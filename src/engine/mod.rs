@@ -163,7 +163,8 @@ impl Engine {
     /// arrives on the completion queue, or, in driven mode, from the
     /// [`Engine::drive`] turn that finishes it; when `spec.record` is set it
     /// is also recorded in the statistics before that.
-    pub fn submit(&self, session: &HttpSession, spec: RequestSpec) -> u64 {
+    pub fn submit(&self, session: &HttpSession, spec: impl Into<Arc<RequestSpec>>) -> u64 {
+        let spec = spec.into();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prepared = session
             .resolve(&spec.url)

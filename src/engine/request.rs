@@ -31,7 +31,7 @@ pub struct RequestSpec {
     /// The stats name: `name=`, else the URL as given.
     pub name: String,
     pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
+    pub body: Option<Bytes>,
     pub timeout_s: Option<f64>,
     pub allow_redirects: bool,
     /// Record in the statistics when done (false for `catch_response=True`,
@@ -137,7 +137,9 @@ pub(crate) struct Job {
     pub id: u64,
     /// The absolute URL and the session, or why there are none.
     pub prepared: Result<(Url, Arc<SessionState>), EngineError>,
-    pub spec: RequestSpec,
+    /// Shared with the Python `RequestSpec` it came from: a spec used
+    /// again is not copied.
+    pub spec: Arc<RequestSpec>,
     /// Where a streamed request records itself when its body ends.
     pub recorder: Option<Recorder>,
 }
@@ -180,7 +182,7 @@ impl Job {
         let Job {
             id,
             prepared,
-            mut spec,
+            spec,
             recorder,
         } = self;
         async move {
@@ -198,7 +200,7 @@ impl Job {
                 }
                 Ok((url, session)) if !proxy_set(url.scheme()) => {
                     match session.tls_for(url, spec.tls.as_ref()) {
-                        Ok(tls) => execute_plain(session, url, tls, &mut spec).await,
+                        Ok(tls) => execute_plain(session, url, tls, &spec).await,
                         Err(e) => HttpOutcome::failed_before_sending(&spec, e),
                     }
                 }
@@ -312,11 +314,11 @@ fn execute_plain<'a>(
     session: &'a SessionState,
     url: &'a Url,
     tls: Option<Arc<rustls::ClientConfig>>,
-    spec: &'a mut RequestSpec,
+    spec: &'a RequestSpec,
 ) -> impl Future<Output = HttpOutcome> + Send + 'a {
     // A plain fn around an async block, for the reason `Job::run` gives.
     async move {
-        let body = Bytes::from(spec.body.take().unwrap_or_default());
+        let body = spec.body.clone().unwrap_or_default();
         let (origin, req) = match plain_request(session, url, tls, spec, body.clone()) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -614,7 +616,7 @@ fn follow_up(
     };
     let mut next = spec.clone();
     next.url = to.to_string();
-    next.body = (!body.is_empty()).then(|| body.to_vec());
+    next.body = (!body.is_empty()).then_some(body);
     let to_get = match status.as_u16() {
         301 | 302 => spec.method == Method::POST,
         303 => true,

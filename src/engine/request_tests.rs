@@ -40,7 +40,7 @@ mod plain_path_tests {
         let job = Job {
             id: 1,
             prepared,
-            spec,
+            spec: spec.into(),
             recorder: None,
         };
         match rt.block_on(job.run()).0.outcome {
@@ -72,7 +72,9 @@ mod plain_path_tests {
         assert_eq!(out.status, 401);
         let mut login = spec(Method::POST, "/login");
         login.headers = vec![("Content-Type".into(), "application/json".into())];
-        login.body = Some(br#"{"username": "ann", "password": "x"}"#.to_vec());
+        login.body = Some(Bytes::from_static(
+            br#"{"username": "ann", "password": "x"}"#,
+        ));
         let out = run(&rt, &session, login);
         assert_eq!(out.status, 200, "{:?}", out.error);
         assert_eq!(out.cookies.len(), 1);
@@ -94,7 +96,7 @@ mod plain_path_tests {
         let base = format!("http://{}", target.addr);
         // 302 turns a POST into a GET, for every later hop too.
         let mut post = spec(Method::POST, "/redirect/3");
-        post.body = Some(b"x=1".to_vec());
+        post.body = Some(Bytes::from_static(b"x=1"));
         let out = run(&rt, &session, post);
         assert_eq!((out.status, out.error.as_deref()), (200, None));
         assert_eq!(out.method, "POST", "recorded under the method sent first");
@@ -106,7 +108,7 @@ mod plain_path_tests {
         assert_eq!(counts["requests"]["GET /redirect/0"], 1);
         // 307 keeps the method and the body.
         let mut post = spec(Method::POST, "/redirect/1?code=307");
-        post.body = Some(b"x=1".to_vec());
+        post.body = Some(Bytes::from_static(b"x=1"));
         let out = run(&rt, &session, post);
         assert_eq!(&out.body[..], b"redirected, POST\n");
         // Not followed when asked not to.
