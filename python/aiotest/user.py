@@ -204,8 +204,25 @@ class User(metaclass=_UserMeta):
                 if not ctx.claim_iteration():
                     return
                 turn = bridge.turns if bridge is not None else -1
-                if not await self.run_iteration():
-                    return
+                # run_iteration inlined for an async task: one coroutine
+                # fewer per iteration (~1,000 instructions; see http.py's
+                # NOTE for how it was measured).
+                fn = self.pick_task()
+                self._task_started_at = time.monotonic()
+                if isinstance(fn, type) and is_taskset(fn):
+                    if not await self._run_blocking(fn):
+                        return
+                else:
+                    try:
+                        result = fn(self)
+                        if type(result) is CoroutineType or _awaitable(result):
+                            await result
+                    except StopUser:
+                        return
+                    except Exception as exc:
+                        ctx.record_error(exc)
+                    finally:
+                        ctx.task_done()
                 if self._stop_requested:
                     return
                 wait_s = self.wait_time()
