@@ -642,7 +642,7 @@ impl PyRawResponse {
     }
     #[getter]
     fn reason(&self) -> &str {
-        &self.outcome.reason
+        self.outcome.reason
     }
     /// requests' and Locust's name for `status`.
     #[getter]

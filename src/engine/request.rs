@@ -63,7 +63,9 @@ pub struct HttpOutcome {
     pub name: String,
     /// 0 when no response arrived (connection error, timeout, bad URL).
     pub status: u16,
-    pub reason: String,
+    /// The status's canonical reason phrase (as reqwest gives it, whatever
+    /// the server wrote); empty without a response.
+    pub reason: &'static str,
     pub headers: HeaderMap,
     /// The final URL, after redirects.
     pub url: String,
@@ -91,19 +93,24 @@ pub struct HttpOutcome {
 
 impl HttpOutcome {
     pub(crate) fn failed_before_sending(spec: &RequestSpec, error: String) -> Self {
+        Self::of(spec, spec.url.clone(), Some(error))
+    }
+
+    /// The outcome of `spec` sent to `url`, with no response yet.
+    fn of(spec: &RequestSpec, url: String, error: Option<String>) -> Self {
         Self {
-            method: spec.method.to_string(),
+            method: spec.method.as_str().to_owned(),
             name: spec.name.clone(),
             status: 0,
-            reason: String::new(),
+            reason: "",
             headers: HeaderMap::new(),
-            url: spec.url.clone(),
+            url,
             body: Bytes::new(),
             cookies: Vec::new(),
             response_time_us: 0,
             version: http::Version::HTTP_11,
             timings: Timings::default(),
-            error: Some(error),
+            error,
             ended_at_s: unix_now_s(),
             intended_lag_us: spec.intended_lag_us,
             stream: None,
@@ -340,7 +347,7 @@ fn execute_plain<'a>(
                 Ok(Ok(answer)) => Ok(answered(session, url, spec, body, answer)),
             };
             let mut out = match first {
-                Err(failure) => HttpOutcome::failed_before_sending(spec, failure),
+                Err(failure) => HttpOutcome::of(spec, url.as_str().to_owned(), Some(failure)),
                 Ok(Answered::Done(out)) => out,
                 Ok(Answered::Redirect(mut follow, next)) => {
                     let left = timeout.saturating_sub(started.elapsed());
@@ -350,11 +357,10 @@ fn execute_plain<'a>(
             };
             out.response_time_us = started.elapsed().as_micros() as u64;
             out.ended_at_s = unix_now_s();
-            out.url = url.as_str().to_owned();
             return out;
         };
         let mut out = hop.await;
-        out.method = spec.method.to_string();
+        out.method = spec.method.as_str().to_owned();
         out.response_time_us = started.elapsed().as_micros() as u64;
         out
     }
@@ -390,17 +396,17 @@ fn answered(
     if let Some(next) = redirect_target(spec, parts.status, &parts.headers, url) {
         return Answered::Redirect(follow_up(spec, body, parts.status, url, &next), next);
     }
-    let mut out = HttpOutcome::failed_before_sending(spec, String::new());
+    let mut out = HttpOutcome::of(spec, url.as_str().to_owned(), None);
     if sets_cookies {
         out.cookies = set_cookie_pairs(&parts.headers);
     }
     out.timings = timings;
     out.status = parts.status.as_u16();
-    out.reason = parts.status.canonical_reason().unwrap_or("").to_owned();
+    out.reason = parts.status.canonical_reason().unwrap_or("");
     out.version = parts.version;
     out.headers = parts.headers;
     out.body = resp_body;
-    out.error = status_failure(out.status, &out.reason);
+    out.error = status_failure(out.status, out.reason);
     Answered::Done(out)
 }
 

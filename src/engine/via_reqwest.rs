@@ -37,7 +37,7 @@ fn reqwest_request(
 /// Fills `out` from a response head.
 fn take_head(out: &mut HttpOutcome, resp: &reqwest::Response) {
     out.status = resp.status().as_u16();
-    out.reason = resp.status().canonical_reason().unwrap_or("").to_owned();
+    out.reason = resp.status().canonical_reason().unwrap_or("");
     out.version = resp.version();
     out.url = resp.url().to_string();
     if resp.headers().contains_key(reqwest::header::SET_COOKIE) {
@@ -73,7 +73,7 @@ pub(crate) async fn execute(client: &Client, url: Url, spec: &RequestSpec) -> Ht
     match result {
         Ok(body) => {
             out.body = body;
-            out.error = status_failure(out.status, &out.reason);
+            out.error = status_failure(out.status, out.reason);
         }
         Err(e) => out.error = Some(e),
     }
@@ -109,7 +109,7 @@ pub(super) async fn execute_streamed(
         Ok(Ok(resp)) => {
             take_head(&mut out, &resp);
             out.timings.waiting_us = micros(started.elapsed());
-            out.error = status_failure(out.status, &out.reason);
+            out.error = status_failure(out.status, out.reason);
             let record = recorder.map(|r| (r, out.sample()));
             out.stream = Some(BodyStream::start(
                 resp,
