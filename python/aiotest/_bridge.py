@@ -65,6 +65,11 @@ class EngineBridge:
         self.turns = 0
         #: Requests in flight that carry a request context, for listeners.
         self._contexts: dict[RequestAwaitable, Mapping[str, Any]] = {}
+        #: The specs of requests made with a method and URL alone, kept by
+        #: the sessions on this engine (see ``HttpSession._plain``).
+        self.plain_specs: dict[
+            tuple[str, str], tuple[RequestSpec, float, int | None, int | None]
+        ] = {}
 
     @property
     def attached(self) -> bool:

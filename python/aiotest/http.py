@@ -453,10 +453,12 @@ class RequestContext:
 
 # NOTE: a request made with a method and URL alone skips building its spec
 # (14 keyword arguments through PyO3, ~4,300 instructions of the ~72,000 a
-# request took in all over TLS: callgrind, 50 users, 2026-12-02).
-#: How many such specs a session keeps; one with many distinct URLs
-#: starts over when it reaches it.
-_MAX_PLAIN_SPECS = 64
+# request took in all over TLS: callgrind, 50 users, 2026-12-02; measured
+# as the difference between runs of 2,000 and 12,000 iterations, so that
+# start-up cancels out).
+#: How many such specs the sessions of one engine keep between them; many
+#: distinct URLs make the cache start over when it reaches it.
+_MAX_PLAIN_SPECS = 256
 
 
 class HttpSession:
@@ -495,10 +497,9 @@ class HttpSession:
         #: each request, merged under the request's own ``context=``.
         self.user_context: Callable[[], Mapping[str, Any]] | None = None
         #: Specs of requests made with a method and URL alone, by (method,
-        #: url): each with the timeout, body limit and lag it was built on.
-        self._plain_specs: dict[
-            tuple[str, str], tuple[RequestSpec, float, int | None, int | None]
-        ] = {}
+        #: url), each with the timeout, body limit and lag it was built on:
+        #: shared by the sessions of one engine (a spec names no session).
+        self._plain_specs = bridge.plain_specs
 
     def request(
         self,
@@ -595,10 +596,10 @@ class HttpSession:
 
     def _plain(self, method: str, url: str) -> RequestContext:
         """``request(method, url)`` with no other argument, the common case
-        of a load test's tasks. Its spec (immutable: the engine copies what
-        it sends) is built once and used again while the session sends no
-        headers of its own and keeps its timeout, body limit and intended
-        lag; at most :data:`_MAX_PLAIN_SPECS` are kept."""
+        of a load test's tasks. Its spec (immutable, and naming no session)
+        is built once and used again, by any session of the engine that
+        sends no headers of its own and has the same timeout, body limit and
+        intended lag; at most :data:`_MAX_PLAIN_SPECS` are kept."""
         if self.headers:
             return self.request(method, url)
         specs = self._plain_specs
