@@ -7,6 +7,8 @@ mod cluster;
 mod engine;
 mod errors;
 mod export;
+mod request;
+mod stats;
 mod target;
 mod web;
 

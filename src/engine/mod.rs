@@ -10,6 +10,7 @@ mod conn;
 mod driven;
 mod h1;
 mod h1_encode;
+mod h1_head;
 mod h2;
 mod request;
 mod session;
